@@ -1,0 +1,205 @@
+"""Architectures, weights resolution (imagenet / path / none), head replacement, safe loading."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import WeightsError
+from .preprocess import Preprocess
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def _weights_enum(arch: str):
+    from torchvision import models
+
+    return models.get_model_weights(arch).DEFAULT
+
+
+def create(arch: str, num_classes: int, device="cpu"):
+    """An untrained torchvision ResNet with a `num_classes` head."""
+    from torchvision import models
+
+    if arch not in ARCHS:
+        raise WeightsError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    return models.get_model(arch, weights=None, num_classes=num_classes).to(device)
+
+
+def default_preprocess(arch: str) -> Preprocess:
+    """The preprocessing of the architecture's ImageNet weights (used whatever the weights)."""
+    return Preprocess.from_weights(_weights_enum(arch))
+
+
+def hub_checkpoint_path(arch: str) -> Path:
+    """Where torchvision's downloader caches the ImageNet weights of `arch`."""
+    import torch.hub
+
+    name = os.path.basename(urlparse(_weights_enum(arch).url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+@dataclass
+class WeightsSource:
+    kind: str  # imagenet | path | none
+    file: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"source": self.kind, "file": self.file}
+
+
+def load_imagenet_state(arch: str) -> tuple[dict, WeightsSource]:
+    """torchvision's ImageNet weights through its own download + cache (works offline when the
+    file is already in $TORCH_HOME/hub/checkpoints)."""
+    weights = _weights_enum(arch)
+    cached = hub_checkpoint_path(arch)
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
+    except Exception as e:  # URLError, socket errors, HTTP errors, a corrupt cache file
+        if cached.exists():
+            raise WeightsError(f"cached ImageNet weights {cached} cannot be read ({_short(e)}); delete it and retry") from None
+        raise WeightsError(
+            f"ImageNet weights for {arch} could not be downloaded ({_short(e)}). Put {cached.name} "
+            f"(from {weights.url}) in {cached.parent}, or use --weights PATH or --weights none"
+        ) from None
+    return state, WeightsSource("imagenet", str(cached))
+
+
+def read_state_dict(path: Path | str) -> dict:
+    """Read a state dict from .safetensors, or a .pt/.pth with weights_only=True. Checkpoints
+    that wrap the state dict ({"model": ...} / {"state_dict": ...}) are unwrapped."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise WeightsError(f"{path} is not a readable safetensors file ({_short(e)})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise WeightsError(
+                f"{path} holds Python objects, not just tensors; tlexport refuses to unpickle it "
+                "(save a plain state_dict, or use .safetensors)"
+            ) from None
+        raise WeightsError(f"{path} is not a readable PyTorch weights file ({_short(e)})") from None
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_backbone(model, state: dict, arch: str, origin: str) -> None:
+    """Load everything but the classifier head (which may have another size) strictly."""
+    body = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(set(expected) - set(body))
+    unexpected = sorted(set(body) - set(expected))
+    wrong = [k for k in expected if k in body and tuple(body[k].shape) != tuple(expected[k])]
+    if missing or unexpected or wrong:
+        guess = guess_arch(state)
+        hint = f" (they look like {guess})" if guess and guess != arch else ""
+        raise WeightsError(
+            f"weights in {origin} do not fit {arch}{hint}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} wrongly shaped tensors"
+        )
+    model.load_state_dict(body, strict=False)
+
+
+def guess_arch(state: dict) -> str | None:
+    """Which ResNet a state dict belongs to, by its key set and shapes (None if none)."""
+    import torch
+
+    shapes = {k: tuple(v.shape) for k, v in state.items() if not k.startswith("fc.")}
+    for arch in ARCHS:
+        with torch.device("meta"):
+            ref = create(arch, 1).state_dict()
+        if shapes == {k: tuple(v.shape) for k, v in ref.items() if not k.startswith("fc.")}:
+            return arch
+    return None
+
+
+def build(arch: str, num_classes: int, weights: str = "imagenet"):
+    """A ResNet with pretrained body and a fresh `num_classes` head.
+
+    Args:
+        weights: "imagenet", "none", or a path to .safetensors/.pt/.pth.
+    Returns:
+        (model, WeightsSource)
+    """
+    model = create(arch, num_classes)
+    if weights == "none":
+        return model, WeightsSource("none")
+    if weights == "imagenet":
+        state, source = load_imagenet_state(arch)
+        load_backbone(model, state, arch, f"the ImageNet file {source.file}")
+        return model, source
+    path = Path(weights).expanduser()
+    load_backbone(model, read_state_dict(path), arch, str(path))
+    return model, WeightsSource("path", str(path.resolve()))
+
+
+@dataclass
+class Run:
+    """A finished (or running) training run as stored on disk."""
+
+    dir: Path
+    meta: dict
+
+    @property
+    def arch(self) -> str:
+        return self.meta["arch"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self.meta["preprocess"])
+
+    def weights_file(self, which: str = "best") -> Path:
+        return self.dir / f"{which}.safetensors"
+
+    def load_model(self, which: str = "best", device="cpu"):
+        """The trained model in eval mode, loaded strictly from safetensors."""
+        model = create(self.arch, len(self.classes))
+        state = read_state_dict(self.weights_file(which))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise WeightsError(f"{self.weights_file(which)} does not match run.json ({_short(e)})") from None
+        return model.to(device).eval()
+
+
+def load_run(run_dir: Path | str) -> Run:
+    """Read a run directory written by `tlexport train`."""
+    run_dir = Path(run_dir).expanduser()
+    meta_file = run_dir / "run.json"
+    if not run_dir.is_dir():
+        raise WeightsError(f"run directory {run_dir} does not exist")
+    if not meta_file.is_file():
+        raise WeightsError(f"{run_dir} is not a tlexport run (no run.json)")
+    try:
+        meta = json.loads(meta_file.read_text())
+        for key in ("arch", "classes", "preprocess"):
+            meta[key]
+    except (ValueError, KeyError) as e:
+        raise WeightsError(f"{meta_file} is damaged ({_short(e)})") from None
+    return Run(run_dir, meta)
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]

@@ -1,0 +1,153 @@
+"""The one definition of preprocessing.
+
+A `Preprocess` travels from the pretrained weights into the run directory and from there into
+every exported artifact. Two implementations share it: torchvision transforms for training and
+evaluation, and a Pillow/numpy version for torch-free inference (`tlexport predict`, edge apps).
+They use the same Pillow resize so they agree to float rounding.
+
+This module must not import torch at module level: `predict` for ONNX runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Eval preprocessing: resize the shorter side, centre-crop, scale to [0,1], normalise.
+
+    Args:
+        resize: target length of the image's shorter side, in pixels.
+        crop: side of the square centre crop fed to the network.
+        mean, std: per-channel normalisation applied to RGB values in [0, 1].
+        interpolation: resize filter, one of nearest, bilinear, bicubic (antialiased).
+    """
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    # Fixed facts about the input layout, recorded so an app need not guess them.
+    color_order: str = field(default="RGB", compare=False)
+    layout: str = field(default="NCHW", compare=False)
+    value_range: tuple[float, float] = field(default=(0.0, 1.0), compare=False)
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
+        if self.crop <= 0 or self.resize < self.crop:
+            raise ValueError("need 0 < crop <= resize")
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_weights(cls, weights) -> "Preprocess":
+        """Read resize/crop/mean/std/interpolation from a torchvision weights enum."""
+        t = weights.transforms()
+        return cls(
+            resize=int(t.resize_size[0]),
+            crop=int(t.crop_size[0]),
+            mean=tuple(float(v) for v in t.mean),
+            std=tuple(float(v) for v in t.std),
+            interpolation=t.interpolation.value,
+        )
+
+    def with_crop(self, crop: int) -> "Preprocess":
+        """Same normalisation at another input size, keeping the weights' resize/crop ratio."""
+        resize = int(round(crop * self.resize / self.crop))
+        return Preprocess(resize, crop, self.mean, self.std, self.interpolation)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"], d["value_range"] = list(self.mean), list(self.std), list(self.value_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(
+            resize=int(d["resize"]),
+            crop=int(d["crop"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            interpolation=str(d.get("interpolation", "bilinear")),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    # ---- torch-free path (Pillow + numpy) -------------------------------------------------------
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """Output (w, h) after resizing the shorter side, computed as torchvision does."""
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
+
+    def to_array(self, img) -> np.ndarray:
+        """PIL RGB image -> float32 CHW array, normalised, exactly as the eval transform."""
+        return self.normalize(self.crop_uint8(img)).transpose(2, 0, 1)
+
+    def crop_uint8(self, img) -> np.ndarray:
+        """PIL RGB image -> uint8 HWC array after resize and centre crop (what a camera app feeds
+        to a model with baked-in normalisation)."""
+        from PIL import Image
+
+        filters = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+        w, h = self.resized_size(*img.size)
+        if (w, h) != img.size:
+            img = img.resize((w, h), filters[self.interpolation])
+        # torchvision's CenterCrop: offsets rounded, image padded when smaller than the crop.
+        arr = np.asarray(img, dtype=np.uint8)
+        if arr.shape[0] < self.crop or arr.shape[1] < self.crop:
+            ph, pw = max(self.crop - arr.shape[0], 0), max(self.crop - arr.shape[1], 0)
+            arr = np.pad(arr, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+        top = int(round((arr.shape[0] - self.crop) / 2.0))
+        left = int(round((arr.shape[1] - self.crop) / 2.0))
+        return np.ascontiguousarray(arr[top : top + self.crop, left : left + self.crop])
+
+    def normalize(self, hwc_uint8: np.ndarray) -> np.ndarray:
+        """uint8 HWC -> float32 HWC normalised."""
+        x = hwc_uint8.astype(np.float32) / 255.0
+        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+    # ---- torchvision transforms ------------------------------------------------------------------
+    def eval_transform(self):
+        """torchvision transform: PIL RGB image -> normalised float tensor CHW."""
+        from torchvision import transforms as T
+
+        return T.Compose(
+            [
+                T.Resize(self.resize, interpolation=_tv_interp(self.interpolation)),
+                T.CenterCrop(self.crop),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+    def train_transform(self, augment: bool = True):
+        """Training transform: RandomResizedCrop + horizontal flip, or the eval transform."""
+        if not augment:
+            return self.eval_transform()
+        from torchvision import transforms as T
+
+        return T.Compose(
+            [
+                T.RandomResizedCrop(self.crop, interpolation=_tv_interp(self.interpolation)),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+
+def _tv_interp(name: str):
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode(name)
