@@ -172,6 +172,17 @@ class Run:
     def weights_file(self, which: str = "best") -> Path:
         return self.dir / f"{which}.safetensors"
 
+    def samples(self, split: str = "val") -> list[tuple[Path, int]]:
+        """The (path, label) list of the run's train or val split, from split.json ([] when the
+        run has no record or its data folder has moved)."""
+        record_file = self.dir / "split.json"
+        if not record_file.is_file():
+            return []
+        record = json.loads(record_file.read_text())
+        root = Path(record["root"])
+        out = [(root / rel, int(y)) for rel, y in record.get(split, [])]
+        return [s for s in out if s[0].is_file()]
+
     def load_model(self, which: str = "best", device="cpu"):
         """The trained model in eval mode, loaded strictly from safetensors."""
         model = create(self.arch, len(self.classes))

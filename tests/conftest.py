@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny generated images and a tiny run directory (resnet18, 48 px crop)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep the suite fast and predictable on 2 cores, and never touch the user's torch hub cache.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """3 classes x (12 train + 4 val) PNG images of 48 px in train/ and val/ folders."""
+    from tlexport.synth import make_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    return make_dataset(root, classes=("circle", "square", "triangle"), per_class=12,
+                        val_per_class=4, size=48, split=True)
+
+
+def write_fake_run(run_dir: Path, data_root: Path, classes, crop: int = 48, seed: int = 0) -> Path:
+    """A run directory as `tlexport train` writes it, with random (untrained) weights: enough for
+    export/parity/bench tests without paying for training."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tlexport import models
+    from tlexport.data import scan
+
+    torch.manual_seed(seed)
+    model = models.create("resnet18", len(classes)).eval()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(run_dir / "best.safetensors"))
+    save_file(model.state_dict(), str(run_dir / "last.safetensors"))
+    pre = models.default_preprocess("resnet18").with_crop(crop)
+    scanned = scan(data_root)
+    (run_dir / "split.json").write_text(json.dumps(scanned.split_record()))
+    meta = {
+        "tlexport_version": "0.1.0", "arch": "resnet18", "classes": list(classes),
+        "preprocess": pre.to_dict(), "weights": {"source": "none", "file": None},
+        "metrics": {"best_val_accuracy": 0.0, "best_epoch": 0}, "versions": {},
+    }
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def fake_run(tmp_path_factory, tiny_data) -> Path:
+    return write_fake_run(tmp_path_factory.mktemp("runs") / "fake", tiny_data,
+                          ["circle", "square", "triangle"])
