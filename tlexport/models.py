@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -57,7 +59,9 @@ def load_imagenet_state(arch: str) -> tuple[dict, WeightsSource]:
     weights = _weights_enum(arch)
     cached = hub_checkpoint_path(arch)
     try:
-        state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
+        # torch.hub announces every download on stdout, which would corrupt `--json` output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
     except Exception as e:  # URLError, socket errors, HTTP errors, a corrupt cache file
         if cached.exists():
             raise WeightsError(f"cached ImageNet weights {cached} cannot be read ({_short(e)}); delete it and retry") from None

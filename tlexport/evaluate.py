@@ -1,0 +1,143 @@
+"""`tlexport eval`: accuracy, per-class precision/recall/F1 and the confusion matrix of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import ImageDataset, check_files, class_files, list_classes
+from .errors import DataError
+from .fileio import atomic_path, write_json
+from .models import load_run
+
+
+@dataclass
+class EvalResult:
+    run_dir: Path
+    data: str
+    classes: list[str]
+    images: int
+    top1: float
+    top5: float
+    per_class: list[dict]
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    confusion_png: Path | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "run_dir": str(self.run_dir), "data": self.data, "images": self.images,
+            "top1": self.top1, "top5": self.top5, "classes": self.classes,
+            "per_class": self.per_class, "confusion": self.confusion,
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "confusion_png": str(self.confusion_png) if self.confusion_png else None,
+        }
+
+
+def labelled_samples(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """Images of `folder/<class>/` (or `folder/val/<class>/` for a train/val layout) labelled with
+    the run's class indices. Classes the run does not know are an error."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist")
+    if (folder / "val").is_dir() and (folder / "train").is_dir():
+        folder = folder / "val"
+    found = list_classes(folder)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder} has classes the model was not trained on: {', '.join(unknown)}")
+    if not found:
+        raise DataError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
+    samples = class_files(folder, found)
+    return [(p, classes.index(found[y])) for p, y in samples]
+
+
+def metrics(logits: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[float, float, list, np.ndarray]:
+    """top-1, top-5, per-class (precision, recall, f1, support) and the confusion matrix."""
+    pred = logits.argmax(1)
+    k = min(5, n_classes)
+    top5 = np.argsort(-logits, axis=1)[:, :k]
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    tp = np.diag(confusion).astype(float)
+    predicted, actual = confusion.sum(0), confusion.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    per_class = [(float(p), float(r), float(f), int(s)) for p, r, f, s in zip(precision, recall, f1, actual)]
+    top1 = float((pred == labels).mean())
+    top5_acc = float((top5 == labels[:, None]).any(1).mean())
+    return top1, top5_acc, per_class, confusion
+
+
+def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: int = 32,
+             device: str = "auto", which: str = "best", out: Path | str | None = None) -> EvalResult:
+    """Evaluate a run's weights on its val split (default) or on a labelled folder.
+
+    Args:
+        data: folder with `<class>/` sub-folders (or train/ and val/); default the run's val split.
+        out: folder for confusion.png and eval.json (default RUN_DIR/eval).
+    Returns:
+        EvalResult with accuracy, per-class metrics and the confusion matrix.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .data import collate_skip_none
+    from .train import predict_logits, resolve_device
+
+    run = load_run(run_dir)
+    if batch_size < 1:
+        raise DataError(f"--batch-size must be at least 1, got {batch_size}")
+    samples = labelled_samples(Path(data), run.classes) if data else run.samples("val")
+    if not samples:
+        raise DataError(f"no images to evaluate: {run.dir} has no val split on disk; pass --data DIR")
+    samples, bad = check_files(samples)
+    if not samples:
+        raise DataError("none of the images could be read")
+    dev = resolve_device(device)
+    model = run.load_model(which, dev).to(memory_format=torch.channels_last)
+    loader = DataLoader(ImageDataset(samples, run.preprocess.eval_transform()), batch_size=batch_size,
+                        collate_fn=collate_skip_none)
+    logits, labels = predict_logits(model, loader, dev)
+    top1, top5, per_class, confusion = metrics(logits.numpy(), labels.numpy(), len(run.classes))
+    rows = [
+        {"class": c, "precision": p, "recall": r, "f1": f, "support": s}
+        for c, (p, r, f, s) in zip(run.classes, per_class)
+    ]
+    result = EvalResult(run.dir, str(data) if data else "run val split", run.classes, int(labels.numel()),
+                        top1, top5, rows, confusion.tolist(), [(str(p), r) for p, r in bad])
+    out_dir = Path(out) if out else run.dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.confusion_png = plot_confusion(confusion, run.classes, out_dir / "confusion.png")
+    write_json(out_dir / "eval.json", result.to_dict())
+    return result
+
+
+def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    threshold = confusion.max() / 2 if confusion.size else 0
+    for i in range(n):
+        for j in range(n):
+            color = "white" if confusion[i, j] > threshold else "black"
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=color)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
