@@ -1,0 +1,201 @@
+"""tlexport parity: the pure comparison and gates, metadata checks, inputs, and the CLI end to end
+on real exported artifacts (one session-scoped export of the fake run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tlexport.cli import cli
+from tlexport.parity import Gates, check_metadata, compare, gates_for, random_inputs
+
+CLASSES = ["circle", "square", "triangle"]
+
+
+def _logits(n=12, k=3, seed=0, scale=10.0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, k)) * scale).astype(np.float32)
+
+
+def _names(n):
+    return [f"img{i}.png" for i in range(n)]
+
+
+# ---- compare(): metrics and gates on synthetic logits --------------------------------------------
+def test_identical_logits_pass_with_zero_error():
+    ref = _logits()
+    labels = ref.argmax(1)
+    r = compare(ref, ref.copy(), labels, _names(12), "fp32", gates_for("fp32"), classes=CLASSES)
+    assert r.passed and r.failures == []
+    assert r.max_abs == 0.0 and r.mean_abs == 0.0 and r.max_rel == 0.0
+    assert r.cosine_min == pytest.approx(1.0)
+    assert r.top1_agreement == 100.0 and r.top5_overlap == 1.0
+    assert r.accuracy == 100.0 and r.accuracy_delta == 0.0
+    assert r.flips == [] and r.finite and r.within_tolerance
+
+
+def test_fp32_reassociation_noise_passes_but_real_error_fails():
+    ref = _logits()
+    noise = ref * (1 + 1e-6) + 5e-6  # the size of float32 reassociation between runtimes
+    ok = compare(ref, noise.astype(np.float32), None, _names(12), "fp32", gates_for("fp32"))
+    assert ok.passed, ok.failures
+    bad = ref.copy()
+    bad[3, 1] += 0.05  # one logit off by 5e-2: far outside 1e-4 + 1e-3*|ref| unless |ref| > 50
+    r = compare(ref, bad, None, _names(12), "fp32", gates_for("fp32", atol=1e-4, rtol=1e-4))
+    assert not r.passed and r.within_tolerance is False
+    assert any("outside atol" in f for f in r.failures)
+    assert r.max_abs == pytest.approx(0.05, rel=1e-3)
+
+
+def test_flips_are_listed_per_image_with_class_names():
+    ref = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 1.0, 5.0], [1.0, 0.0, 0.5]], np.float32)
+    out = ref.copy()
+    out[1] = [0.0, 1.0, 2.0]  # square -> triangle
+    labels = np.array([0, 1, 2, 0])
+    r = compare(ref, out, labels, ["a.png", "b.png", "c.png", "d.png"], "int8", gates_for("int8"),
+                classes=CLASSES)
+    assert r.top1_agreement == pytest.approx(75.0)
+    assert [(f["image"], f["reference"], f["runtime"]) for f in r.flips] == [("b.png", "square", "triangle")]
+    assert r.flips[0]["reference_margin"] == pytest.approx(1.0)
+    assert r.accuracy == pytest.approx(75.0) and r.accuracy_delta == pytest.approx(-25.0)
+    assert not r.passed
+    text = " ".join(r.failures)
+    assert "top-1 agreement 75.00% < 98%" in text and "b.png" in text and "25.00 points" in text
+
+
+def test_int8_gate_allows_error_without_flips_and_fp32_does_not():
+    ref = _logits(n=50, seed=1)
+    out = ref + np.float32(0.05)  # shifts every logit equally: same ranking, errors of 5e-2
+    assert compare(ref, out, None, _names(50), "int8", gates_for("int8")).passed
+    assert not compare(ref, out, None, _names(50), "fp32", gates_for("fp32")).passed
+
+
+def test_top1_threshold_is_inclusive_and_few_images_allow_no_flip():
+    ref = np.tile(np.array([[2.0, 0.0, 0.0]], np.float32), (100, 1))
+    out = ref.copy()
+    out[0] = [0.0, 2.0, 0.0]  # 1 flip in 100 = 99 %: fp16 passes (>= 99), int8 passes (>= 98)
+    assert compare(ref, out, None, _names(100), "fp16", gates_for("fp16")).passed
+    out[1] = [0.0, 2.0, 0.0]  # 98 %: fp16 fails, int8 still passes
+    assert not compare(ref, out, None, _names(100), "fp16", gates_for("fp16")).passed
+    assert compare(ref, out, None, _names(100), "int8", gates_for("int8")).passed
+    # With 12 images one flip is 91.7 %: the int8 gate allows no flip at all.
+    assert not compare(ref[:12], out[:12], None, _names(12), "int8", gates_for("int8")).passed
+
+
+def test_non_finite_shape_and_dtype_fail():
+    ref = _logits()
+    nan = ref.copy()
+    nan[2, 0] = np.nan
+    r = compare(ref, nan, None, _names(12), "fp16", gates_for("fp16"))
+    assert r.finite is False and not r.passed and "non-finite" in r.failures[0]
+    assert r.to_dict()["max_abs"] is None  # NaN/Inf never reach the JSON
+    r = compare(ref, ref[:, :2], None, _names(12), "fp32", gates_for("fp32"))
+    assert not r.passed and "shape (12, 2), expected (12, 3)" in r.failures[0]
+    r = compare(ref, ref.astype(np.float16), None, _names(12), "fp16", gates_for("fp16"))
+    assert not r.passed and any("dtype float16" in f for f in r.failures)
+
+
+def test_accuracy_needs_all_labels_known():
+    ref = _logits()
+    r = compare(ref, ref, np.full(12, -1), _names(12), "fp32", gates_for("fp32"))
+    assert r.accuracy is None and r.accuracy_delta is None
+
+
+def test_int8_accuracy_drop_gate():
+    ref = np.tile(np.array([[2.0, 0.0, 0.0]], np.float32), (200, 1))
+    labels = np.zeros(200, int)
+    out = ref.copy()
+    out[:3] = [0.0, 2.0, 0.0]  # 98.5 % agreement, accuracy drop 1.5 points
+    r = compare(ref, out, labels, _names(200), "int8", gates_for("int8"))
+    assert r.top1_agreement == pytest.approx(98.5)
+    assert not r.passed and "1.50 points below" in r.failures[0]
+    assert compare(ref, out, None, _names(200), "int8", gates_for("int8")).passed  # no labels: no gate
+
+
+def test_gates_fp32_uses_user_tolerance_and_looser_precisions_never_tighter():
+    assert gates_for("fp32", 1e-3, 1e-2) == Gates(1e-3, 1e-2, True, 100.0, None, 1e-3, 1e-2)
+    fp16 = gates_for("fp16", 1e-4, 1e-3)
+    assert (fp16.atol, fp16.rtol, fp16.require_allclose, fp16.min_top1) == (1e-2, 1e-2, False, 99.0)
+    assert gates_for("fp16", 0.5, 0.5).atol == 0.5
+    assert gates_for("int8").max_accuracy_drop == 1.0
+
+
+# ---- metadata ----------------------------------------------------------------------------------
+def _pre():
+    return {"resize": 55, "crop": 48, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "interpolation": "bilinear"}
+
+
+def test_metadata_equal_numerically_passes():
+    meta = {"classes": list(CLASSES), "preprocess": dict(_pre(), mean=[0.48500000001, 0.456, 0.406])}
+    assert check_metadata(meta, CLASSES, _pre(), "resnet18") == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"classes": ["square", "circle", "triangle"]}, "class order differs (index 0 is 'square'"),
+    ({"classes": ["cat", "dog", "bird"]}, "class names differ"),
+    ({"preprocess": dict(_pre(), mean=[0.5, 0.5, 0.5])}, "mean differs"),
+    ({"preprocess": dict(_pre(), std=[1.0, 1.0, 1.0])}, "std differs"),
+    ({"preprocess": dict(_pre(), crop=64)}, "crop differs"),
+    ({"arch": "resnet50"}, "architecture differs"),
+])
+def test_metadata_problems_are_named(change, expected):
+    meta = {"classes": list(CLASSES), "preprocess": _pre(), "arch": "resnet18", **change}
+    problems = check_metadata(meta, CLASSES, _pre(), "resnet18")
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_missing_metadata_is_a_problem():
+    assert "no tlexport metadata" in check_metadata(None, CLASSES, _pre())[0]
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+def test_random_inputs_are_seeded_and_identical_per_batch():
+    a, b = random_inputs(5, 32), random_inputs(5, 32)
+    assert a.batch(0, 5).shape == (5, 3, 32, 32) and a.batch(0, 5).dtype == np.float32
+    assert np.array_equal(a.batch(0, 5), b.batch(0, 5)) and a.labels is None
+    assert np.array_equal(np.concatenate([x for _, x in a.batches(2)]), a.batch(0, 5))
+
+
+def test_image_inputs_match_to_array_and_skip_bad_files(tmp_path, tiny_data):
+    from tlexport.images import load_rgb
+    from tlexport.parity import folder_samples, load_images
+    from tlexport.preprocess import Preprocess
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "val", data)
+    (data / "square" / "broken.png").write_bytes(b"not a png")
+    samples, root, _ = folder_samples(data, ["square", "circle", "triangle"])  # other order on purpose
+    pre = Preprocess(resize=55, crop=48)
+    inputs = load_images(samples, pre, root, "test")
+    assert inputs.skipped == [{"image": "square/broken.png", "reason": "not an image"}]
+    assert len(inputs) == 12
+    i = inputs.names.index(next(n for n in inputs.names if n.startswith("circle/")))
+    assert inputs.labels[i] == 1  # mapped to the run's class index, not the folder order
+    expected = pre.to_array(load_rgb(data / inputs.names[i]))
+    assert np.array_equal(inputs.batch(i, i + 1)[0], expected)  # bit-identical to to_array
+
+
+# ---- CLI: usage errors (no artifacts needed) ----------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--random", "4", "--data", "."], "either --data or --random"),
+    (["--random", "0"], "--random must be a positive"),
+    (["--atol", "-1"], "--atol must be a finite number"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--device", "tpu"], "unknown device tpu"),
+    (["--runtimes", "tensorflow"], "unknown runtime tensorflow"),
+])
+def test_bad_usage_exits_2_with_one_line(tmp_path, args, message):
+    r = CliRunner().invoke(cli, ["parity", str(tmp_path), *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+
+
+def test_missing_export_folder_exits_2(tmp_path):
+    r = CliRunner().invoke(cli, ["parity", str(tmp_path / "nope"), "--random", "2"])
+    assert r.exit_code == 2 and "does not exist" in r.output, r.output
