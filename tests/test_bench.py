@@ -1,0 +1,298 @@
+"""tlexport bench: timing statistics, report schema, files, CLI errors, and a real tiny export."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import tlexport
+from tlexport import bench as B
+from tlexport.cli import cli
+
+
+class FakeRuntime:
+    """Implements the Runtime interface without a model: logits are a function of the input, and
+    every batch it is given is remembered so tests can check what the timer fed it."""
+
+    def __init__(self, name="torch-eager", precision="fp32", device="cpu", fail_at=None,
+                 fail_load=False, rows=None, classes=3):
+        self.name, self.precision, self.device = name, precision, device
+        self.artifact, self.metadata = None, {"preprocess": {"crop": 8}}
+        self.fail_at, self.fail_load, self.rows, self.classes = fail_at, fail_load, rows, classes
+        self.seen: list[np.ndarray] = []
+        self.syncs = 0
+        self.threads = None
+
+    @property
+    def label(self):
+        return f"{self.name}/{self.precision}/{self.device}"
+
+    def set_threads(self, n):
+        self.threads = n
+
+    def load(self):
+        if self.fail_load:
+            raise tlexport.errors.RuntimeUnavailable("cannot load this one")
+        return self
+
+    def run(self, batch):
+        if self.fail_at is not None and len(self.seen) == self.fail_at:
+            raise RuntimeError("device lost\nsecond line of a long message")
+        self.seen.append(batch.copy())
+        n = self.rows if self.rows is not None else batch.shape[0]
+        return np.tile(batch.reshape(batch.shape[0], -1)[:1, : self.classes], (n, 1))
+
+    def synchronize(self):
+        self.syncs += 1
+
+
+# ---- time_runtime ------------------------------------------------------------------------------
+def test_time_runtime_counts_iterations_and_orders_statistics():
+    rt = FakeRuntime()
+    r = B.time_runtime(rt, batch_size=2, warmup=3, iters=25, inputs=4)
+    assert r.error is None
+    assert r.iters == 25
+    assert len(rt.seen) == 3 + 25  # warm-up calls are made but not counted
+    assert rt.syncs >= 25  # synchronised around every timed call
+    assert r.min_ms <= r.p50_ms <= r.p90_ms <= r.p99_ms
+    assert r.mean_ms > 0 and r.std_ms >= 0
+    assert r.throughput == pytest.approx(2 / (r.mean_ms / 1e3))
+    assert r.speedup_vs_eager is None  # only bench() knows the baseline
+
+
+def test_time_runtime_inputs_are_random_nonzero_and_rotate():
+    rt = FakeRuntime()
+    B.time_runtime(rt, batch_size=1, warmup=0, iters=8, inputs=4)
+    seen = rt.seen
+    assert all(np.abs(x).sum() > 0 for x in seen)
+    assert all(x.dtype == np.float32 and x.shape == (1, 3, 8, 8) for x in seen)
+    distinct = {x.tobytes() for x in seen}
+    assert len(distinct) == 4  # exactly the pre-generated batches, each used
+    assert all(not np.array_equal(seen[i], seen[i + 1]) for i in range(len(seen) - 1))
+    assert np.array_equal(seen[0], seen[4])  # rotation, not fresh generation inside the loop
+    assert 0.5 < float(np.std(np.concatenate([x.ravel() for x in seen]))) < 1.5  # normal-ish
+
+
+def test_time_runtime_duration_budget_has_a_minimum_of_iterations():
+    r = B.time_runtime(FakeRuntime(), batch_size=1, warmup=0, duration=1e-4)
+    assert r.error is None and r.iters >= B.MIN_ITERS
+
+
+def test_time_runtime_failure_mid_run_is_captured():
+    rt = FakeRuntime(fail_at=7)
+    r = B.time_runtime(rt, batch_size=1, warmup=2, iters=20)
+    assert r.error is not None and "RuntimeError" in r.error and "device lost" in r.error
+    assert "\n" not in r.error
+    assert r.iters == 7 - 2  # the timed calls that completed before the failure
+    assert r.p50_ms is None and r.throughput is None
+
+
+def test_time_runtime_rejects_wrong_output_rows():
+    r = B.time_runtime(FakeRuntime(rows=1), batch_size=4, warmup=0, iters=3)
+    assert r.error is not None and "[4, K]" in r.error
+
+
+def test_summarize_percentiles_match_numpy():
+    times = list(np.linspace(0.001, 0.1, 101))
+    s = B.summarize(times, batch_size=8)
+    assert s["p50_ms"] == pytest.approx(np.percentile(np.array(times) * 1e3, 50))
+    assert s["p99_ms"] == pytest.approx(np.percentile(np.array(times) * 1e3, 99))
+    assert s["min_ms"] == pytest.approx(1.0)
+    assert s["throughput"] == pytest.approx(8 / np.mean(times))
+
+
+def test_fill_speedups_uses_eager_of_same_device_and_batch():
+    mk = lambda name, dev, b, p50: B.BenchResult(name, "fp32", dev, b, p50_ms=p50)  # noqa: E731
+    rs = [mk("torch-eager", "cpu", 1, 10.0), mk("onnxruntime", "cpu", 1, 4.0),
+          mk("torch-eager", "cpu", 8, 40.0), mk("onnxruntime", "cpu", 8, 20.0),
+          mk("onnxruntime", "cuda", 1, 1.0)]
+    B.fill_speedups(rs)
+    assert rs[0].speedup_vs_eager == pytest.approx(1.0)
+    assert rs[1].speedup_vs_eager == pytest.approx(10.0 / 4.0)
+    assert rs[3].speedup_vs_eager == pytest.approx(40.0 / 20.0)
+    assert rs[4].speedup_vs_eager is None  # no eager measured on cuda
+
+
+# ---- bench() and the CLI with a fake runtime layer -----------------------------------------------
+@dataclass
+class FakeSkipped:
+    name: str
+    precision: str
+    device: str
+    reason: str
+
+
+@pytest.fixture
+def fake_layer(monkeypatch, tmp_path):
+    """Replace tlexport.runtimes with a fake offering eager, a good ORT, one that fails to load,
+    one that fails mid-run, and one skipped; returns (export_dir, calls)."""
+    calls = {}
+
+    def discover(export_dir, *, run_dir=None, names=None, devices=("cpu",), precisions=None, threads=None):
+        calls.update(names=names, devices=devices, threads=threads)
+        found = [FakeRuntime("onnxruntime", "int8"), FakeRuntime("onnxruntime", "fp32"),
+                 FakeRuntime("torchscript", "fp32", fail_load=True),
+                 FakeRuntime("pt2", "fp32", fail_at=3), FakeRuntime("torch-eager", "fp32")]
+        found = [r for r in found if names is None or r.name in names]
+        return found, [FakeSkipped("onnxruntime-cuda", "fp32", "cuda", "no CUDA GPU")]
+
+    fake = types.ModuleType("tlexport.runtimes")
+    fake.discover = discover
+    fake.RUNTIME_NAMES = ("torch-eager", "torchscript", "pt2", "onnxruntime", "onnxruntime-cuda", "openvino")
+    monkeypatch.setitem(sys.modules, "tlexport.runtimes", fake)
+    monkeypatch.setattr(tlexport, "runtimes", fake, raising=False)
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    (export_dir / "model.onnx").write_bytes(b"not read by the fake layer")
+    return export_dir, calls
+
+
+def test_bench_report_schema_and_failures_do_not_stop_others(fake_layer):
+    export_dir, calls = fake_layer
+    rep = B.bench(export_dir, batch_sizes=(1, 2), warmup=1, iters=5, threads=1)
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert set(d) >= {"environment", "results"}
+    for key in ("cpu", "usable_cores", "threads", "versions", "gpu"):
+        assert key in d["environment"]
+    assert d["environment"]["threads"] == 1 and calls["threads"] == 1
+    assert all(tuple(r) == B.RESULT_FIELDS for r in d["results"])
+    by = {(r["runtime"], r["precision"], r["batch_size"]): r for r in d["results"]}
+    assert len(by) == 5 * 2
+    assert d["results"][0]["runtime"] == "torch-eager"  # the baseline comes first
+    assert by[("torch-eager", "fp32", 1)]["speedup_vs_eager"] == pytest.approx(1.0)
+    ort = by[("onnxruntime", "fp32", 2)]
+    assert ort["error"] is None and ort["iters"] == 5 and ort["p50_ms"] > 0
+    eager = by[("torch-eager", "fp32", 2)]
+    assert ort["speedup_vs_eager"] == pytest.approx(eager["p50_ms"] / ort["p50_ms"])
+    assert "cannot load" in by[("torchscript", "fp32", 1)]["error"]
+    assert "device lost" in by[("pt2", "fp32", 1)]["error"]
+    assert d["skipped"][0]["reason"] == "no CUDA GPU"
+
+
+def test_bench_always_measures_eager_baseline(fake_layer):
+    export_dir, calls = fake_layer
+    rep = B.bench(export_dir, runtimes=["onnxruntime"], precisions=["int8"], warmup=0, iters=2)
+    labels = [r.label for r in rep.results]
+    assert labels == ["torch-eager/fp32/cpu", "onnxruntime/int8/cpu"]
+    assert "torch-eager" in calls["names"]
+    assert rep.results[1].speedup_vs_eager == pytest.approx(rep.results[0].p50_ms / rep.results[1].p50_ms)
+
+
+def test_cli_writes_json_markdown_and_plot(fake_layer, tmp_path):
+    export_dir, _ = fake_layer
+    out_json, out_md, out_png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    r = CliRunner().invoke(cli, ["bench", str(export_dir), "--batch-sizes", "1,3", "--iters", "3",
+                                 "--warmup", "1", "--json", str(out_json), "--markdown", str(out_md),
+                                 "--plot", str(out_png)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out_json.read_text())
+    assert sorted({x["batch_size"] for x in data["results"]}) == [1, 3]
+    md = out_md.read_text()
+    assert "| runtime | precision | device | batch |" in md
+    assert md.count("\n| onnxruntime | int8 | cpu |") == 2
+    assert "device lost" in md and "onnxruntime-cuda/fp32/cuda: no CUDA GPU" in md
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "onnxruntime/int8/cpu" in r.output and "speedup" in r.output
+    assert not list(tmp_path.glob(".*.tmp-*"))  # atomic writes leave no temp files
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--runtimes", "tensorflow"], 2, "unknown runtime"),
+    (["--batch-sizes", "0"], 2, "batch size"),
+    (["--batch-sizes", "-4"], 2, "batch size"),
+    (["--batch-sizes", "one"], 2, "integers"),
+    (["--iters", "3", "--duration", "1"], 2, "either --iters or --duration"),
+    (["--iters", "0"], 2, "--iters"),
+    (["--threads", "0"], 2, "--threads"),
+    (["--precisions", "fp8"], 2, "unknown precision"),
+    (["--device", "tpu"], 2, "unknown device"),
+])
+def test_cli_bad_options_exit_2_with_one_line(fake_layer, args, code, words):
+    export_dir, _ = fake_layer
+    r = CliRunner().invoke(cli, ["bench", str(export_dir), *args])
+    assert r.exit_code == code, r.output
+    assert words in r.output and "Traceback" not in r.output
+
+
+def test_cli_cuda_without_gpu_is_a_clear_error(fake_layer):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = CliRunner().invoke(cli, ["bench", str(fake_layer[0]), "--device", "cuda"])
+    assert r.exit_code == 1, r.output
+    assert "needs a CUDA GPU" in r.output and "Traceback" not in r.output
+
+
+def test_cli_export_folder_without_artifacts(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for folder, words in ((tmp_path / "empty", "holds no exported model"), (tmp_path / "missing", "does not exist")):
+        r = CliRunner().invoke(cli, ["bench", str(folder)])
+        assert r.exit_code == 1, r.output
+        assert words in r.output and "Traceback" not in r.output
+        assert len(r.output.strip().splitlines()) == 1
+
+
+# ---- real runtimes on a tiny export (needs engineer A's export + runtime layer) ------------------
+@pytest.fixture(scope="session")
+def tiny_export(fake_run, tmp_path_factory):
+    try:
+        from tlexport.export import export
+        import tlexport.runtimes  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"export/runtime layer not available yet ({e})")
+    out = tmp_path_factory.mktemp("bench_export") / "export"
+    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
+    return out
+
+
+def test_cli_on_real_tiny_export(tiny_export, fake_run, tmp_path):
+    out_json = tmp_path / "real.json"
+    r = CliRunner().invoke(cli, ["bench", str(tiny_export), "--run-dir", str(fake_run), "--runtimes",
+                                 "onnxruntime", "--precisions", "fp32", "--batch-sizes", "1,2",
+                                 "--iters", "3", "--warmup", "1", "--threads", "1", "--json", str(out_json)])
+    assert r.exit_code == 0, r.output
+    results = json.loads(out_json.read_text())["results"]
+    cells = {(x["runtime"], x["batch_size"]): x for x in results}
+    assert set(cells) == {("torch-eager", 1), ("torch-eager", 2), ("onnxruntime", 1), ("onnxruntime", 2)}
+    for cell in results:
+        assert cell["error"] is None, cell
+        assert cell["iters"] == 3 and 0 < cell["min_ms"] <= cell["p50_ms"] <= cell["p99_ms"]
+    assert cells[("torch-eager", 1)]["speedup_vs_eager"] == pytest.approx(1.0)
+
+
+def test_openvino_matches_onnxruntime(tiny_export):
+    pytest.importorskip("openvino")
+    import onnxruntime as ort
+
+    from tlexport.runtime_openvino import OpenVinoRuntime
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 48, 48), dtype=np.float32)
+    ov = OpenVinoRuntime(tiny_export / "model.onnx", "fp32")
+    ov.set_threads(1)
+    got = ov.load().run(x)
+    want = ort.InferenceSession(str(tiny_export / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+    assert ov.label == "openvino/fp32/cpu" and ov.metadata and ov.metadata.get("classes")
+
+
+def test_openvino_unavailable_cases(tmp_path):
+    from tlexport.errors import RuntimeUnavailable
+    from tlexport.runtime_openvino import OpenVinoRuntime
+
+    with pytest.raises(RuntimeUnavailable, match="CPU only"):
+        OpenVinoRuntime(tmp_path / "model.onnx", "fp32", device="cuda").load()
+    pytest.importorskip("openvino")
+    with pytest.raises(RuntimeUnavailable, match="does not exist"):
+        OpenVinoRuntime(tmp_path / "model.onnx", "fp32").load()
+    (tmp_path / "bad.onnx").write_bytes(b"garbage")
+    with pytest.raises(RuntimeUnavailable, match="cannot compile"):
+        OpenVinoRuntime(tmp_path / "bad.onnx", "fp32").load()
