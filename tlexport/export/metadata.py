@@ -1,0 +1,121 @@
+"""The metadata every artifact carries, so an app needs nothing but the model file.
+
+Written into ONNX `metadata_props` (keys `tlexport.*`), and into a `tlexport.json` extra file
+inside TorchScript and .pt2 zip archives. Reading never executes anything: ONNX is parsed with
+the `onnx` package (torch-free), the archives are opened with `zipfile`.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from ..errors import UsageError
+
+EXTRA_FILE = "tlexport.json"
+# ONNX metadata_props keys -> keys of the dict read_metadata returns.
+ONNX_KEYS = {
+    "tlexport.classes": "classes",
+    "tlexport.preprocess": "preprocess",
+    "tlexport.arch": "arch",
+    "tlexport.weights_sha256": "weights_sha256",
+    "tlexport.version": "tlexport_version",
+    "torch.version": "torch_version",
+}
+JSON_VALUED = ("classes", "preprocess")
+FIELDS = tuple(ONNX_KEYS.values())
+
+
+def build_metadata(run, weights_sha256: str) -> dict:
+    """The metadata dict for a run (same keys that `read_metadata` returns).
+
+    Args:
+        run: a `tlexport.models.Run`.
+        weights_sha256: sha256 of the weights file the artifact was made from.
+    Returns:
+        {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version"}
+    """
+    import torch
+
+    from .. import __version__
+
+    return {
+        "classes": run.classes,
+        "preprocess": run.preprocess.to_dict(),
+        "arch": run.arch,
+        "weights_sha256": weights_sha256,
+        "tlexport_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def to_json(meta: dict) -> str:
+    """The `tlexport.json` archive entry."""
+    return json.dumps(meta, sort_keys=True)
+
+
+def embed_onnx(model_proto, meta: dict) -> None:
+    """Set the `tlexport.*` metadata_props of an onnx.ModelProto in place (replacing old ones)."""
+    keep = [p for p in model_proto.metadata_props if p.key not in ONNX_KEYS]
+    del model_proto.metadata_props[:]
+    model_proto.metadata_props.extend(keep)
+    for key, field in ONNX_KEYS.items():
+        value = meta[field]
+        entry = model_proto.metadata_props.add()
+        entry.key = key
+        entry.value = json.dumps(value) if field in JSON_VALUED else str(value)
+
+
+def from_onnx_props(props: dict) -> dict:
+    """`tlexport.*` string props (from onnx or an onnxruntime session's custom_metadata_map)
+    -> metadata dict. Missing keys are absent from the result."""
+    out = {}
+    for key, field in ONNX_KEYS.items():
+        if key in props:
+            out[field] = json.loads(props[key]) if field in JSON_VALUED else props[key]
+    return out
+
+
+def read_metadata(path: Path | str) -> dict:
+    """Read the embedded metadata of an artifact without running it.
+
+    Args:
+        path: a `.onnx`, `.ts` (TorchScript) or `.pt2` file.
+    Returns:
+        {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version"};
+        an empty dict when the file carries no tlexport metadata.
+    Raises:
+        UsageError: the file is missing or not a model file tlexport knows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as e:
+            raise UsageError(f"{path} is not a readable ONNX file ({_short(e)})") from None
+        return from_onnx_props({p.key: p.value for p in proto.metadata_props})
+    if path.suffix in (".ts", ".pt2"):
+        return _read_zip_extra(path)
+    raise UsageError(f"{path}: unknown model type (expected .onnx, .ts or .pt2)")
+
+
+def _read_zip_extra(path: Path) -> dict:
+    """TorchScript and .pt2 archives are zip files; extra files live at `<root>/extra/NAME`."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")]
+            if not names:
+                return {}
+            return json.loads(z.read(names[0]).decode())
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise UsageError(f"{path} is not a readable model archive ({_short(e)})") from None
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]

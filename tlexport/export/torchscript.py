@@ -1,0 +1,84 @@
+"""TorchScript export: traced, checked at other batch sizes, frozen, with metadata inside.
+
+torch.jit tracing is deprecated in current PyTorch (torch.export / .pt2 is its successor);
+tlexport keeps it because many deployment stacks (LibTorch C++, older mobile runtimes) still
+load TorchScript.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from ..errors import ExportError
+from . import metadata as md
+from .onnx import _short
+
+
+def export_torchscript(module, example, path: Path, *, dynamic: bool, meta: dict) -> list[str]:
+    """Trace `module`, freeze it and save it with `tlexport.json` in the archive.
+
+    Args:
+        module: nn.Module in eval mode (already on the tracing device and dtype).
+        example: example input (batch 2 when dynamic, else the fixed batch).
+        path: destination (temporary name).
+        dynamic: check that other batch sizes trace identically and run after freezing.
+        meta: metadata dict.
+    Returns:
+        notes for the manifest.
+    Raises:
+        ExportError: tracer warnings, a trace that depends on the batch size, or a saved module
+            that does not reload and run.
+    """
+    import torch
+
+    checks = [(example[:1],), (torch.cat([example, example[:1]]),)] if dynamic else None
+    try:
+        with warnings.catch_warnings():
+            # Tracer warnings mean the trace baked in a Python value (e.g. a shape): fail loudly.
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", torch.jit.TracerWarning)
+            traced = torch.jit.trace(module, example, check_inputs=checks, strict=True)
+    except Exception as e:
+        raise ExportError(f"TorchScript tracing failed ({_short(e)})") from None
+    return _save_optimized(traced, example, path, meta, dynamic)
+
+
+def _save_optimized(traced, example, path: Path, meta: dict, dynamic: bool) -> list[str]:
+    """Save optimize_for_inference's module when the saved file reloads and runs; on CPU its
+    MKLDNN-prepacked weights currently do not survive torch.jit.save/load, and then the frozen
+    module (conv+BN already folded by freeze) is saved instead. Each try freezes afresh because
+    optimize_for_inference rewrites the module in place."""
+    import torch
+
+    extra = {md.EXTRA_FILE: md.to_json(meta)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.jit.save(torch.jit.optimize_for_inference(torch.jit.freeze(traced)), str(path), _extra_files=extra)
+            _check_reload(path, example, dynamic)
+            return ["frozen + optimize_for_inference"]
+        except Exception:
+            torch.jit.save(torch.jit.freeze(traced), str(path), _extra_files=extra)
+    _check_reload(path, example, dynamic)
+    return ["frozen (optimize_for_inference's module does not reload here, so it is not used)"]
+
+
+def _check_reload(path: Path, example, dynamic: bool) -> None:
+    """The saved archive reloads and runs at batch 1 and 3 (dynamic) or the fixed batch."""
+    import torch
+
+    sizes = (1, 3) if dynamic else (example.shape[0],)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = torch.jit.load(str(path), map_location=example.device)
+            for n in sizes:
+                x = example[:1].expand(n, *example.shape[1:]).contiguous()
+                y = loaded(x)
+                if y.shape[0] != n:
+                    raise ExportError(f"TorchScript module returned batch {y.shape[0]} for input batch {n}")
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"saved TorchScript module does not run at batch {sizes} ({_short(e)})") from None
