@@ -199,3 +199,133 @@ def test_bad_usage_exits_2_with_one_line(tmp_path, args, message):
 def test_missing_export_folder_exits_2(tmp_path):
     r = CliRunner().invoke(cli, ["parity", str(tmp_path / "nope"), "--random", "2"])
     assert r.exit_code == 2 and "does not exist" in r.output, r.output
+
+
+# ---- end to end on real artifacts ----------------------------------------------------------------
+@pytest.fixture(scope="session")
+def exported(fake_run, tmp_path_factory) -> Path:
+    """One export of the fake run (ONNX + TorchScript, fp32 + int8) shared by the tests below."""
+    from tlexport.export import export
+
+    out = tmp_path_factory.mktemp("parity") / "export"
+    export(fake_run, formats=("onnx",), precisions=("fp32", "int8"), out=out, verify=False)
+    return out
+
+
+def _onnx_variant(exported: Path, dest: Path, edit) -> Path:
+    """A copy of model.onnx, edited (weights or metadata), alone in `dest`."""
+    import onnx
+
+    dest.mkdir(parents=True)
+    model = onnx.load(str(exported / "model.onnx"))
+    edit(model)
+    onnx.save(model, str(dest / "model.onnx"))
+    return dest
+
+
+def _set_prop(key, fn):
+    def edit(model):
+        (prop,) = [p for p in model.metadata_props if p.key == key]
+        prop.value = json.dumps(fn(json.loads(prop.value)))
+    return edit
+
+
+def _parity(*args):
+    return CliRunner().invoke(cli, ["parity", *map(str, args)])
+
+
+def test_identical_artifacts_pass_on_real_images(exported, fake_run, tiny_data, tmp_path):
+    data = tmp_path / "val"
+    shutil.copytree(tiny_data / "val", data)
+    (data / "circle" / "empty.png").write_bytes(b"")
+    out = tmp_path / "parity.json"
+    r = _parity(exported, "--data", data, "--runtimes", "onnxruntime",
+                "--precisions", "fp32", "--json", out)
+    assert r.exit_code == 0, r.output
+    assert "PASS" in r.output and "skipped image circle/empty.png: empty file" in r.output
+    report = json.loads(out.read_text())
+    assert {"passed", "reference", "images", "results"} <= set(report)
+    assert report["passed"] is True and report["reference"] == "torch-eager/fp32/cpu"
+    assert report["images"] == 12 and report["labelled"] is True
+    assert report["skipped_images"] == [{"image": "circle/empty.png", "reason": "empty file"}]
+    rows = {(x["runtime"], x["precision"]): x for x in report["results"]}
+    assert set(rows) == {("onnxruntime", "fp32")}
+    schema = {"runtime", "precision", "device", "max_abs", "mean_abs", "max_rel", "cosine_min",
+              "top1_agreement", "top5_overlap", "accuracy", "accuracy_delta", "flips", "passed",
+              "skipped_reason"}
+    for row in rows.values():
+        assert schema <= set(row)
+        assert row["passed"] is True and row["skipped_reason"] is None
+        assert row["max_abs"] < 1e-4 and row["top1_agreement"] == 100.0 and row["flips"] == []
+        assert row["accuracy_delta"] == 0.0 and row["metadata_ok"] and row["batch_independent"]
+
+
+def test_one_weight_tensor_scaled_fails_without_traceback(exported, fake_run, tmp_path):
+    import numpy as np
+    from onnx import numpy_helper
+
+    def scale(model):
+        init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        arr = numpy_helper.to_array(init).astype(np.float32) * np.float32(1.5)
+        init.CopyFrom(numpy_helper.from_array(arr, init.name))
+
+    bad = _onnx_variant(exported, tmp_path / "scaled", scale)
+    out = tmp_path / "p.json"
+    r = _parity(bad, "--run-dir", fake_run, "--json", out)
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and "outside atol=0.0001 rtol=0.001" in r.output
+    row = json.loads(out.read_text())["results"][0]
+    assert row["runtime"] == "onnxruntime" and row["passed"] is False and row["max_abs"] > 1e-3
+
+
+@pytest.mark.parametrize("key, fn, problem", [
+    ("tlexport.preprocess", lambda d: {**d, "mean": [0.5, 0.5, 0.5]}, "mean differs"),
+    ("tlexport.preprocess", lambda d: {**d, "std": [0.25, 0.25, 0.25]}, "std differs"),
+    ("tlexport.classes", lambda c: [c[1], c[0], *c[2:]], "class order differs"),
+])
+def test_wrong_metadata_fails_naming_the_problem(exported, fake_run, tmp_path, key, fn, problem):
+    bad = _onnx_variant(exported, tmp_path / "bad", _set_prop(key, fn))
+    r = _parity(bad, "--run-dir", fake_run, "--random", "2")
+    assert r.exit_code == 1, r.output
+    assert f"metadata: {problem}" in r.output and "Traceback" not in r.output
+
+
+def test_random_mode_needs_no_data(exported, tmp_path):
+    out = tmp_path / "p.json"
+    r = _parity(exported, "--random", "4", "--runtimes", "onnxruntime", "--precisions", "fp32", "--json", out)
+    assert r.exit_code == 0, r.output
+    report = json.loads(out.read_text())
+    assert report["images"] == 4 and report["labelled"] is False and report["source"].startswith("random 4")
+    assert report["results"][0]["accuracy"] is None and report["results"][0]["passed"] is True
+
+
+def test_int8_flips_are_reported_per_image(exported, fake_run, tmp_path):
+    """The flips listed are exactly the val images whose int8 top-1 differs from torch's,
+    recomputed here independently (torchvision transform + onnxruntime)."""
+    import onnxruntime as ort
+    import torch
+
+    from tlexport.models import load_run
+
+    out = tmp_path / "p.json"
+    r = _parity(exported, "--runtimes", "onnxruntime", "--precisions", "int8", "--json", out)
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    assert row["precision"] == "int8" and row["skipped_reason"] is None
+    assert r.exit_code == (0 if row["passed"] else 1), r.output
+
+    run = load_run(fake_run)
+    tf = run.preprocess.eval_transform()
+    from tlexport.images import load_rgb
+
+    samples = run.samples("val")
+    x = torch.stack([tf(load_rgb(p)) for p, _ in samples])
+    with torch.no_grad():
+        ref = run.load_model()(x).argmax(1).numpy()
+    sess = ort.InferenceSession(str(exported / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    q = sess.run(None, {"image": x.numpy()})[0].argmax(1)
+    expected = {(p.parent.name + "/" + p.name, run.classes[a], run.classes[b])
+                for (p, _), a, b in zip(samples, ref, q) if a != b}
+    assert {(f["image"], f["reference"], f["runtime"]) for f in row["flips"]} == expected
+    assert row["top1_agreement"] == pytest.approx(100.0 * (1 - len(expected) / len(samples)))
+    assert row["accuracy"] is not None

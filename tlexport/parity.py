@@ -515,18 +515,17 @@ def check_batch_independence(runtime, inputs: Inputs, batched: np.ndarray, gates
 
 def evaluate_runtime(runtime, inputs: Inputs, ref_logits: np.ndarray, run, atol: float, rtol: float,
                      batch_size: int, progress=None) -> RuntimeResult:
-    """Load, run and compare one runtime; a RuntimeUnavailable on load means skipped, any other
-    error while running is a failure of that runtime (a broken artifact must not pass)."""
+    """Load, run and compare one runtime; any error while loading or running is a failure of
+    that runtime (a broken artifact must not pass), recorded so that the others still run."""
     import time
 
     base = RuntimeResult(runtime.name, runtime.precision, runtime.device,
                          artifact=str(runtime.artifact) if runtime.artifact else None)
     try:
         runtime.load()
-    except RuntimeUnavailable as e:
-        base.skipped_reason = str(e)
-        return base
     except Exception as e:  # noqa: BLE001 - reported per runtime, the others still run
+        # discover() already skipped what cannot run on this machine; an artifact that still
+        # fails to load is broken (truncated, corrupt), and a CI gate must not pass it silently.
         base.fail(f"cannot load: {_one_line(e)}")
         return base
     gates = gates_for(runtime.precision, atol, rtol)
@@ -559,7 +558,7 @@ def _one_line(e: Exception) -> str:
 
 # ---- the public entry point --------------------------------------------------------------------
 def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager", runtimes=None,
-           devices=("cpu",), atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+           devices=("cpu",), precisions=None, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
            max_images: int | None = None, batch_size: int = 16, run_dir=None,
            progress=None) -> ParityReport:
     """Compare every runtime x precision x device of an export folder with a reference.
@@ -571,6 +570,7 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
         reference: runtime name, or "name/precision/device" (default torch-eager fp32 on CPU).
         runtimes: runtime names to compare (None: all that the export folder allows).
         devices: devices to try ("cpu", "cuda"); CUDA runtimes without a GPU are skipped.
+        precisions: precisions to compare ("fp32", "fp16", "int8"; None: all exported).
         atol, rtol: the fp32 tolerance on logits.
         max_images: use at most this many images (spread over the list).
         batch_size: batch fed to every runtime.
@@ -584,6 +584,9 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
     """
     export_dir = Path(export_dir).expanduser()
     _validate(export_dir, data, random, devices, atol, rtol, max_images, batch_size, runtimes)
+    bad = [p for p in precisions or () if p not in ("fp32", "fp16", "int8")]
+    if bad:
+        raise UsageError(f"unknown precision {', '.join(bad)}; expected fp32, fp16 or int8")
     from . import runtimes as rt  # after validation: bad usage is reported without heavy imports
     from .models import load_run
 
@@ -592,7 +595,8 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
     with no_tf32():
         ref_rt = _reference(rt, export_dir, run, reference)
         ref_logits = _reference_logits(ref_rt, inputs, batch_size, progress)
-        found, skipped = rt.discover(export_dir, run_dir=run.dir, names=runtimes, devices=tuple(devices))
+        found, skipped = rt.discover(export_dir, run_dir=run.dir, names=runtimes, devices=tuple(devices),
+                                     precisions=tuple(precisions) if precisions else None)
         results = [evaluate_runtime(r, inputs, ref_logits, run, atol, rtol, batch_size, progress)
                    for r in found if _key(r) != _key(ref_rt)]
     results += [RuntimeResult(s.name, s.precision, s.device, skipped_reason=s.reason) for s in skipped]

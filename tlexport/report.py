@@ -100,7 +100,7 @@ def _parity_cells(r) -> list[tuple[str, bool]]:
     return [
         (r.runtime, False), (r.precision, False), (r.device, False),
         (fmt_num(r.max_abs), tol_fail), (fmt_num(r.mean_abs), False), (fmt_num(r.max_rel), tol_fail),
-        (fmt_num(r.cosine_min, 6) if r.cosine_min is not None else "-", r.finite is False),
+        ("-" if r.cosine_min is None else f"{r.cosine_min:.6f}", r.finite is False),
         (fmt_pct(r.top1_agreement, 2), top1_fail), (fmt_num(r.top5_overlap), False),
         (fmt_pct(r.accuracy), False), (fmt_delta(r.accuracy_delta), "accuracy" in fail_text),
         (_yes_no(r.batch_independent), r.batch_independent is False),
@@ -124,8 +124,9 @@ def parity_table(report):
         table.add_column(col, justify="left" if col in ("runtime", "precision", "device") else "right")
     for r in report.results:
         if r.skipped_reason is not None:
-            table.add_row(r.runtime, r.precision, r.device, f"skipped: {r.skipped_reason}",
-                          *[""] * (len(PARITY_COLUMNS) - 4), style="dim")
+            # Reasons are long: they are listed under the table, not squeezed into a cell.
+            table.add_row(r.runtime, r.precision, r.device, *["-"] * (len(PARITY_COLUMNS) - 4),
+                          "skipped", style="dim")
             continue
         cells = [f"[bold red]{_esc(t)}[/]" if bad else (f"[green]{t}[/]" if t == "PASS" else _esc(t))
                  for t, bad in _parity_cells(r)]
@@ -156,6 +157,8 @@ def render_parity(report, console, max_flips: int = 20) -> None:
     for r in report.compared:
         for reason in r.failures:
             console.print(f"[red]FAIL[/] {r.runtime}/{r.precision}/{r.device}: {_esc(reason)}")
+    for r in report.skipped:
+        console.print(f"[dim]skipped {r.runtime}/{r.precision}/{r.device}: {_esc(r.skipped_reason)}[/]")
     for s in report.skipped_images:
         console.print(f"[yellow]skipped image[/] {_esc(s['image'])}: {_esc(s['reason'])}")
     for note in report.notes:
