@@ -244,6 +244,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--reference", default="torch-eager", show_default=True, help="Reference runtime, or name/precision/device.")
 @click.option("--runtimes", help="Comma-separated runtimes to compare (default: all the export allows).")
 @click.option("--device", "devices", default="cpu", show_default=True, help="Comma-separated devices: cpu,cuda.")
+@click.option("--precisions", help="Comma-separated precisions to compare: fp32,fp16,int8 (default: all exported).")
 @click.option("--atol", default=1e-4, show_default=True, type=float, help="fp32 absolute tolerance on logits.")
 @click.option("--rtol", default=1e-3, show_default=True, type=float, help="fp32 relative tolerance on logits.")
 @click.option("--max-images", type=int, help="Use at most N images (spread over the list).")
@@ -253,7 +254,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--markdown", "md_file", type=click.Path(), help="Write the table as Markdown to FILE.")
 @click.option("--quiet", is_flag=True, help="Only the final PASS/FAIL line.")
 @error_boundary
-def parity(export_dir, data, random_n, reference, runtimes, devices, atol, rtol, max_images,
+def parity(export_dir, data, random_n, reference, runtimes, devices, precisions, atol, rtol, max_images,
            batch_size, run_dir, json_file, md_file, quiet):
     """Check that every exported artifact and runtime agrees with PyTorch, image by image.
 
@@ -269,7 +270,8 @@ def parity(export_dir, data, random_n, reference, runtimes, devices, atol, rtol,
         con.width = max(con.width, 180)
     with _parity_progress(con, quiet) as progress:
         result = run_parity(export_dir, data=data, random=random_n, reference=reference,
-                            runtimes=_csv(runtimes), devices=tuple(_csv(devices) or ()), atol=atol,
+                            runtimes=_csv(runtimes), devices=tuple(_csv(devices) or ()),
+                            precisions=_csv(precisions), atol=atol,
                             rtol=rtol, max_images=max_images, batch_size=batch_size, run_dir=run_dir,
                             progress=progress)
     if json_file:
