@@ -208,7 +208,7 @@ def exported(fake_run, tmp_path_factory) -> Path:
     from tlexport.export import export
 
     out = tmp_path_factory.mktemp("parity") / "export"
-    export(fake_run, formats=("onnx",), precisions=("fp32", "int8"), out=out, verify=False)
+    export(fake_run, formats=("onnx", "torchscript"), precisions=("fp32", "int8"), out=out, verify=False)
     return out
 
 
@@ -239,7 +239,7 @@ def test_identical_artifacts_pass_on_real_images(exported, fake_run, tiny_data, 
     shutil.copytree(tiny_data / "val", data)
     (data / "circle" / "empty.png").write_bytes(b"")
     out = tmp_path / "parity.json"
-    r = _parity(exported, "--data", data, "--runtimes", "onnxruntime",
+    r = _parity(exported, "--data", data, "--runtimes", "onnxruntime,torchscript",
                 "--precisions", "fp32", "--json", out)
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output and "skipped image circle/empty.png: empty file" in r.output
@@ -249,7 +249,7 @@ def test_identical_artifacts_pass_on_real_images(exported, fake_run, tiny_data, 
     assert report["images"] == 12 and report["labelled"] is True
     assert report["skipped_images"] == [{"image": "circle/empty.png", "reason": "empty file"}]
     rows = {(x["runtime"], x["precision"]): x for x in report["results"]}
-    assert set(rows) == {("onnxruntime", "fp32")}
+    assert set(rows) == {("onnxruntime", "fp32"), ("torchscript", "fp32")}
     schema = {"runtime", "precision", "device", "max_abs", "mean_abs", "max_rel", "cosine_min",
               "top1_agreement", "top5_overlap", "accuracy", "accuracy_delta", "flips", "passed",
               "skipped_reason"}
