@@ -266,7 +266,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         if not artifacts:
             raise ExportError("nothing could be exported: " + "; ".join(skipped))
         result = ExportResult(staging, artifacts, {}, skipped)
-        _describe(result, run.preprocess.crop)
+        _describe(result, run.preprocess.crop, "batch" if job.dynamic else fixed)
         if verify:
             say("verifying against torch-eager")
             _verify(result, run)  # the one verification call site (switch to tlexport.parity here)
@@ -308,7 +308,7 @@ def _make_job(run, model, device, fixed, opset, staging, precisions, options) ->
     return Job(run, model, meta, example, fixed is None, device, opset, staging, precisions, options)
 
 
-def _describe(result: ExportResult, crop: int) -> None:
+def _describe(result: ExportResult, crop: int, batch) -> None:
     """Fill size, sha256, opset and input/output spec of each staged artifact."""
     from ..fileio import sha256
     from .onnx import io_spec, opset_of
@@ -321,8 +321,8 @@ def _describe(result: ExportResult, crop: int) -> None:
             a.inputs, a.outputs = io_spec(path)
         else:
             dtype = "float16" if a.precision == "fp16" else "float32"
-            a.inputs = [{"name": "image", "dtype": dtype, "shape": ["batch", 3, crop, crop]}]
-            a.outputs = [{"name": "logits", "dtype": dtype, "shape": ["batch", "classes"]}]
+            a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, crop, crop]}]
+            a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
 
 
 def _manifest(result: ExportResult, run, job: Job, verify: bool) -> dict:

@@ -55,13 +55,15 @@ def _save_optimized(traced, example, path: Path, meta: dict, dynamic: bool) -> l
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            if example.device.type == "cpu":
+                raise RuntimeError("known not to reload on CPU: do not spend time trying")
             torch.jit.save(torch.jit.optimize_for_inference(torch.jit.freeze(traced)), str(path), _extra_files=extra)
             _check_reload(path, example, dynamic)
             return ["frozen + optimize_for_inference"]
         except Exception:
             torch.jit.save(torch.jit.freeze(traced), str(path), _extra_files=extra)
     _check_reload(path, example, dynamic)
-    return ["frozen (optimize_for_inference's module does not reload here, so it is not used)"]
+    return ["frozen (optimize_for_inference's output does not reload on CPU, so it is not applied)"]
 
 
 def _check_reload(path: Path, example, dynamic: bool) -> None:

@@ -1,0 +1,139 @@
+"""`tlexport predict`: artifact + images -> top-k labels.
+
+For `.onnx` the whole path (decode, resize, crop, normalise, onnxruntime, softmax, labels) is
+torch-free: labels and preprocessing come from the model file's metadata. `.ts` and `.pt2` files
+are code-bearing archives; they are loaded only when the user names the file explicitly (an
+export folder resolves to its ONNX model only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, UsageError
+
+# An export folder resolves to the first of these that exists.
+FOLDER_PREFERENCE = ("model.onnx", "model.int8.onnx", "model.fp16.onnx")
+
+
+@dataclass
+class PredictResult:
+    """results: [{"image", "top": [{"label", "index", "prob"}]}]; errors: [{"image", "error"}]."""
+
+    model: Path
+    results: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+
+def resolve_model(model_path: Path | str) -> Path:
+    """An artifact file, or the best ONNX model of an export folder.
+
+    Raises:
+        UsageError: missing path, unknown file type, or a folder without an ONNX model.
+    """
+    path = Path(model_path).expanduser()
+    if path.is_dir():
+        for name in FOLDER_PREFERENCE:
+            if (path / name).is_file():
+                return path / name
+        raise UsageError(f"{path} holds no ONNX model ({', '.join(FOLDER_PREFERENCE)}); TorchScript and "
+                         ".pt2 files run code when loaded, so name such a file explicitly")
+    if not path.is_file():
+        raise UsageError(f"model {path} does not exist")
+    if path.suffix not in (".onnx", ".ts", ".pt2"):
+        raise UsageError(f"{path}: unknown model type (expected .onnx, .ts, .pt2 or an export folder)")
+    return path
+
+
+def _open_runtime(path: Path):
+    """A loaded runtime plus (classes, Preprocess) read from the file's metadata."""
+    from .preprocess import Preprocess
+    from .runtimes import for_artifact
+
+    runtime = for_artifact(path, device="cpu").load()
+    meta = runtime.metadata or {}
+    if "classes" not in meta or "preprocess" not in meta:
+        raise UsageError(f"{path} carries no tlexport metadata (labels, preprocessing); "
+                         "export it with `tlexport export`")
+    return runtime, list(meta["classes"]), Preprocess.from_dict(meta["preprocess"])
+
+
+def _fixed_batch(runtime) -> int | None:
+    """The graph's fixed batch size, or None when the batch dimension is free."""
+    shape = getattr(runtime, "input_shape", None)
+    return shape[0] if shape and isinstance(shape[0], int) else None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> PredictResult:
+    """Classify image files and folders with an exported model.
+
+    Args:
+        model_path: `.onnx` / `.ts` / `.pt2` file, or an export folder (its ONNX model).
+        images: files and/or folders (searched recursively for image files).
+        top_k: labels per image (capped at the number of classes).
+        batch_size: images per inference call (a fixed-batch model uses its own size).
+    Returns:
+        PredictResult; unreadable images are listed in `.errors` by name, the rest classified.
+    Raises:
+        UsageError: bad model or arguments. DataError: no image files at all.
+    """
+    from .images import BadImage, iter_image_files, load_rgb
+
+    if top_k < 1 or batch_size < 1:
+        raise UsageError("--top-k and --batch-size must be at least 1")
+    path = resolve_model(model_path)
+    runtime, classes, pre = _open_runtime(path)
+    result = PredictResult(path)
+    files = iter_image_files(images)
+    if not files:
+        raise DataError("no image files found in " + ", ".join(map(str, images)))
+    uint8_input = getattr(runtime, "input_dtype", None) == np.uint8
+    batch = _fixed_batch(runtime) or batch_size
+    pending: list[tuple[Path, np.ndarray]] = []
+    for f in files:
+        try:
+            img = load_rgb(f)
+            pending.append((f, pre.crop_uint8(img) if uint8_input else pre.to_array(img)))
+        except (BadImage, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+            result.errors.append({"image": str(f), "error": _reason(e)})
+        if len(pending) == batch:
+            result.results += _classify(runtime, pending, classes, top_k, batch, uint8_input)
+            pending = []
+    if pending:
+        result.results += _classify(runtime, pending, classes, top_k, batch, uint8_input)
+    return result
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return str(e) or type(e).__name__
+
+
+def _classify(runtime, pending, classes, top_k, batch, uint8_input) -> list[dict]:
+    """Run one batch (padded to `batch` for fixed-batch models) and format the top-k."""
+    arrays = [a for _, a in pending]
+    n = len(arrays)
+    if _fixed_batch(runtime):
+        arrays += [arrays[-1]] * (batch - n)
+    x = np.stack(arrays)
+    logits = runtime.run_raw(x) if uint8_input else runtime.run(x)
+    probs = softmax(logits[:n].astype(np.float64))
+    k = min(top_k, len(classes))
+    out = []
+    for (f, _), p in zip(pending, probs):
+        order = np.argsort(-p, kind="stable")[:k]
+        out.append({"image": str(f), "top": [{"label": classes[i], "index": int(i), "prob": float(p[i])}
+                                             for i in order]})
+    return out
