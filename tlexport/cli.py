@@ -382,3 +382,117 @@ def bench_cmd(export_dir, runtimes_, precisions, devices, batch_sizes, warmup, i
         from .errors import TlexportError
 
         raise TlexportError("every runtime failed; see the messages above")
+
+
+# ---- export (engineer A) -----------------------------------------------------------------------
+@cli.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "formats", multiple=True, default=("onnx",), show_default=True,
+              type=click.Choice(["onnx", "torchscript", "pt2", "all"]), help="Repeatable.")
+@click.option("--precision", "precisions", multiple=True, default=("fp32",), show_default=True,
+              type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Repeatable. int8: ONNX only; fp16 TorchScript: --device cuda only.")
+@click.option("--out", type=click.Path(), help="Output folder (default RUN_DIR/export).")
+@click.option("--opset", type=int, help="ONNX opset (default: newest supported by both the exporter and onnxruntime).")
+@click.option("--batch", default="dynamic", show_default=True, help="'dynamic' (free batch dimension) or a fixed N.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]), help="Tracing device.")
+@click.option("--calib-size", default=256, show_default=True, type=int, help="int8 calibration images.")
+@click.option("--calib-method", default="minmax", show_default=True,
+              type=click.Choice(["minmax", "percentile", "entropy"]))
+@click.option("--calib-data", type=click.Path(), help="Calibrate on this image folder instead of the run's training split.")
+@click.option("--fp16-io", is_flag=True, help="fp16 ONNX takes and returns float16 (default float32 I/O).")
+@click.option("--bake-preprocess", is_flag=True,
+              help="Also write model.uint8.onnx: uint8 NHWC RGB crop in, normalisation inside the graph.")
+@click.option("--no-verify", is_flag=True, help="Keep artifacts even if they disagree with PyTorch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the artifacts as JSON.")
+@error_boundary
+def export_cmd(run_dir, formats, precisions, out, opset, batch, device, calib_size, calib_method, calib_data,
+               fp16_io, bake_preprocess, no_verify, as_json):
+    """Export a run's best weights to ONNX / TorchScript / .pt2 (fp32, fp16, int8) with labels and
+    preprocessing embedded, verified against PyTorch, plus manifest.json.
+
+    Files are written to temporary names and moved into place only when all are complete and
+    verified. TorchScript tracing is deprecated in PyTorch; .pt2 (torch.export) is its successor.
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .export import export
+
+    con = console(as_json)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=con,
+                  transient=True, disable=as_json) as bar:
+        task = bar.add_task("export", total=None)
+        result = export(run_dir, formats=formats, precisions=precisions, out=out, opset=opset, batch=batch,
+                        device=device, calib_size=calib_size, calib_method=calib_method, calib_data=calib_data,
+                        fp16_io=fp16_io, bake_preprocess=bake_preprocess, verify=not no_verify,
+                        progress=lambda msg: bar.update(task, description=msg))
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    _export_table(con, result)
+
+
+def _export_table(con, result):
+    from rich.table import Table
+
+    table = Table(title=f"exported to {result.out_dir} in {result.seconds:.1f} s")
+    for col, justify in (("file", "left"), ("format", "left"), ("precision", "left"), ("size", "right"),
+                         ("verified", "left")):
+        table.add_column(col, justify=justify)
+    for a in result.artifacts:
+        v = a.verification or {}
+        verified = ("[green]yes[/]" if a.verified else "[red]NO[/]") if a.verified is not None else "skipped"
+        if v:
+            verified += f" (max abs {v['max_abs']:.1e}, top-1 {v['top1_agreement']:.0%})"
+        table.add_row(a.file, a.format, a.precision, f"{a.size / 1e6:.1f} MB", verified)
+    con.print(table)
+    for note in result.skipped:
+        con.print(f"[yellow]not produced:[/] {note}")
+    con.print(f"manifest: {result.out_dir / 'manifest.json'}")
+
+
+# ---- predict (engineer A) ----------------------------------------------------------------------
+@cli.command("predict")
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", default=5, show_default=True, type=int, help="Labels per image.")
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True,
+              help='Print [{"image", "top": [{"label", "index", "prob"}]}] on stdout.')
+@error_boundary
+def predict_cmd(model, images, top_k, batch_size, as_json):
+    """Classify IMAGES (files or folders) with an exported MODEL.
+
+    MODEL is a .onnx file (runs on onnxruntime without importing torch), an export folder (its
+    model.onnx), or a .ts / .pt2 file. Loading TorchScript or .pt2 runs code from the file, so
+    those are only loaded when named explicitly: use only files you trust.
+
+    Exit status: 0 when every image was classified; 1 when some could not be read (they are
+    reported by name on stderr, the others are still printed); 2 for bad usage.
+    """
+    from .predict import predict
+
+    result = predict(model, list(images), top_k=top_k, batch_size=batch_size)
+    con = console()
+    if as_json:
+        emit_json(result.results)
+    else:
+        _predict_table(result)
+    for err in result.errors:
+        con.print(f"cannot read {err['image']}: {err['error']}", style="red", markup=False, highlight=False)
+    if result.errors:
+        sys.exit(1)
+
+
+def _predict_table(result):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.model}")
+    for col in ("image", "top-1", "prob", "next"):
+        table.add_column(col)
+    for r in result.results:
+        best, rest = r["top"][0], r["top"][1:]
+        table.add_row(r["image"], best["label"], f"{best['prob']:.3f}",
+                      ", ".join(f"{t['label']} {t['prob']:.2f}" for t in rest))
+    Console(highlight=False).print(table)
