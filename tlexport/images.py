@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-# Pillow's own default; anything above it is treated as a decompression bomb and skipped.
+# Pillow's own default limit; bigger images are treated as decompression bombs and skipped.
+# Checked from the header before decoding, without touching Pillow's global setting.
 MAX_PIXELS = 89_478_485
 
 
@@ -37,7 +38,6 @@ def load_rgb(path: Path | str):
             raise BadImage("empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise BadImage(f"decompression bomb ({im.width}x{im.height} pixels)")

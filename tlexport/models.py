@@ -90,7 +90,9 @@ def read_state_dict(path: Path | str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        # "Unsupported global" is the weights-only unpickler meeting a class or function:
+        # the file wants to build arbitrary objects (or run code). Anything else is damage.
+        if "Unsupported global" in str(e):
             raise WeightsError(
                 f"{path} holds Python objects, not just tensors; tlexport refuses to unpickle it "
                 "(save a plain state_dict, or use .safetensors)"
@@ -124,11 +126,12 @@ def load_backbone(model, state: dict, arch: str, origin: str) -> None:
 def guess_arch(state: dict) -> str | None:
     """Which ResNet a state dict belongs to, by its key set and shapes (None if none)."""
     import torch
+    from torchvision import models
 
     shapes = {k: tuple(v.shape) for k, v in state.items() if not k.startswith("fc.")}
     for arch in ARCHS:
-        with torch.device("meta"):
-            ref = create(arch, 1).state_dict()
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            ref = models.get_model(arch, weights=None, num_classes=1).state_dict()
         if shapes == {k: tuple(v.shape) for k, v in ref.items() if not k.startswith("fc.")}:
             return arch
     return None
