@@ -384,6 +384,29 @@ def bench_cmd(export_dir, runtimes_, precisions, devices, batch_sizes, warmup, i
         raise TlexportError("every runtime failed; see the messages above")
 
 
+@cli.command()
+@click.option("--out", default="tlexport-quickstart", show_default=True, type=click.Path(),
+              help="Folder for the generated data, the run and its exports (must be empty).")
+@click.option("--epochs", default=6, show_default=True, type=int)
+@error_boundary
+def quickstart(out, epochs):
+    """Run the whole pipeline offline on a generated shapes dataset (resnet18, a few minutes)."""
+    from .quickstart import quickstart as run_quickstart
+
+    con = console()
+    progress = _RichTrainProgress(con)
+    try:
+        result = run_quickstart(out, epochs=epochs, progress=progress)
+    finally:
+        progress.close()
+    _train_summary(con, result.train)
+    con.print(f"eval: top-1 {result.eval.top1:.1%} on {result.eval.images} val images; "
+              f"confusion matrix {result.eval.confusion_png}")
+    con.print(f"\n[bold green]done[/] - everything is in {result.out}:")
+    con.print(f"  data        {result.data}")
+    con.print(f"  run         {result.train.run_dir}  (best.safetensors, run.json, metrics.csv, curves.png)")
+
+
 # ---- export (engineer A) -----------------------------------------------------------------------
 @cli.command("export")
 @click.argument("run_dir", type=click.Path())
