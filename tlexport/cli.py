@@ -512,10 +512,14 @@ def _predict_table(result):
     from rich.table import Table
 
     table = Table(title=f"{result.model}")
-    for col in ("image", "top-1", "prob", "next"):
+    table.add_column("image", overflow="fold")  # full paths: they are what the user looks for
+    for col in ("top-1", "prob", "next"):
         table.add_column(col)
     for r in result.results:
         best, rest = r["top"][0], r["top"][1:]
         table.add_row(r["image"], best["label"], f"{best['prob']:.3f}",
                       ", ".join(f"{t['label']} {t['prob']:.2f}" for t in rest))
-    Console(highlight=False).print(table)
+    con = Console(highlight=False)
+    if not con.is_terminal:  # a pipe or CliRunner: do not squash paths into 80 columns
+        con.width = max(con.width, 160)
+    con.print(table)

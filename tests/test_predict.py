@@ -1,0 +1,114 @@
+"""`tlexport predict`: torch-free ONNX path, torchvision agreement, bad images, CLI contract."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tlexport.cli import cli
+
+from test_export import full_export
+
+
+@pytest.fixture(scope="session")
+def exported(fake_run, tmp_path_factory):
+    return full_export(fake_run, tmp_path_factory)
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    """Generated images of assorted sizes and aspect ratios (resize + crop both matter)."""
+    from tlexport.synth import draw_shape
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = random.Random(5)
+    for i, (w, h) in enumerate([(64, 48), (48, 80), (200, 120), (37, 53), (96, 96), (150, 300)]):
+        img = draw_shape(["circle", "square", "triangle"][i % 3], 160, rng).resize((w, h))
+        img.save(folder / f"p{i}.png")
+    return folder
+
+
+def test_onnx_predict_imports_no_torch(exported, photos):
+    code = (
+        "import sys, json\n"
+        "from tlexport.predict import predict\n"
+        f"r = predict({str(exported / 'model.onnx')!r}, [{str(photos)!r}], top_k=2)\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'n': len(r.results), 'top': r.results[0]['top']}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False and got["n"] == 6
+    assert len(got["top"]) == 2 and got["top"][0]["label"] in ("circle", "square", "triangle")
+    assert got["top"][0]["prob"] >= got["top"][1]["prob"]
+
+
+def test_top1_agrees_with_torchvision_eval_transform(exported, fake_run, photos):
+    import torch
+
+    from tlexport.images import load_rgb
+    from tlexport.models import load_run
+    from tlexport.predict import predict
+
+    run = load_run(fake_run)
+    model, transform = run.load_model(), run.preprocess.eval_transform()
+    result = predict(exported, [photos])
+    assert not result.errors and len(result.results) == 6
+    for r in result.results:
+        img = load_rgb(r["image"])
+        x = transform(img)
+        assert np.abs(x.numpy() - run.preprocess.to_array(img)).max() < 0.05  # same pixels, rounding aside
+        with torch.inference_mode():
+            probs = torch.softmax(model(x[None]), 1)[0].numpy()
+        assert r["top"][0]["index"] == int(probs.argmax()), r["image"]
+        assert abs(r["top"][0]["prob"] - float(probs.max())) < 1e-2
+
+
+def test_corrupt_image_is_named_and_others_classified(exported, photos):
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    r = CliRunner().invoke(cli, ["predict", str(exported), str(photos), str(photos / "missing.png"),
+                                 "--json", "--top-k", "3"])
+    assert r.exit_code == 1, r.output
+    listed = json.loads(r.stdout)
+    assert len(listed) == 6 and all(len(x["top"]) == 3 for x in listed)
+    assert {"label", "index", "prob"} == set(listed[0]["top"][0])
+    assert "broken.jpg" in r.stderr and "missing.png" in r.stderr and "Traceback" not in r.output
+
+
+def test_cli_exit_0_table_and_explicit_torchscript(exported, photos):
+    one = str(photos / "p0.png")
+    r = CliRunner().invoke(cli, ["predict", str(exported / "model.onnx"), one])
+    assert r.exit_code == 0, r.output
+    assert "p0.png" in r.stdout
+    onnx_top = CliRunner().invoke(cli, ["predict", str(exported / "model.onnx"), one, "--json"])
+    ts_top = CliRunner().invoke(cli, ["predict", str(exported / "model.ts"), one, "--json"])
+    assert ts_top.exit_code == 0, ts_top.output
+    a, b = json.loads(onnx_top.stdout)[0]["top"], json.loads(ts_top.stdout)[0]["top"]
+    assert [t["index"] for t in a] == [t["index"] for t in b]
+
+
+def test_baked_uint8_model_predicts_like_float_model(exported, photos):
+    from tlexport.predict import predict
+
+    a = predict(exported / "model.onnx", [photos])
+    b = predict(exported / "model.uint8.onnx", [photos])
+    assert [x["top"][0]["index"] for x in a.results] == [x["top"][0]["index"] for x in b.results]
+    assert max(abs(x["top"][0]["prob"] - y["top"][0]["prob"]) for x, y in zip(a.results, b.results)) < 1e-4
+
+
+def test_folder_without_onnx_refuses_to_load_code(exported, tmp_path, photos):
+    folder = tmp_path / "only_ts"
+    folder.mkdir()
+    shutil.copy(exported / "model.ts", folder)
+    r = CliRunner().invoke(cli, ["predict", str(folder), str(photos)])
+    assert r.exit_code == 2 and "name such a file explicitly" in r.output, r.output
+    r = CliRunner().invoke(cli, ["predict", str(exported), str(tmp_path / "empty_dir_missing")])
+    assert r.exit_code == 1 and "missing" in r.output, r.output
