@@ -50,9 +50,9 @@ class Check:
         missing = [m for m in need if importlib.util.find_spec(m) is None]
         left = self.budget - elapsed()
         if missing:
-            self.results[name] = {"skipped": f"missing module(s): {', '.join(missing)}"}
+            self.results[name] = {"section_skipped": f"missing module(s): {', '.join(missing)}"}
         elif left < min_left:
-            self.results[name] = {"skipped": f"time budget: {left:.0f} s left, needs ~{min_left:.0f} s"}
+            self.results[name] = {"section_skipped": f"time budget: {left:.0f} s left, needs ~{min_left:.0f} s"}
         else:
             print(f"[{elapsed():6.1f}s] {name} ...", flush=True)
             t0 = time.monotonic()
@@ -73,8 +73,8 @@ class Check:
 def _brief(d: dict) -> str:
     if "error" in d:
         return "ERROR " + d["error"][:200]
-    if "skipped" in d:
-        return "skipped: " + d["skipped"]
+    if "section_skipped" in d:
+        return "skipped: " + d["section_skipped"]
     return ", ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, (dict, list)))[:300]
 
 
@@ -191,14 +191,22 @@ def train_real(data: Path, work: Path, device: str, smoke: bool) -> dict:
 
 
 def export_section(run_dir: Path, work: Path, device: str) -> dict:
+    """Every format the installed modules allow; without ONNX tooling, TorchScript and .pt2 only."""
     from tlexport.export import export
 
-    formats = ["torchscript", "pt2"] + (["onnx"] if importlib.util.find_spec("onnx") else [])
-    precisions = ["fp32", "fp16"] + (["int8"] if importlib.util.find_spec("onnxruntime") else [])
-    res = export(run_dir, formats=formats, precisions=precisions, out=work / "export", device=device,
-                 calib_size=32, verify=False)
+    onnx_ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
+    formats = ["torchscript", "pt2"] + (["onnx"] if onnx_ok else [])
+    precisions = ["fp32", "fp16"] + (["int8"] if onnx_ok else [])
+    first_error = None
+    try:
+        res = export(run_dir, formats=formats, precisions=precisions, out=work / "export", device=device,
+                     calib_size=32, verify=False)
+    except Exception as e:  # e.g. the ONNX exporter missing a piece: keep the torch formats
+        first_error = f"{type(e).__name__}: {str(e)[:300]}"
+        res = export(run_dir, formats=["torchscript", "pt2"], precisions=["fp32", "fp16"], out=work / "export",
+                     device=device, verify=False)
     return {"out_dir": str(res.out_dir), "files": [a.file for a in res.artifacts], "skipped": res.skipped,
-            "export_s": round(res.seconds, 1)}
+            "export_s": round(res.seconds, 1), "first_attempt_error": first_error}
 
 
 def parity_section(export_dir: Path, data: Path, device: str, out: Path) -> dict:
@@ -254,7 +262,7 @@ def infer_device_resident(run_dir: Path, device: str, smoke: bool, compile_model
                     times.append(time.perf_counter() - t0)
         s = summarize(times, b)
         rows.append({"batch": b, "p50_ms": round(s["p50_ms"], 3), "throughput": round(s["throughput"], 1)})
-    return {"runtime": "torch-eager fp16 channels-last" + (" + compile" if compile_model else ""),
+    return {"runtime": f"torch-eager {'fp16' if device == 'cuda' else 'fp32'} channels-last" + (" + compile" if compile_model else ""),
             "device_resident": True, "results": rows, "targets": "b1 <= 1 ms, b256 >= 20000 img/s"}
 
 
@@ -294,7 +302,7 @@ def summary_table(results: dict) -> str:
         for r in d.get("results", []):
             lines.append(f"{d['runtime'] + ' (on-GPU input)':34s} {r['batch']:5d} {r['p50_ms']:9.3f} {r['throughput']:10.1f}")
     for name, d in results.items():
-        if isinstance(d, dict) and ("error" in d or "skipped" in d):
+        if isinstance(d, dict) and ("error" in d or "section_skipped" in d):
             lines.append(f"{name}: {_brief(d)}")
     lines.append(f"total {elapsed():.0f} s")
     return "\n".join(lines)
@@ -336,7 +344,10 @@ def main(argv=None) -> int:
         return 3
     with tempfile.TemporaryDirectory(prefix="tlexport-gpu-check-") as tmp:
         run_gpu_sections(chk, args.device, args.smoke, Path(tmp))
-    table = summary_table(chk.results)
+    try:
+        table = summary_table(chk.results)
+    except Exception as e:  # the raw results are in results.json either way
+        table = f"(summary table failed: {type(e).__name__}: {e}; see results.json)"
     (args.outdir / "summary.md").write_text("```\n" + table + "\n```\n")
     print(table)
     return 1 if any("error" in v for v in chk.results.values() if isinstance(v, dict)) else 0

@@ -154,7 +154,8 @@ def to_markdown(summary: dict) -> str:
              f"Load average before: {summary['load_before']}, after: {summary['load_after']} "
              f"(on {env.get('usable_cores')} cores; > 0.5 means other work shared the CPU and the numbers are noisy).",
              f"fp32 matmul ceiling (torch.mm {c['n']}², {c['threads']} threads): median {c['median_gflops']} GFLOP/s, "
-             f"best {c['best_gflops']} GFLOP/s. FLOPs = 2 × MACs.", "",
+             f"best {c['best_gflops']} GFLOP/s. FLOPs = 2 × MACs of the fp32 model; for fp16/int8 cells the GFLOP/s "
+             "are model-equivalent (int8 kernels can exceed the fp32 ceiling).", "",
              "## Headline (batch 1, p50)", "",
              "| arch | GFLOP/img | eager ms | ORT fp32 ms | ORT int8 ms | OpenVINO int8 ms | ORT fp32 / eager (≤ 0.6) | int8 speed-up over ORT fp32 (≥ 2.5) | OpenVINO int8 over ORT fp32 | int8 top-1 agreement |",
              "|---|---|---|---|---|---|---|---|---|---|"]

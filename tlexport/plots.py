@@ -34,8 +34,11 @@ def latency_vs_batch(report, path: Path | str, title: str | None = None) -> Path
         upper = [max(r.p90_ms - r.p50_ms, 0.0) for r in cells]
         ax_lat.errorbar(xs, p50, yerr=[[0.0] * len(xs), upper], marker="o", capsize=3, label=label)
         ax_thr.plot(xs, [r.throughput for r in cells], marker="o", label=label)
+    batches = sorted({r.batch_size for cells in series.values() for r in cells})
     for ax, ylabel in ((ax_lat, "p50 latency, ms (bar: p90)"), (ax_thr, "throughput, images/s")):
         ax.set_xscale("log", base=2)
+        if batches:  # label the measured batch sizes as plain numbers, not powers of two
+            ax.set_xticks(batches, [str(b) for b in batches])
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
