@@ -136,8 +136,10 @@ class _TorchRuntime(Runtime):
         return torch
 
     def _finish(self, model):
+        import torch
+
         self.model = model
-        self._dtype = __import__("torch").float16 if self.precision == "fp16" else None
+        self._dtype = torch.float16 if self.precision == "fp16" else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         import torch

@@ -84,6 +84,8 @@ class Job:
 
 def _build_onnx(job: Job, say) -> tuple[list[Artifact], list[str]]:
     """model.onnx (always staged: fp16/int8/uint8 derive from it), fp16, int8, baked uint8."""
+    import torch
+
     from . import onnx as ox
     from . import quantize
 
@@ -104,7 +106,8 @@ def _build_onnx(job: Job, say) -> tuple[list[Artifact], list[str]]:
         say("ONNX uint8 (baked preprocessing)")
         dst = job.staging / BAKED_FILE
         baked = ox.BakedPreprocess.wrap(job.model, job.run.preprocess)
-        example = (job.example[:, :3] * 0).to(dtype=__import__("torch").uint8).permute(0, 2, 3, 1).contiguous()
+        n, _, h, w = job.example.shape
+        example = torch.zeros((n, h, w, 3), dtype=torch.uint8, device=job.example.device)
         ox.export_onnx(baked, example, dst, opset=job.opset, dynamic=job.dynamic, meta=job.meta)
         out.append(Artifact(dst.name, "onnx", "fp32", role="baked-preprocess",
                             notes=["input uint8 NHWC RGB at the crop size; normalisation inside"]))
@@ -250,10 +253,12 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     opset = _resolve_opset(formats, opset)
     say("loading weights")
     model = run.load_model("best", device=device)
+    created = not (Path(out).expanduser() if out is not None else run.dir / "export").exists()
     out_dir = _prepare_out(run.dir, out)
     staging = out_dir / f".tlexport-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    published = False
     try:
         job = _make_job(run, model, device, fixed, opset, staging, precisions,
                         dict(calib_size=int(calib_size), calib_method=calib_method, calib_data=calib_data,
@@ -272,8 +277,12 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
             _verify(result, run)  # the one verification call site (switch to tlexport.parity here)
         result.manifest = _manifest(result, run, job, verify)
         _publish(result, out_dir)
+        published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not published:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if still empty: a failed export leaves no trace
     result.seconds = time.perf_counter() - started
     return result
 
