@@ -458,6 +458,8 @@ def export_cmd(run_dir, formats, precisions, out, opset, batch, device, calib_si
 def _export_table(con, result):
     from rich.table import Table
 
+    if not con.is_terminal:  # a log or CliRunner: keep each artifact on one line
+        con.width = max(con.width, 140)
     table = Table(title=f"exported to {result.out_dir} in {result.seconds:.1f} s")
     for col, justify in (("file", "left"), ("format", "left"), ("precision", "left"), ("size", "right"),
                          ("verified", "left")):
