@@ -224,3 +224,24 @@ def test_calibration_images_from_folder_or_train_split(fake_run, tiny_data):
     empty.mkdir(exist_ok=True)
     with pytest.raises(ExportError, match="calibration images"):
         calibration_images(run, empty, 5)
+
+
+def test_torchscript_rejects_a_trace_that_bakes_in_the_batch(tmp_path):
+    import torch
+
+    from tlexport.errors import ExportError
+    from tlexport.export.torchscript import export_torchscript
+
+    class BatchLoop(torch.nn.Module):
+        def forward(self, x):  # len() of a traced tensor: the loop is unrolled for batch 2
+            return torch.stack([x[i].mean((1, 2)) for i in range(len(x))])
+
+    class PythonInt(torch.nn.Module):
+        def forward(self, x):  # int() of a traced shape: a TracerWarning, made an error
+            return x.mean((2, 3)) * int(x.sum() > 0)
+
+    x = torch.randn(2, 3, 8, 8)
+    for module in (BatchLoop(), PythonInt()):
+        with pytest.raises(ExportError, match="TorchScript tracing failed"):
+            export_torchscript(module.eval(), x, tmp_path / "m.ts", dynamic=True, meta={})
+    assert not (tmp_path / "m.ts").exists()

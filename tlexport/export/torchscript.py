@@ -16,13 +16,13 @@ from .onnx import _short
 
 
 def export_torchscript(module, example, path: Path, *, dynamic: bool, meta: dict) -> list[str]:
-    """Trace `module`, freeze it and save it with `tlexport.json` in the archive.
+    """Trace `module`, check it at other batch sizes, freeze it and save it with `tlexport.json`.
 
     Args:
         module: nn.Module in eval mode (already on the tracing device and dtype).
         example: example input (batch 2 when dynamic, else the fixed batch).
         path: destination (temporary name).
-        dynamic: check that other batch sizes trace identically and run after freezing.
+        dynamic: check the trace at batch 1 and 3, and that the saved file runs at both.
         meta: metadata dict.
     Returns:
         notes for the manifest.
@@ -32,16 +32,33 @@ def export_torchscript(module, example, path: Path, *, dynamic: bool, meta: dict
     """
     import torch
 
-    checks = [(example[:1],), (torch.cat([example, example[:1]]),)] if dynamic else None
     try:
         with warnings.catch_warnings():
             # Tracer warnings mean the trace baked in a Python value (e.g. a shape): fail loudly.
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", torch.jit.TracerWarning)
-            traced = torch.jit.trace(module, example, check_inputs=checks, strict=True)
+            # torch's own check_inputs re-traces once per input (~23 s for resnet50 at 224 px on
+            # 2 cores); comparing outputs at other batch sizes catches a batch-dependent trace too.
+            traced = torch.jit.trace(module, example, check_trace=False, strict=True)
+            if dynamic:
+                _check_batches(module, traced, example)
+    except ExportError:
+        raise
     except Exception as e:
         raise ExportError(f"TorchScript tracing failed ({_short(e)})") from None
     return _save_optimized(traced, example, path, meta, dynamic)
+
+
+def _check_batches(module, traced, example) -> None:
+    """The trace gives eager's logits at batch 1 and 3 (it was traced at batch 2)."""
+    import torch
+
+    rtol, atol = (1e-2, 1e-2) if example.dtype == torch.float16 else (1e-3, 1e-4)
+    with torch.inference_mode(), torch.jit.optimized_execution(False):
+        for x in (example[:1], torch.cat([example, example[:1]])):
+            want, got = module(x), traced(x)
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=rtol, atol=atol):
+                raise ExportError(f"the TorchScript trace disagrees with the model at batch {x.shape[0]}")
 
 
 def _save_optimized(traced, example, path: Path, meta: dict, dynamic: bool) -> list[str]:
@@ -75,11 +92,12 @@ def _check_reload(path: Path, example, dynamic: bool) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = torch.jit.load(str(path), map_location=example.device)
-            for n in sizes:
-                x = example[:1].expand(n, *example.shape[1:]).contiguous()
-                y = loaded(x)
-                if y.shape[0] != n:
-                    raise ExportError(f"TorchScript module returned batch {y.shape[0]} for input batch {n}")
+            # Plain interpretation: the check is "does it run at this batch", and the profiling
+            # executor's first-call optimisation would cost more than the check itself.
+            with torch.jit.optimized_execution(False):
+                shapes = [loaded(example[:1].expand(n, *example.shape[1:]).contiguous()).shape[0] for n in sizes]
+        if shapes != list(sizes):
+            raise ExportError(f"TorchScript module returned batches {shapes} for input batches {list(sizes)}")
     except ExportError:
         raise
     except Exception as e:
