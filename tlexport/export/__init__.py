@@ -395,7 +395,11 @@ def _verify(result: ExportResult, run) -> None:
     failed = [a for a in result.artifacts if a.verified is False]
     if failed:
         why = "; ".join(f"{a.file}: {a.verification['reason']}" for a in failed)
-        raise ExportError(f"verification failed, nothing written ({why}); --no-verify keeps such artifacts")
+        hint = ""
+        if any(a.precision == "int8" for a in failed):
+            hint = (" int8 flips near-tied predictions, which an undertrained model has many of; "
+                    "try --calib-method percentile or more --calib-size, or inspect with `tlexport parity`.")
+        raise ExportError(f"verification failed, nothing written ({why}); --no-verify keeps such artifacts.{hint}")
 
 
 __all__ = ["export", "ExportResult", "Artifact", "FORMATS", "PRECISIONS", "TlexportError"]
