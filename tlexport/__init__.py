@@ -23,10 +23,24 @@ _API = {
 __all__ = ["__version__", *_API]
 
 
-def __getattr__(name):
-    if name in _API:
-        import importlib
+import importlib as _importlib
+import sys as _sys
+import types as _types
 
-        module, attr = _API[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'tlexport' has no attribute {name!r}")
+
+class _Package(_types.ModuleType):
+    """`tlexport.train`, `.export`, `.predict`, `.parity`, `.bench` and `.quickstart` are both
+    submodules and API functions. Importing a submodule makes Python set it as an attribute of the
+    package, which would shadow the function; resolving API names here first keeps
+    `from tlexport import train` a function whatever was imported before. Submodules stay
+    reachable as `from tlexport.train import ...` and through importlib."""
+
+    def __getattribute__(self, name):
+        api = _types.ModuleType.__getattribute__(self, "_API")
+        if name in api:
+            module, attr = api[name]
+            return getattr(_importlib.import_module(module), attr)
+        return _types.ModuleType.__getattribute__(self, name)
+
+
+_sys.modules[__name__].__class__ = _Package
