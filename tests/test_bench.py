@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import types
@@ -13,8 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 import tlexport
-from tlexport import bench as B
 from tlexport.cli import cli
+
+# The module, not the `tlexport.bench` API function of the same name.
+B = importlib.import_module("tlexport.bench")
 
 
 class FakeRuntime:
