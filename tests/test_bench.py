@@ -275,10 +275,10 @@ def test_openvino_matches_onnxruntime(tiny_export):
     pytest.importorskip("openvino")
     import onnxruntime as ort
 
-    from tlexport.runtime_openvino import OpenVinoRuntime
+    from tlexport.runtimes import OpenVINORuntime
 
     x = np.random.default_rng(1).standard_normal((2, 3, 48, 48), dtype=np.float32)
-    ov = OpenVinoRuntime(tiny_export / "model.onnx", "fp32")
+    ov = OpenVINORuntime(tiny_export / "model.onnx", "fp32")
     ov.set_threads(1)
     got = ov.load().run(x)
     want = ort.InferenceSession(str(tiny_export / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
@@ -289,13 +289,13 @@ def test_openvino_matches_onnxruntime(tiny_export):
 
 def test_openvino_unavailable_cases(tmp_path):
     from tlexport.errors import RuntimeUnavailable
-    from tlexport.runtime_openvino import OpenVinoRuntime
+    from tlexport.runtimes import OpenVINORuntime
 
     with pytest.raises(RuntimeUnavailable, match="CPU only"):
-        OpenVinoRuntime(tmp_path / "model.onnx", "fp32", device="cuda").load()
+        OpenVINORuntime(tmp_path / "model.onnx", "fp32", device="cuda").load()
     pytest.importorskip("openvino")
     with pytest.raises(RuntimeUnavailable, match="does not exist"):
-        OpenVinoRuntime(tmp_path / "model.onnx", "fp32").load()
+        OpenVINORuntime(tmp_path / "model.onnx", "fp32").load()
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
     with pytest.raises(RuntimeUnavailable, match="cannot compile"):
-        OpenVinoRuntime(tmp_path / "bad.onnx", "fp32").load()
+        OpenVINORuntime(tmp_path / "bad.onnx", "fp32").load()
