@@ -161,6 +161,8 @@ def _run_training(fn, quiet, as_json):
 @click.option("--freeze-epochs", default=0, show_default=True, type=int, help="Train only the new head for N epochs first.")
 @click.option("--backbone-lr-mult", default=0.1, show_default=True, type=float, help="Backbone LR = lr x this, once unfrozen.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="RandomResizedCrop + horizontal flip.")
+@click.option("--crop-scale", default=0.08, show_default=True, type=float,
+              help="Smallest image area fraction a random crop keeps (raise it when objects are small).")
 @click.option("--val-fraction", default=0.2, show_default=True, type=float, help="Val share when DATA has no val/ folder.")
 @click.option("--image-size", type=int, help="Crop size fed to the network (default: the weights' own, 224).")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -387,7 +389,7 @@ def bench_cmd(export_dir, runtimes_, precisions, devices, batch_sizes, warmup, i
 @cli.command()
 @click.option("--out", default="tlexport-quickstart", show_default=True, type=click.Path(),
               help="Folder for the generated data, the run and its exports (must be empty).")
-@click.option("--epochs", default=6, show_default=True, type=int)
+@click.option("--epochs", default=10, show_default=True, type=int)
 @error_boundary
 def quickstart(out, epochs):
     """Run the whole pipeline offline on a generated shapes dataset (resnet18, a few minutes)."""
@@ -402,9 +404,29 @@ def quickstart(out, epochs):
     _train_summary(con, result.train)
     con.print(f"eval: top-1 {result.eval.top1:.1%} on {result.eval.images} val images; "
               f"confusion matrix {result.eval.confusion_png}")
-    con.print(f"\n[bold green]done[/] - everything is in {result.out}:")
-    con.print(f"  data        {result.data}")
-    con.print(f"  run         {result.train.run_dir}  (best.safetensors, run.json, metrics.csv, curves.png)")
+    _quickstart_stages(con, result)
+
+
+def _quickstart_stages(con, result):
+    from rich.console import Console
+
+    from . import report as rep
+    from .bench import rich_table
+
+    steps = result.steps
+    _export_table(con, steps["export"])
+    rep.render_parity(steps["parity"], con)
+    con.print(rich_table(steps["bench"]))
+    _predict_table(steps["predict"])
+    export_dir = steps["export"].out_dir
+    Console(highlight=False).print(
+        f"\n[bold green]done[/] - everything is in {result.out}:\n"
+        f"  data     {result.data}\n"
+        f"  run      {result.train.run_dir}  (best.safetensors, run.json, metrics.csv, curves.png, eval/)\n"
+        f"  export   {export_dir}  (model.onnx, model.ts, model.int8.onnx, manifest.json)\n"
+        f"next: tlexport predict {export_dir / 'model.onnx'} YOUR_IMAGES...   |   "
+        f"python examples/edge_app.py {export_dir / 'model.onnx'} {result.data}"
+    )
 
 
 # ---- export (engineer A) -----------------------------------------------------------------------

@@ -131,15 +131,16 @@ class Preprocess:
             ]
         )
 
-    def train_transform(self, augment: bool = True):
-        """Training transform: RandomResizedCrop + horizontal flip, or the eval transform."""
+    def train_transform(self, augment: bool = True, min_scale: float = 0.08):
+        """Training transform: RandomResizedCrop (area fraction in [min_scale, 1]) + horizontal
+        flip, or the eval transform."""
         if not augment:
             return self.eval_transform()
         from torchvision import transforms as T
 
         return T.Compose(
             [
-                T.RandomResizedCrop(self.crop, interpolation=_tv_interp(self.interpolation)),
+                T.RandomResizedCrop(self.crop, scale=(min_scale, 1.0), interpolation=_tv_interp(self.interpolation)),
                 T.RandomHorizontalFlip(),
                 T.ToTensor(),
                 T.Normalize(self.mean, self.std),

@@ -12,6 +12,7 @@ at files you produced or trust.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,27 @@ class Runtime:
     def _load(self) -> None:
         raise NotImplementedError
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size a graph exported with `--batch N` insists on (None: any batch)."""
+        batch = (self.metadata or {}).get("batch")
+        return batch if isinstance(batch, int) and batch > 0 else None
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW batch -> float32 logits [N, K]."""
+        """float32 NCHW batch -> float32 logits [N, K]. A fixed-batch graph gets the batch in
+        chunks of its size, the last one padded by repeating its final image."""
+        size = self.fixed_batch
+        if size is None or len(batch) == size:
+            return self._run(batch)
+        out = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+            out.append(self._run(padded)[: len(chunk)])
+        return np.concatenate(out)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One call of the underlying runtime on exactly this batch."""
         raise NotImplementedError
 
     def synchronize(self) -> None:
@@ -141,7 +161,7 @@ class _TorchRuntime(Runtime):
         self.model = model
         self._dtype = torch.float16 if self.precision == "fp16" else None
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         self.load()
@@ -194,7 +214,9 @@ class TorchScriptRuntime(_TorchRuntime):
     def _load(self):
         torch = self._prepare_torch()
         try:
-            model = torch.jit.load(str(self.artifact), map_location=self.device)
+            with warnings.catch_warnings():  # the deprecation notice is in our docs, not every run
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                model = torch.jit.load(str(self.artifact), map_location=self.device)
         except Exception as e:
             raise RuntimeUnavailable(f"cannot load TorchScript {self.artifact} ({_short(e)})") from None
         self._finish(model.eval())
@@ -265,7 +287,7 @@ class OnnxRuntime(Runtime):
         out = self.session.run([self.output_name], {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
         return out.astype(np.float32, copy=False)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         self.load()
         if self.input_dtype == np.uint8:
             raise UsageError(f"{self.artifact} takes uint8 NHWC images (baked preprocessing); use run_raw")
@@ -350,7 +372,7 @@ class OpenVINORuntime(Runtime):
             raise RuntimeUnavailable(f"openvino cannot compile {self.artifact.name}: {first}") from None
         self._request = self._compiled.create_infer_request()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         self.load()
         out = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[self._compiled.output(0)]
         # The request reuses its output buffer on the next call: hand back a copy.

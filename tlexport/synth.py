@@ -28,11 +28,14 @@ def draw_shape(shape: str, size: int, rng: random.Random):
     """One RGB PIL image of `shape` on a noisy background."""
     from PIL import Image, ImageDraw
 
-    bg = tuple(rng.randint(0, 255) for _ in range(3))
-    fg = tuple((c + rng.randint(80, 176)) % 256 for c in bg)  # always contrasting
+    # Colours vary freely but the shape always stands out in brightness (dark on light or light
+    # on dark), as objects in photos mostly do; the class lives in the outline alone.
+    dark = tuple(rng.randint(0, 100) for _ in range(3))
+    light = tuple(rng.randint(155, 255) for _ in range(3))
+    bg, fg = (dark, light) if rng.random() < 0.5 else (light, dark)
     img = Image.new("RGB", (size, size), bg)
     d = ImageDraw.Draw(img)
-    r = size * rng.uniform(0.18, 0.38)
+    r = size * rng.uniform(0.22, 0.4)
     cx, cy = (rng.uniform(r, size - r) for _ in range(2))
     rot = rng.uniform(0, 2 * math.pi)
     w = max(2, int(r / 3))

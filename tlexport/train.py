@@ -41,6 +41,7 @@ class TrainConfig:
     freeze_epochs: int = 0
     backbone_lr_mult: float = 0.1
     augment: bool = True
+    crop_scale: float = 0.08  # smallest area fraction RandomResizedCrop keeps (torchvision's 0.08)
     val_fraction: float = 0.2
     image_size: int | None = None  # crop size; None keeps the weights' (224)
     seed: int = 0
@@ -61,6 +62,7 @@ class TrainConfig:
             (0 <= self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
              f"--freeze-epochs ({self.freeze_epochs}) must be smaller than --epochs ({self.epochs})"),
             (self.backbone_lr_mult >= 0, "--backbone-lr-mult must be >= 0"),
+            (0 < self.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
             (self.weight_decay >= 0, "--weight-decay must be >= 0"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
@@ -168,7 +170,7 @@ def make_loaders(scanned: ScanResult, pre: Preprocess, cfg: TrainConfig, device)
     )
     if workers > 0:
         common["prefetch_factor"] = 4
-    train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment))
+    train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment, cfg.crop_scale))
     val_ds = ImageDataset(scanned.val, pre.eval_transform())
     train = DataLoader(train_ds, sampler=RandomSampler(train_ds, generator=generator), drop_last=False, **common)
     val = DataLoader(val_ds, shuffle=False, **common)
@@ -195,15 +197,25 @@ def lr_factor(step: int, total: int, warmup: int, cfg: TrainConfig, steps_per_ep
     return 0.1 ** ((step // max(1, steps_per_epoch)) // step_epochs)
 
 
+def backbone_lr(cfg: TrainConfig) -> float:
+    """Discriminative LR belongs to freeze-then-unfreeze fine-tuning of a pretrained body: after
+    `--freeze-epochs`, the body learns at lr x backbone_lr_mult. Without a freeze phase (the
+    original recipe) or without pretrained weights, the body learns at the full lr."""
+    if cfg.freeze_epochs > 0 and cfg.weights != "none":
+        return cfg.lr * cfg.backbone_lr_mult
+    return cfg.lr
+
+
 def make_optimizer(model, cfg: TrainConfig):
-    """Two parameter groups: the new head at lr, the pretrained body at lr * backbone_lr_mult."""
+    """Two parameter groups: the new head at lr, the body at `backbone_lr(cfg)`."""
     import torch
 
     head = list(model.fc.parameters())
     head_ids = {id(p) for p in head}
     body = [p for p in model.parameters() if id(p) not in head_ids]
+    body_lr = backbone_lr(cfg)
     groups = [
-        {"params": body, "lr": cfg.lr * cfg.backbone_lr_mult, "base_lr": cfg.lr * cfg.backbone_lr_mult, "name": "backbone"},
+        {"params": body, "lr": body_lr, "base_lr": body_lr, "name": "backbone"},
         {"params": head, "lr": cfg.lr, "base_lr": cfg.lr, "name": "head"},
     ]
     if cfg.optimizer == "adamw":

@@ -274,7 +274,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         _describe(result, run.preprocess.crop, "batch" if job.dynamic else fixed)
         if verify:
             say("verifying against torch-eager")
-            _verify(result, run)  # the one verification call site (switch to tlexport.parity here)
+            _verify(result, run)
         result.manifest = _manifest(result, run, job, verify)
         _publish(result, out_dir)
         published = True
@@ -313,7 +313,7 @@ def _make_job(run, model, device, fixed, opset, staging, precisions, options) ->
     # Batch 2 for a dynamic export: torch.export specialises a dimension seen as 1.
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(fixed or 2, 3, crop, crop, generator=gen).to(device)
-    meta = build_metadata(run, sha256(run.weights_file("best")))
+    meta = build_metadata(run, sha256(run.weights_file("best")), fixed)
     return Job(run, model, meta, example, fixed is None, device, opset, staging, precisions, options)
 
 
@@ -381,6 +381,11 @@ def _publish(result: ExportResult, out_dir: Path) -> None:
     result.out_dir = out_dir
 
 
+# The runtime that checks each format in export's self-verification.
+RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "torchscript": "torchscript", "pt2": "pt2"}
+VERIFY_IMAGES = 64
+
+
 def _verify(result: ExportResult, run) -> None:
     """Compare every staged artifact with torch-eager; record per-artifact outcomes in
     `artifact.verification` and the summary in `result.manifest["verification"]`.
@@ -388,9 +393,30 @@ def _verify(result: ExportResult, run) -> None:
     Raises:
         ExportError: a gate failed (the caller then publishes nothing).
     """
+    from ..parity import parity
     from .verify import verify_artifacts
 
-    summary = verify_artifacts(result.out_dir, result.artifacts, run)
+    models = [a for a in result.artifacts if a.role == "model"]
+    runtimes = sorted({RUNTIME_OF_FORMAT[a.format] for a in models})
+    devices = ("cpu", "cuda") if any(a.device == "cuda" for a in models) else ("cpu",)
+    report = parity(result.out_dir, run_dir=run.dir, runtimes=runtimes, devices=devices,
+                    max_images=VERIFY_IMAGES)
+    rows = {(r.runtime, r.precision): r for r in report.results if r.skipped_reason is None}
+    for a in models:
+        row = rows.get((RUNTIME_OF_FORMAT[a.format], a.precision))
+        if row is None:
+            continue  # e.g. fp16 TorchScript on a device parity could not use: stays unverified
+        a.verified = bool(row.passed)
+        a.verification = {
+            "passed": a.verified, "max_abs": row.max_abs, "mean_abs": row.mean_abs,
+            "top1_agreement": (row.top1_agreement or 0.0) / 100, "flips": len(row.flips),
+            "reason": "; ".join(row.failures) or None, "inputs": report.source,
+        }
+    baked = [a for a in result.artifacts if a.role != "model"]
+    if baked:  # uint8 NHWC input: not a parity target, checked against torch-eager directly
+        verify_artifacts(result.out_dir, baked, run)
+    summary = {k: v for k, v in report.to_dict().items() if k in ("passed", "reference", "images", "source", "tolerances", "notes")}
+    summary["passed"] = all(a.verified is not False for a in result.artifacts)
     result.manifest["verification"] = summary
     failed = [a for a in result.artifacts if a.verified is False]
     if failed:

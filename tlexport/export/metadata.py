@@ -22,19 +22,22 @@ ONNX_KEYS = {
     "tlexport.weights_sha256": "weights_sha256",
     "tlexport.version": "tlexport_version",
     "torch.version": "torch_version",
+    "tlexport.batch": "batch",
 }
-JSON_VALUED = ("classes", "preprocess")
+JSON_VALUED = ("classes", "preprocess", "batch")
 FIELDS = tuple(ONNX_KEYS.values())
 
 
-def build_metadata(run, weights_sha256: str) -> dict:
+def build_metadata(run, weights_sha256: str, batch: int | None = None) -> dict:
     """The metadata dict for a run (same keys that `read_metadata` returns).
 
     Args:
         run: a `tlexport.models.Run`.
         weights_sha256: sha256 of the weights file the artifact was made from.
+        batch: the fixed batch size of the graph, or None for a free batch dimension.
     Returns:
-        {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version"}
+        {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version",
+         "batch": "dynamic" | int}
     """
     import torch
 
@@ -47,6 +50,7 @@ def build_metadata(run, weights_sha256: str) -> dict:
         "weights_sha256": weights_sha256,
         "tlexport_version": __version__,
         "torch_version": torch.__version__,
+        "batch": batch if batch else "dynamic",
     }
 
 
