@@ -302,14 +302,15 @@ def test_random_mode_needs_no_data(exported, tmp_path):
 
 
 def _negate_fc_row(model, cls: int) -> None:
-    """Flip the sign of one class's per-channel fc weight scale in a QDQ int8 model: that class's
-    logit changes a lot, so images predicted as it flip (a stand-in for a bad quantisation)."""
+    """Flip the sign of one class's classifier weights in an int8 model (the classifier stays
+    float there): that class's logit changes a lot, so images predicted as it flip (a stand-in
+    for a bad quantisation)."""
     from onnx import numpy_helper
 
-    (init,) = [i for i in model.graph.initializer if i.name == "fc.weight_scale"]
-    scale = numpy_helper.to_array(init).copy()
-    scale[cls] = -scale[cls]
-    init.CopyFrom(numpy_helper.from_array(scale, init.name))
+    (init,) = [i for i in model.graph.initializer if i.name == "fc.weight"]
+    weight = numpy_helper.to_array(init).copy()
+    weight[cls] = -weight[cls]
+    init.CopyFrom(numpy_helper.from_array(weight, init.name))
 
 
 def test_int8_flips_are_reported_per_image(exported, fake_run, tmp_path):
