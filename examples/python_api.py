@@ -10,11 +10,7 @@ images with the ONNX model.
 import sys
 from pathlib import Path
 
-# Imported from their modules: `tlexport.train`, `tlexport.export` and `tlexport.predict` are also
-# submodule names, which can shadow the lazily exported functions of the package.
-from tlexport.export import export
-from tlexport.predict import predict
-from tlexport.train import TrainConfig, train
+from tlexport import TrainConfig, export, predict, train
 from tlexport.synth import make_dataset
 
 
