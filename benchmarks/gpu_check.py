@@ -121,7 +121,7 @@ def train_synthetic(device: str, smoke: bool, compile_model: bool = False) -> di
     import torch
 
     from tlexport import models
-    from tlexport.train import amp_dtype
+    from tlexport.train import amp_dtype, train_step
 
     arch, batch, size, warm, steps = ("resnet18", 8, 64, 1, 3) if smoke else ("resnet50", 256, 224, 15, 150)
     dev = torch.device(device)
@@ -135,17 +135,8 @@ def train_synthetic(device: str, smoke: bool, compile_model: bool = False) -> di
     y = torch.randint(0, 1000, (batch,), device=dev)
     crit = torch.nn.CrossEntropyLoss()
 
-    def step():
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            loss = crit(step_model(x), y)
-        opt.zero_grad(set_to_none=True)
-        if scaler:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+    def step():  # tlexport's own training step
+        train_step(step_model, x, y, opt, scaler, crit, dtype)
 
     t_compile = time.perf_counter()
     for _ in range(warm):

@@ -239,6 +239,25 @@ def set_train_mode(model, frozen: bool) -> None:
 
 
 # ---- one epoch ----------------------------------------------------------------------------------
+def train_step(model, x, y, optimizer, scaler, criterion, dtype):
+    """One optimisation step under autocast (`dtype` None: plain fp32), with the gradient scaler
+    that fp16 needs. Returns (loss, logits)."""
+    import torch
+
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(x)
+        loss = criterion(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss, logits
+
+
 def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, schedule, progress):
     """One pass over the training data. `schedule(step_in_epoch)` sets the LR before each step.
     Returns (mean loss, accuracy, images/s)."""
@@ -251,17 +270,7 @@ def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, sche
         if batch is None:  # every file of this batch became unreadable since the scan
             continue
         x, y = _to_device(batch, device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x)
-            loss = criterion(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        loss, logits = train_step(model, x, y, optimizer, scaler, criterion, dtype)
         n = y.numel()
         loss_sum += loss.item() * n
         correct += (logits.argmax(1) == y).sum().item()
