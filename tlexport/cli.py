@@ -235,8 +235,15 @@ def eval_cmd(run_dir, data, which, batch_size, device, out, as_json):
 
 
 # ---- parity ------------------------------------------------------------------------------------
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+def _csv(value, cast=str, what="value"):
+    """'a,b , c' -> [cast(a), cast(b), cast(c)]; None -> None. Bad items -> click.BadParameter."""
+    if not value:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        return [cast(v) for v in items]
+    except ValueError:
+        raise click.BadParameter(f"expected a comma-separated list of {what}, got {value!r}") from None
 
 
 @cli.command()
@@ -312,17 +319,6 @@ class _parity_progress:
 
 
 # ---- bench (engineer C) -------------------------------------------------------------------------
-def _bench_list(value, cast=str, what="value"):
-    """'a,b , c' -> [cast(a), cast(b), cast(c)]; None -> None. Bad items -> click.BadParameter."""
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    try:
-        return [cast(v) for v in items]
-    except ValueError:
-        raise click.BadParameter(f"expected a comma-separated list of {what}, got {value!r}") from None
-
-
 @cli.command("bench")
 @click.argument("export_dir", type=click.Path())
 @click.option("--runtimes", "runtimes_", metavar="R,...", help="Runtimes to measure (default: all available; "
@@ -360,8 +356,8 @@ def bench_cmd(export_dir, runtimes_, precisions, devices, batch_sizes, warmup, i
                   transient=True, disable=quiet) as bar:
         task = bar.add_task("bench", total=None)
         report = bench(
-            export_dir, runtimes=_bench_list(runtimes_, what="runtime names"), precisions=_bench_list(precisions, what="precisions"),
-            devices=tuple(_bench_list(devices, what="devices") or ()), batch_sizes=_bench_list(batch_sizes, int, "integers"),
+            export_dir, runtimes=_csv(runtimes_, what="runtime names"), precisions=_csv(precisions, what="precisions"),
+            devices=tuple(_csv(devices, what="devices") or ()), batch_sizes=_csv(batch_sizes, int, "integers"),
             warmup=warmup, iters=iters, duration=duration, threads=threads, run_dir=run_dir,
             progress=lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
         )
