@@ -385,7 +385,7 @@ def bench_cmd(export_dir, runtimes_, precisions, devices, batch_sizes, warmup, i
 @cli.command()
 @click.option("--out", default="tlexport-quickstart", show_default=True, type=click.Path(),
               help="Folder for the generated data, the run and its exports (must be empty).")
-@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--epochs", default=12, show_default=True, type=int)
 @error_boundary
 def quickstart(out, epochs):
     """Run the whole pipeline offline on a generated shapes dataset (resnet18, a few minutes)."""

@@ -40,7 +40,7 @@ def pick_weights(arch: str) -> tuple[str, str]:
     return "none", f"ImageNet weights not cached ({cached} missing): training from scratch"
 
 
-def quickstart(out: Path | str = "tlexport-quickstart", epochs: int = 10, per_class: int = 150,
+def quickstart(out: Path | str = "tlexport-quickstart", epochs: int = 12, per_class: int = 150,
                image_size: int = 48, progress=None) -> QuickstartResult:
     """Generate a small shapes dataset, fine-tune resnet18, evaluate, and run the later stages.
 

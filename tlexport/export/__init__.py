@@ -383,7 +383,7 @@ def _publish(result: ExportResult, out_dir: Path) -> None:
 
 # The runtime that checks each format in export's self-verification.
 RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "torchscript": "torchscript", "pt2": "pt2"}
-VERIFY_IMAGES = 64
+VERIFY_IMAGES = 128  # one flip is < 1 point of accuracy, so a single near-tie cannot fail int8
 
 
 def _verify(result: ExportResult, run) -> None:
