@@ -289,15 +289,19 @@ def bench(export_dir, *, runtimes=None, precisions=None, devices=("cpu",), batch
     export_dir = check_export_dir(export_dir)
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
     chosen, skipped = select_runtimes(export_dir, run_dir, list(runtimes or []), devices,
                                       list(precisions or []), threads)
     if not chosen:
         reasons = "; ".join(f"{s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}" for s in skipped)
         raise RuntimeUnavailable(f"nothing in {export_dir} can be benchmarked here" + (f" ({reasons})" if reasons else ""))
     size = input_size(chosen)
-    results = _measure_all(chosen, batch_sizes, warmup, iters, duration, inputs, threads, size, progress)
+    previous = torch.get_num_threads()
+    try:  # --threads is for this measurement, not for whatever the caller runs next
+        if threads:
+            torch.set_num_threads(threads)
+        results = _measure_all(chosen, batch_sizes, warmup, iters, duration, inputs, threads, size, progress)
+    finally:
+        torch.set_num_threads(previous)
     fill_speedups(results)
     from .envinfo import environment
 
