@@ -394,7 +394,7 @@ def _verify(result: ExportResult, run) -> None:
         ExportError: a gate failed (the caller then publishes nothing).
     """
     from ..parity import parity
-    from .verify import verify_artifacts
+    from .verify import verify_baked
 
     models = [a for a in result.artifacts if a.role == "model"]
     runtimes = sorted({RUNTIME_OF_FORMAT[a.format] for a in models})
@@ -414,7 +414,7 @@ def _verify(result: ExportResult, run) -> None:
         }
     baked = [a for a in result.artifacts if a.role != "model"]
     if baked:  # uint8 NHWC input: not a parity target, checked against torch-eager directly
-        verify_artifacts(result.out_dir, baked, run)
+        verify_baked(result.out_dir, baked, run)
     summary = {k: v for k, v in report.to_dict().items() if k in ("passed", "reference", "images", "source", "tolerances", "notes")}
     summary["passed"] = all(a.verified is not False for a in result.artifacts)
     result.manifest["verification"] = summary
