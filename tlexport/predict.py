@@ -61,12 +61,6 @@ def _open_runtime(path: Path):
     return runtime, list(meta["classes"]), Preprocess.from_dict(meta["preprocess"])
 
 
-def _fixed_batch(runtime) -> int | None:
-    """The graph's fixed batch size, or None when the batch dimension is free."""
-    shape = getattr(runtime, "input_shape", None)
-    return shape[0] if shape and isinstance(shape[0], int) else None
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -97,7 +91,7 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> Predict
     if not files:
         raise DataError("no image files found in " + ", ".join(map(str, images)))
     uint8_input = getattr(runtime, "input_dtype", None) == np.uint8
-    batch = _fixed_batch(runtime) or batch_size
+    batch = runtime.fixed_batch or batch_size  # the runtime pads a short last batch itself
     pending: list[tuple[Path, np.ndarray]] = []
     for f in files:
         try:
@@ -106,10 +100,10 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> Predict
         except (BadImage, FileNotFoundError, PermissionError, IsADirectoryError) as e:
             result.errors.append({"image": str(f), "error": _reason(e)})
         if len(pending) == batch:
-            result.results += _classify(runtime, pending, classes, top_k, batch, uint8_input)
+            result.results += _classify(runtime, pending, classes, top_k, uint8_input)
             pending = []
     if pending:
-        result.results += _classify(runtime, pending, classes, top_k, batch, uint8_input)
+        result.results += _classify(runtime, pending, classes, top_k, uint8_input)
     return result
 
 
@@ -121,15 +115,11 @@ def _reason(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
-def _classify(runtime, pending, classes, top_k, batch, uint8_input) -> list[dict]:
-    """Run one batch (padded to `batch` for fixed-batch models) and format the top-k."""
-    arrays = [a for _, a in pending]
-    n = len(arrays)
-    if _fixed_batch(runtime):
-        arrays += [arrays[-1]] * (batch - n)
-    x = np.stack(arrays)
+def _classify(runtime, pending, classes, top_k, uint8_input) -> list[dict]:
+    """Run one batch and format the top-k."""
+    x = np.stack([a for _, a in pending])
     logits = runtime.run_raw(x) if uint8_input else runtime.run(x)
-    probs = softmax(logits[:n].astype(np.float64))
+    probs = softmax(logits.astype(np.float64))
     k = min(top_k, len(classes))
     out = []
     for (f, _), p in zip(pending, probs):

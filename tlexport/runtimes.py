@@ -113,16 +113,20 @@ class Runtime:
         return batch if isinstance(batch, int) and batch > 0 else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW batch -> float32 logits [N, K]. A fixed-batch graph gets the batch in
-        chunks of its size, the last one padded by repeating its final image."""
+        """float32 NCHW batch -> float32 logits [N, K], any N (see `_in_fixed_batches`)."""
+        return self._in_fixed_batches(self._run, batch)
+
+    def _in_fixed_batches(self, call, batch: np.ndarray) -> np.ndarray:
+        """`call(batch)`, except that a fixed-batch graph gets the batch in chunks of its size,
+        the last one padded by repeating its final image."""
         size = self.fixed_batch
         if size is None or len(batch) == size:
-            return self._run(batch)
+            return call(batch)
         out = []
         for start in range(0, len(batch), size):
             chunk = batch[start : start + size]
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
-            out.append(self._run(padded)[: len(chunk)])
+            out.append(call(padded)[: len(chunk)])
         return np.concatenate(out)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -281,17 +285,25 @@ class OnnxRuntime(Runtime):
             self._metadata = from_onnx_props(self.session.get_modelmeta().custom_metadata_map)
         return super().metadata
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The session's own input shape decides (also for ONNX files from elsewhere)."""
+        self.load()
+        first = self.input_shape[0]
+        return first if isinstance(first, int) and first > 0 else None
+
     def run_raw(self, batch: np.ndarray) -> np.ndarray:
         """Feed a batch in the model's own input dtype/layout (e.g. uint8 NHWC); float32 logits."""
-        self.load()
+        return self._in_fixed_batches(self._session_run, batch)
+
+    def _session_run(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
         return out.astype(np.float32, copy=False)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        self.load()
         if self.input_dtype == np.uint8:
             raise UsageError(f"{self.artifact} takes uint8 NHWC images (baked preprocessing); use run_raw")
-        return self.run_raw(np.ascontiguousarray(batch, dtype=np.float32))
+        return self._session_run(np.ascontiguousarray(batch, dtype=np.float32))
 
     @classmethod
     def unavailable_reason(cls, device, precision):

@@ -44,20 +44,10 @@ def verify_baked(folder, artifacts, run) -> None:
     floats = np.stack([run.preprocess.normalize(c).transpose(2, 0, 1) for c in crops]).astype(np.float32)
     ref = reference_runtime(run.dir).load().run(floats)
     for a in artifacts:
-        rt = for_artifact(folder / a.file).load()
-        fixed = rt.fixed_batch
-        chunks = [crops[i : i + fixed] for i in range(0, len(crops), fixed)] if fixed else [crops]
-        logits = np.concatenate([_run_padded(rt, c, fixed) for c in chunks])
+        logits = for_artifact(folder / a.file).load().run_raw(crops)
         res = compare(ref, logits, None, names, "fp32", gates_for("fp32"), classes=run.classes)
         a.verified = bool(res.passed)
         a.verification = {"passed": a.verified, "max_abs": res.max_abs, "mean_abs": res.mean_abs,
                           "top1_agreement": (res.top1_agreement or 0.0) / 100, "flips": len(res.flips),
                           "reason": "; ".join(res.failures) or None, "inputs": source}
 
-
-def _run_padded(rt, crops: np.ndarray, fixed: int | None) -> np.ndarray:
-    """uint8 crops through a (possibly fixed-batch) graph, padding the last chunk."""
-    if not fixed or len(crops) == fixed:
-        return rt.run_raw(crops)
-    pad = np.concatenate([crops, np.repeat(crops[-1:], fixed - len(crops), axis=0)])
-    return rt.run_raw(pad)[: len(crops)]
