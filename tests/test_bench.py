@@ -7,7 +7,6 @@ import json
 import sys
 import types
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -30,8 +30,10 @@ class ScanResult:
         return {"root": str(self.root), "layout": self.layout, "train": rel(self.train), "val": rel(self.val)}
 
     def write_skipped(self, path: Path) -> None:
-        lines = [f"{p}\t{reason}" for p, reason in self.skipped]
-        path.write_text("\n".join(lines) + "\n")
+        """One `path<TAB>reason` line per skipped file, written atomically."""
+        from .fileio import write_text
+
+        write_text(path, "".join(f"{p}\t{reason}\n" for p, reason in self.skipped))
 
 
 def list_classes(folder: Path) -> list[str]:

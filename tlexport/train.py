@@ -261,8 +261,6 @@ def train_step(model, x, y, optimizer, scaler, criterion, dtype):
 def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, schedule, progress):
     """One pass over the training data. `schedule(step_in_epoch)` sets the LR before each step.
     Returns (mean loss, accuracy, images/s)."""
-    import torch
-
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     for i, batch in enumerate(loader):
         if schedule(i) is False:
@@ -316,14 +314,12 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / name
 
 
-def prepare_run_dir(path: Path) -> Path:
-    """Create the run folder; refuse to overwrite an earlier run or a file."""
+def check_new_run_dir(path: Path) -> None:
+    """Refuse a file, or a folder that already holds a run (nothing is ever overwritten)."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is a file, not a folder")
     if (path / "run.json").exists() or (path / "checkpoint.pt").exists():
         raise UsageError(f"{path} already holds a run; use --resume {path} or choose another --out")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def versions() -> dict:
@@ -490,8 +486,7 @@ class _Session:
         scanned = self.scanned
         write_json(self.run_dir / "split.json", scanned.split_record())
         if scanned.skipped:
-            lines = "".join(f"{p}\t{reason}\n" for p, reason in scanned.skipped)
-            write_text(self.run_dir / "skipped.txt", lines)
+            scanned.write_skipped(self.run_dir / "skipped.txt")
             self.progress.message(
                 f"warning: skipped {len(scanned.skipped)} unreadable file(s); see {self.run_dir / 'skipped.txt'}"
             )
@@ -578,12 +573,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     cfg.validate()
     progress = progress or Progress()
     run_dir = default_run_dir(cfg)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out {run_dir} is a file, not a folder")
-    if (run_dir / "run.json").exists():
-        raise UsageError(f"{run_dir} already holds a run; use --resume {run_dir} or choose another --out")
+    check_new_run_dir(run_dir)
     session = _Session(cfg, run_dir, progress)  # scans and builds before any file is written
-    prepare_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     session.write_start_files()
     return session.loop()
 

@@ -86,7 +86,6 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
     Raises:
         ExportError: the exporter failed or the graph fails its checks.
     """
-    import onnx
     import torch
 
     if module.training:
