@@ -4,11 +4,11 @@ Sections (each guarded: a failure is recorded and the next section runs):
   env         Python/torch/CUDA, which optional modules are missing (ONNX parts degrade)
   matmul      fp32 / tf32 / bf16 / fp16 matmul ceilings on the GPU
   train_syn   resnet50 training images/s on synthetic in-GPU tensors: channels-last, mixed
-              precision (tlexport.train.amp_dtype), cudnn.benchmark, SGD, batch 256
-  train_real  a short `tlexport.train.train` run on generated JPEGs (loader included)
+              precision (tlexport.training.torchutil.amp_dtype), cudnn.benchmark, SGD, batch 256
+  train_real  a short `tlexport.training.loop.train` run on generated JPEGs (loader included)
   export      ONNX fp32/fp16/int8 (when onnx is importable), TorchScript fp32/fp16, .pt2
-  parity      `tlexport.parity.parity` on CUDA against torch-eager fp32
-  bench       `tlexport.bench.bench` on CUDA at batch 1/32/256 (numpy in/out, host copies timed)
+  parity      `tlexport.verify.parity.parity` on CUDA against torch-eager fp32
+  bench       `tlexport.benchmark.bench` on CUDA at batch 1/32/256 (numpy in/out, host copies timed)
   infer_dev   device-resident inference (input already on the GPU): eager fp16 channels-last,
               and torch.compile when time allows -- the "best runtime" for the 1 ms / 20k img/s targets
 Everything goes to OUTDIR (results.json, summary.md, bench.*, parity.json); the short table is
@@ -120,7 +120,8 @@ def train_synthetic(device: str, smoke: bool, compile_model: bool = False) -> di
     import torch
 
     from tlexport import models
-    from tlexport.train import amp_dtype, train_step
+    from tlexport.training.loop import train_step
+    from tlexport.training.torchutil import amp_dtype
 
     arch, batch, size, warm, steps = ("resnet18", 8, 64, 1, 3) if smoke else ("resnet50", 256, 224, 15, 150)
     dev = torch.device(device)
@@ -160,7 +161,7 @@ def _sync(device):
 
 
 def make_data(work: Path, smoke: bool) -> Path:
-    from tlexport.synth import make_dataset
+    from tlexport.data.synth import make_dataset
 
     per, val, size = (6, 3, 64) if smoke else (160, 40, 256)
     return make_dataset(work / "data", classes=("circle", "square", "triangle", "star"), per_class=per,
@@ -168,7 +169,8 @@ def make_data(work: Path, smoke: bool) -> Path:
 
 
 def train_real(data: Path, work: Path, device: str, smoke: bool) -> dict:
-    from tlexport.train import TrainConfig, train
+    from tlexport.training.config import TrainConfig
+    from tlexport.training.loop import train
 
     cfg = TrainConfig(data=str(data), arch="resnet18" if smoke else "resnet50", weights="none", epochs=1,
                       batch_size=8 if smoke else 128, image_size=64 if smoke else 224, device=device,
@@ -182,7 +184,7 @@ def train_real(data: Path, work: Path, device: str, smoke: bool) -> dict:
 
 def export_section(run_dir: Path, work: Path, device: str) -> dict:
     """Every format the installed modules allow; without ONNX tooling, TorchScript and .pt2 only."""
-    from tlexport.export import export
+    from tlexport.exporters.pipeline import export
 
     onnx_ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
     formats = ["torchscript", "pt2"] + (["onnx"] if onnx_ok else [])
@@ -200,7 +202,7 @@ def export_section(run_dir: Path, work: Path, device: str) -> dict:
 
 
 def parity_section(export_dir: Path, data: Path, device: str, out: Path) -> dict:
-    from tlexport.parity import parity
+    from tlexport.verify.parity import parity
 
     rep = parity(export_dir, data=data / "val", devices=(device,), max_images=64, batch_size=16)
     d = rep.to_dict()
@@ -211,9 +213,9 @@ def parity_section(export_dir: Path, data: Path, device: str, out: Path) -> dict
 
 
 def bench_section(export_dir: Path, device: str, smoke: bool, out: Path) -> dict:
-    from tlexport.bench import bench
+    from tlexport.benchmark import bench
     from tlexport.fileio import write_json, write_text
-    from tlexport.plots import latency_vs_batch
+    from tlexport.render import latency_vs_batch
 
     rep = bench(export_dir, devices=(device,), batch_sizes=(1, 4) if smoke else (1, 32, 256),
                 warmup=3 if smoke else 10, duration=0.2 if smoke else 1.0)
@@ -228,7 +230,7 @@ def infer_device_resident(run_dir: Path, device: str, smoke: bool, compile_model
     """Inference with the batch already on the GPU (what an in-process GPU app sees)."""
     import torch
 
-    from tlexport.bench import summarize
+    from tlexport.benchmark import summarize
     from tlexport.models import load_run
 
     run = load_run(run_dir)
@@ -272,7 +274,7 @@ def summary_table(results: dict) -> str:
             lines.append(f"{key}: {t['arch']} b{t['batch']} {t['amp']} channels-last: {t['images_per_s']} img/s (target >= 3000)")
     tr = results.get("train_real", {})
     if "run_dir" in tr:
-        lines.append("train_real (tlexport.train, JPEG loader): " + _brief(tr))
+        lines.append("train_real (tlexport.training, JPEG loader): " + _brief(tr))
     p = results.get("parity", {})
     if "results" in p:
         lines.append(f"parity passed: {p['passed']}")

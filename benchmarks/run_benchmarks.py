@@ -2,11 +2,11 @@
 fp32/fp16/int8, bench on the CPU, and write benchmarks/results/<host>-<date>.md and .json.
 
 For each architecture (default resnet18 and resnet50, 224 px):
-1. synthetic JPEG dataset (tlexport.synth.make_dataset), shared by all archs;
-2. `tlexport.train.train` for a few steps from scratch (weights="none": latency does not depend
+1. synthetic JPEG dataset (tlexport.data.synth.make_dataset), shared by all archs;
+2. `tlexport.train` for a few steps from scratch (weights="none": latency does not depend
    on what the weights learned; int8 agreement is still measured on real val images);
-3. `tlexport.export.export` to ONNX fp32/fp16/int8 (+ TorchScript and .pt2 fp32);
-4. `tlexport.bench.bench` at batch 1 and 8 on the CPU (all runtimes available here);
+3. `tlexport.export` to ONNX fp32/fp16/int8 (+ TorchScript and .pt2 fp32);
+4. `tlexport.bench` at batch 1 and 8 on the CPU (all runtimes available here);
 5. achieved GFLOP/s of every cell (FLOPs counted by torch.utils.flop_counter as 2 x MACs:
    resnet18 3.64, resnet50 8.18 GFLOP per 224-px image) beside a measured fp32 matmul ceiling;
 6. int8 (and fp16) top-1 agreement with fp32 ONNX on the val images, through onnxruntime.
@@ -48,18 +48,18 @@ def model_gflop(arch: str, n_classes: int, size: int = 224) -> float:
 
 
 def prepare_run(data: Path, arch: str, work: Path, steps: int) -> tuple[Path, str]:
-    """Train briefly with tlexport.train; returns (run_dir, how)."""
-    from tlexport.train import TrainConfig, train
+    """Train briefly with tlexport's train(); returns (run_dir, how)."""
+    from tlexport import TrainConfig, train
 
     out = work / arch / "run"
     cfg = TrainConfig(data=str(data), arch=arch, weights="none", epochs=1, batch_size=16, image_size=224,
                       out=str(out), max_steps=steps)
     result = train(cfg)
-    return Path(result.run_dir), f"tlexport.train, 1 epoch capped at {steps} steps of 16, from scratch"
+    return Path(result.run_dir), f"tlexport train, 1 epoch capped at {steps} steps of 16, from scratch"
 
 
 def export_all(run_dir: Path, out: Path):
-    from tlexport.export import export
+    from tlexport.exporters.pipeline import export
 
     t0 = time.perf_counter()
     result = export(run_dir, formats=("onnx", "torchscript", "pt2"), precisions=("fp32", "fp16", "int8"),
@@ -72,7 +72,7 @@ def agreement(export_dir: Path, run_dir: Path, max_images: int = 200) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from tlexport.images import load_rgb
+    from tlexport.data.images import load_rgb
     from tlexport.models import load_run
 
     run = load_run(run_dir)
@@ -112,8 +112,8 @@ def headline(arch: str, report, gflop: float) -> dict:
 
 def bench_arch(arch, data, work, args, ceiling) -> dict:
     """Train, export, bench and check agreement for one architecture."""
-    from tlexport.bench import bench
-    from tlexport.plots import latency_vs_batch
+    from tlexport.benchmark import bench
+    from tlexport.render import latency_vs_batch
 
     print(f"== {arch}: training", flush=True)
     run_dir, how = prepare_run(data, arch, work, args.train_steps)
@@ -199,7 +199,7 @@ def main(argv=None):
     from matmul_ceiling import matmul_ceiling
 
     from tlexport.fileio import write_json, write_text
-    from tlexport.synth import make_dataset
+    from tlexport.data.synth import make_dataset
 
     host, date = platform.node() or "host", dt.date.today().isoformat()
     args.stem = f"{host}-{date}"

@@ -5,7 +5,7 @@ Both run in the same process on the same generated JPEG files, same architecture
 
 - plain:    PIL load, Resize((224, 224)), ToTensor, Normalize((0.5,)*3, (0.5,)*3), SGD lr 1e-3
             momentum 0.9, contiguous NCHW, fp32, DataLoader without workers (the original recipe)
-- tlexport: tlexport.train's own Dataset / transforms / DataLoader (make_loaders) and step
+- tlexport: tlexport.training's own Dataset / transforms / DataLoader (make_loaders) and step
             (train_epoch): channels-last, mixed precision + cudnn.benchmark on CUDA, loader workers
             where the device has cores to spare; discriminative LR off (full fine-tuning)
 
@@ -40,7 +40,7 @@ SIZE = 224
 
 def make_jpegs(root: Path, per_class: int, size: int) -> Path:
     """A JPEG dataset like a camera folder: 4 classes of `size`-px drawn shapes."""
-    from tlexport.synth import make_dataset
+    from tlexport.data.synth import make_dataset
 
     return make_dataset(root, classes=("circle", "square", "triangle", "star"), per_class=per_class,
                         size=size, fmt="jpg", seed=1)
@@ -106,7 +106,7 @@ def plain_variant(samples, n_classes, arch, device, warmup, steps, channels_last
 
 
 class _StepCounter:
-    """tlexport.train.Progress that only counts steps and images."""
+    """tlexport.training.loop.Progress that only counts steps and images."""
 
     images = steps = 0
 
@@ -120,10 +120,13 @@ class _StepCounter:
 
 
 def tlexport_variant(data_root, arch, device, warmup, steps, workers=None, compile_model=False):
-    """images/s of tlexport.train's own loaders and train_epoch (full fine-tuning)."""
+    """images/s of tlexport.training's own loaders and train_epoch (full fine-tuning)."""
     from tlexport import models
-    from tlexport.data import scan
-    from tlexport.train import TrainConfig, amp_dtype, make_loaders, make_optimizer, train_epoch
+    from tlexport.data.folders import scan
+    from tlexport.training.config import TrainConfig
+    from tlexport.training.loop import make_loaders, train_epoch
+    from tlexport.training.schedule import make_optimizer
+    from tlexport.training.torchutil import amp_dtype
 
     cfg = TrainConfig(data=str(data_root), arch=arch, weights="none", batch_size=BATCH, image_size=SIZE,
                       backbone_lr_mult=1.0, workers=workers, device=device.type)
@@ -140,6 +143,7 @@ def tlexport_variant(data_root, arch, device, warmup, steps, workers=None, compi
     model.train()
     crit = torch.nn.CrossEntropyLoss()
     counter = _StepCounter()
+    constant_lr = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
     def run(n):
         """n steps through train_epoch (restarting the loader when an epoch ends)."""
@@ -147,7 +151,7 @@ def tlexport_variant(data_root, arch, device, warmup, steps, workers=None, compi
         start = time.perf_counter()
         while counter.steps < n:
             left = n - counter.steps
-            train_epoch(run_model, loader, opt, scaler, crit, device, dtype, lambda i: i < left, counter)
+            train_epoch(run_model, loader, opt, scaler, crit, device, dtype, constant_lr, counter, max_steps=left)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return counter.images, time.perf_counter() - start
@@ -181,7 +185,7 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    from tlexport.data import scan
+    from tlexport.data.folders import scan
     from tlexport.envinfo import environment
 
     tmp = tempfile.TemporaryDirectory(prefix="tlexport-train-bench-")

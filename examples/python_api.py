@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tlexport import TrainConfig, export, predict, train
-from tlexport.synth import make_dataset
+from tlexport.data.synth import make_dataset
 
 
 def main(work: Path) -> None:

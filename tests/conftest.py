@@ -20,7 +20,7 @@ def _isolated_torch_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """3 classes x (12 train + 4 val) PNG images of 48 px in train/ and val/ folders."""
-    from tlexport.synth import make_dataset
+    from tlexport.data.synth import make_dataset
 
     root = tmp_path_factory.mktemp("data")
     return make_dataset(root, classes=("circle", "square", "triangle"), per_class=12,
@@ -34,7 +34,7 @@ def write_fake_run(run_dir: Path, data_root: Path, classes, crop: int = 48, seed
     from safetensors.torch import save_file
 
     from tlexport import models
-    from tlexport.data import scan
+    from tlexport.data.folders import scan
 
     torch.manual_seed(seed)
     model = models.create("resnet18", len(classes)).eval()

@@ -15,8 +15,7 @@ from click.testing import CliRunner
 import tlexport
 from tlexport.cli import cli
 
-# The module, not the `tlexport.bench` API function of the same name.
-B = importlib.import_module("tlexport.bench")
+B = importlib.import_module("tlexport.benchmark")
 
 
 class FakeRuntime:
@@ -137,8 +136,9 @@ def fake_layer(monkeypatch, tmp_path):
     one that fails mid-run, and one skipped; returns (export_dir, calls)."""
     calls = {}
 
-    def discover(export_dir, *, run_dir=None, names=None, devices=("cpu",), precisions=None, threads=None):
-        calls.update(names=names, devices=devices, threads=threads)
+    def discover(export_dir, *, run_dir=None, names=None, devices=("cpu",), precisions=None, threads=None,
+                 trust_code=False):
+        calls.update(names=names, devices=devices, threads=threads, trust_code=trust_code)
         found = [FakeRuntime("onnxruntime", "int8"), FakeRuntime("onnxruntime", "fp32"),
                  FakeRuntime("torchscript", "fp32", fail_load=True),
                  FakeRuntime("pt2", "fp32", fail_at=3), FakeRuntime("torch-eager", "fp32")]
@@ -242,11 +242,11 @@ def test_cli_export_folder_without_artifacts(tmp_path):
         assert len(r.output.strip().splitlines()) == 1
 
 
-# ---- real runtimes on a tiny export (needs engineer A's export + runtime layer) ------------------
+# ---- real runtimes on a tiny export ----------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_export(fake_run, tmp_path_factory):
     try:
-        from tlexport.export import export
+        from tlexport.exporters.pipeline import export
         import tlexport.runtimes  # noqa: F401
     except ImportError as e:
         pytest.skip(f"export/runtime layer not available yet ({e})")

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from tlexport.data import scan
+from tlexport.data.folders import scan
 from tlexport.errors import DataError
 
 

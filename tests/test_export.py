@@ -19,7 +19,7 @@ FULL_ARGS = ["--format", "all", "--precision", "fp32", "--precision", "fp16", "-
 def full_export(fake_run: Path, tmp_path_factory) -> Path:
     """One full export through the CLI, shared by test_export/test_runtimes/test_predict (cached in
     the session's base temp folder)."""
-    out = tmp_path_factory.getbasetemp() / "engineer_a_full_export"
+    out = tmp_path_factory.getbasetemp() / "full_export"
     if not (out / "manifest.json").is_file():
         r = CliRunner().invoke(cli, ["export", str(fake_run), "--out", str(out), "--json", *FULL_ARGS])
         assert r.exit_code == 0, r.output
@@ -71,7 +71,7 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
     import onnx
     import onnxruntime as ort
 
-    from tlexport.export.onnx import max_supported_opset
+    from tlexport.exporters.onnx import max_supported_opset
 
     alone = tmp_path / "elsewhere.onnx"
     shutil.copy(exported / "model.onnx", alone)
@@ -96,7 +96,7 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
 def test_torchscript_and_pt2_carry_metadata_and_logits(exported, fake_run):
     import torch
 
-    from tlexport.export.metadata import read_metadata
+    from tlexport.spec.metadata import read_metadata
 
     extra = {"tlexport.json": ""}
     ts = torch.jit.load(str(exported / "model.ts"), _extra_files=extra)
@@ -132,9 +132,9 @@ def test_fp16_and_int8_variants(exported):
 def test_baked_uint8_model_matches_float_model(exported, tiny_data):
     import onnxruntime as ort
 
-    from tlexport.images import load_rgb
-    from tlexport.preprocess import Preprocess
-    from tlexport.export.metadata import read_metadata
+    from tlexport.data.images import load_rgb
+    from tlexport.data.preprocess import Preprocess
+    from tlexport.spec.metadata import read_metadata
 
     pre = Preprocess.from_dict(read_metadata(exported / "model.uint8.onnx")["preprocess"])
     images = [load_rgb(p) for p in sorted((tiny_data / "val").rglob("*.png"))[:4]]
@@ -209,7 +209,7 @@ def test_fixed_batch(fake_run, tmp_path):
 
 def test_calibration_images_from_folder_or_train_split(fake_run, tiny_data):
     from tlexport.errors import ExportError
-    from tlexport.export.quantize import calibration_batches, calibration_images
+    from tlexport.exporters.quantize import calibration_batches, calibration_images
     from tlexport.models import load_run
 
     run = load_run(fake_run)
@@ -230,7 +230,7 @@ def test_torchscript_rejects_a_trace_that_bakes_in_the_batch(tmp_path):
     import torch
 
     from tlexport.errors import ExportError
-    from tlexport.export.torchscript import export_torchscript
+    from tlexport.exporters.torchscript import export_torchscript
 
     class BatchLoop(torch.nn.Module):
         def forward(self, x):  # len() of a traced tensor: the loop is unrolled for batch 2

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlexport import images
-from tlexport.images import BadImage, load_rgb
+from tlexport.data import images
+from tlexport.data.images import BadImage, load_rgb
 
 
 def test_grayscale_palette_rgba_cmyk_16bit_become_rgb(tmp_path):

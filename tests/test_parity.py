@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from tlexport.cli import cli
-from tlexport.parity import Gates, check_metadata, compare, gates_for, random_inputs
+from tlexport.verify.compare import Gates, check_metadata, compare, gates_for
+from tlexport.verify.inputs import random_inputs
 
 CLASSES = ["circle", "square", "triangle"]
 
@@ -163,14 +164,15 @@ def test_random_inputs_are_seeded_and_identical_per_batch():
 
 
 def test_image_inputs_match_to_array_and_skip_bad_files(tmp_path, tiny_data):
-    from tlexport.images import load_rgb
-    from tlexport.parity import folder_samples, load_images
-    from tlexport.preprocess import Preprocess
+    from tlexport.data.images import load_rgb
+    from tlexport.data.folders import labelled_folder
+    from tlexport.verify.inputs import load_images
+    from tlexport.data.preprocess import Preprocess
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data / "val", data)
     (data / "square" / "broken.png").write_bytes(b"not a png")
-    samples, root, _ = folder_samples(data, ["square", "circle", "triangle"])  # other order on purpose
+    samples, root, _ = labelled_folder(data, ["square", "circle", "triangle"], unknown="unlabelled")  # other order on purpose
     pre = Preprocess(resize=55, crop=48)
     inputs = load_images(samples, pre, root, "test")
     assert inputs.skipped == [{"image": "square/broken.png", "reason": "not an image"}]
@@ -205,7 +207,7 @@ def test_missing_export_folder_exits_2(tmp_path):
 @pytest.fixture(scope="session")
 def exported(fake_run, tmp_path_factory) -> Path:
     """One export of the fake run (ONNX + TorchScript, fp32 + int8) shared by the tests below."""
-    from tlexport.export import export
+    from tlexport.exporters.pipeline import export
 
     out = tmp_path_factory.mktemp("parity") / "export"
     export(fake_run, formats=("onnx", "torchscript"), precisions=("fp32", "int8"), out=out, verify=False)
@@ -240,7 +242,7 @@ def test_identical_artifacts_pass_on_real_images(exported, fake_run, tiny_data, 
     (data / "circle" / "empty.png").write_bytes(b"")
     out = tmp_path / "parity.json"
     r = _parity(exported, "--data", data, "--runtimes", "onnxruntime,torchscript",
-                "--precisions", "fp32", "--json", out)
+                "--precisions", "fp32", "--json", out, "--trust-code")
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output and "skipped image circle/empty.png: empty file" in r.output
     report = json.loads(out.read_text())
@@ -321,7 +323,7 @@ def test_int8_flips_are_reported_per_image(exported, fake_run, tmp_path):
     import onnxruntime as ort
     import torch
 
-    from tlexport.images import load_rgb
+    from tlexport.data.images import load_rgb
     from tlexport.models import load_run
 
     run = load_run(fake_run)

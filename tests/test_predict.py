@@ -25,7 +25,7 @@ def exported(fake_run, tmp_path_factory):
 @pytest.fixture()
 def photos(tmp_path):
     """Generated images of assorted sizes and aspect ratios (resize + crop both matter)."""
-    from tlexport.synth import draw_shape
+    from tlexport.data.synth import draw_shape
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -39,7 +39,7 @@ def photos(tmp_path):
 def test_onnx_predict_imports_no_torch(exported, photos):
     code = (
         "import sys, json\n"
-        "from tlexport.predict import predict\n"
+        "from tlexport.inference import predict\n"
         f"r = predict({str(exported / 'model.onnx')!r}, [{str(photos)!r}], top_k=2)\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'n': len(r.results), 'top': r.results[0]['top']}))\n"
     )
@@ -54,9 +54,9 @@ def test_onnx_predict_imports_no_torch(exported, photos):
 def test_top1_agrees_with_torchvision_eval_transform(exported, fake_run, photos):
     import torch
 
-    from tlexport.images import load_rgb
+    from tlexport.data.images import load_rgb
     from tlexport.models import load_run
-    from tlexport.predict import predict
+    from tlexport.inference import predict
 
     run = load_run(fake_run)
     model, transform = run.load_model(), run.preprocess.eval_transform()
@@ -96,7 +96,7 @@ def test_cli_exit_0_table_and_explicit_torchscript(exported, photos):
 
 
 def test_baked_uint8_model_predicts_like_float_model(exported, photos):
-    from tlexport.predict import predict
+    from tlexport.inference import predict
 
     a = predict(exported / "model.onnx", [photos])
     b = predict(exported / "model.uint8.onnx", [photos])

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tlexport.models import default_preprocess
-from tlexport.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from tlexport.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 
 def test_from_weights_uses_the_weights_own_values():

@@ -23,7 +23,7 @@ def _keys(found):
 
 
 def test_discover_lists_every_runtime_the_artifacts_allow(exported, fake_run):
-    found, skipped = rt.discover(exported, devices=("cpu", "cuda"))
+    found, skipped = rt.discover(exported, devices=("cpu", "cuda"), trust_code=True)
     keys = _keys(found)
     assert {("torch-eager", "fp32", "cpu"), ("onnxruntime", "fp32", "cpu"), ("onnxruntime", "fp16", "cpu"),
             ("onnxruntime", "int8", "cpu"), ("torchscript", "fp32", "cpu"), ("pt2", "fp32", "cpu")} <= keys
@@ -59,7 +59,7 @@ def test_every_fp32_runtime_matches_the_reference(exported, fake_run):
     ref = rt.reference_runtime(fake_run).load()
     want = ref.run(x)
     assert want.shape == (3, 3) and want.dtype == np.float32
-    found, _ = rt.discover(exported, precisions=("fp32",))
+    found, _ = rt.discover(exported, precisions=("fp32",), trust_code=True)
     assert {r.name for r in found} >= {"onnxruntime", "torchscript", "pt2"}
     for r in found:
         r.set_threads(1)

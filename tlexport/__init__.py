@@ -1,46 +1,39 @@
-"""tlexport: fine-tune a torchvision ResNet, export it, check parity, benchmark, predict.
+"""tlexport: fine-tune a torchvision classifier, export it, check parity, benchmark, predict.
 
-The Python API mirrors the CLI. Names are imported lazily so `import tlexport` stays cheap and
-torch-free (the ONNX predict path must not import torch).
+The Python API mirrors the CLI. Names are resolved lazily (module `__getattr__`), so
+`import tlexport` stays cheap and torch-free (the ONNX predict path must not import torch). No
+API name is also a submodule name, so importing a submodule never shadows a function.
 """
 
-__version__ = "0.1.0"
+import importlib as _importlib
+
+__version__ = "0.2.0"
 
 _API = {
-    "train": ("tlexport.train", "train"),
-    "TrainConfig": ("tlexport.train", "TrainConfig"),
-    "evaluate": ("tlexport.evaluate", "evaluate"),
-    "scan": ("tlexport.data", "scan"),
+    "train": ("tlexport.training.loop", "train"),
+    "resume": ("tlexport.training.loop", "resume"),
+    "TrainConfig": ("tlexport.training.config", "TrainConfig"),
+    "evaluate": ("tlexport.training.evaluate", "evaluate"),
+    "scan": ("tlexport.data.folders", "scan"),
     "load_run": ("tlexport.models", "load_run"),
-    "Preprocess": ("tlexport.preprocess", "Preprocess"),
-    "export": ("tlexport.export", "export"),
-    "predict": ("tlexport.predict", "predict"),
-    "parity": ("tlexport.parity", "parity"),
-    "bench": ("tlexport.bench", "bench"),
-    "quickstart": ("tlexport.quickstart", "quickstart"),
+    "Preprocess": ("tlexport.data.preprocess", "Preprocess"),
+    "export": ("tlexport.exporters.pipeline", "export"),
+    "predict": ("tlexport.inference", "predict"),
+    "parity": ("tlexport.verify.parity", "parity"),
+    "bench": ("tlexport.benchmark", "bench"),
+    "quickstart": ("tlexport.demo", "quickstart"),
+    "archs": ("tlexport.spec.archs", "registry"),
 }
 
 __all__ = ["__version__", *_API]
 
 
-import importlib as _importlib
-import sys as _sys
-import types as _types
+def __getattr__(name: str):
+    if name in _API:
+        module, attr = _API[name]
+        return getattr(_importlib.import_module(module), attr)
+    raise AttributeError(f"module 'tlexport' has no attribute {name!r}")
 
 
-class _Package(_types.ModuleType):
-    """`tlexport.train`, `.export`, `.predict`, `.parity`, `.bench` and `.quickstart` are both
-    submodules and API functions. Importing a submodule makes Python set it as an attribute of the
-    package, which would shadow the function; resolving API names here first keeps
-    `from tlexport import train` a function whatever was imported before. Submodules stay
-    reachable as `from tlexport.train import ...` and through importlib."""
-
-    def __getattribute__(self, name):
-        api = _types.ModuleType.__getattribute__(self, "_API")
-        if name in api:
-            module, attr = api[name]
-            return getattr(_importlib.import_module(module), attr)
-        return _types.ModuleType.__getattribute__(self, name)
-
-
-_sys.modules[__name__].__class__ = _Package
+def __dir__():
+    return sorted(list(globals()) + list(_API))

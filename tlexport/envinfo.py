@@ -75,6 +75,16 @@ def library_version(name: str) -> str | None:
     return str(version) if version is not None else None
 
 
+def versions(names=LIBRARIES) -> dict:
+    """tlexport's, Python's and each named library's version (None where it is not installed):
+    the one place versions are captured, for run.json, manifests and reports."""
+    from . import __version__
+
+    out = {"tlexport": __version__, "python": platform.python_version()}
+    out.update({name: library_version(name) for name in names})
+    return out
+
+
 def gpu_info() -> dict:
     """CUDA GPU name, count, driver and CUDA runtime versions ({} without a usable GPU)."""
     try:

@@ -31,3 +31,21 @@ class ParityError(TlexportError):
 
 class RuntimeUnavailable(TlexportError):
     """A runtime or device is not available on this machine."""
+
+
+class ArtifactError(TlexportError):
+    """An export folder, manifest or artifact is malformed, untrusted or not what it claims."""
+
+
+def first_line(exc: BaseException, limit: int = 200, with_type: bool = False) -> str:
+    """The first line of an exception's message, cut to `limit` characters: what a one-line
+    error shows of a library's (often multi-line) message. Falls back to the type's name.
+
+    Args:
+        with_type: prefix the exception's type name ("ValueError: ...").
+    """
+    lines = str(exc).strip().splitlines()
+    text = lines[0][:limit] if lines else ""
+    if with_type or not text:
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text

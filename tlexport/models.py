@@ -1,47 +1,31 @@
-"""Architectures, weights resolution (imagenet / path / none), head replacement, safe loading."""
+"""Models from the architecture registry: weights resolution (imagenet / path / none), head
+replacement, safe loading, and the run directories training writes."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
-from .errors import WeightsError
-from .preprocess import Preprocess
-
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+from .data.preprocess import Preprocess
+from .errors import WeightsError, first_line
+from .spec import archs
 
 
-def _weights_enum(arch: str):
-    from torchvision import models
-
-    return models.get_model_weights(arch).DEFAULT
-
-
-def create(arch: str, num_classes: int, device="cpu"):
-    """An untrained torchvision ResNet with a `num_classes` head."""
-    from torchvision import models
-
-    if arch not in ARCHS:
-        raise WeightsError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    return models.get_model(arch, weights=None, num_classes=num_classes).to(device)
+def create(arch: str, num_classes: int, device="cpu", image_size: int | None = None):
+    """An untrained torchvision classifier with a `num_classes` head (`image_size`: the input side,
+    for architectures whose layers depend on it, such as ViT's position embedding)."""
+    return archs.get(arch).build(num_classes, image_size).to(device)
 
 
 def default_preprocess(arch: str) -> Preprocess:
     """The preprocessing of the architecture's ImageNet weights (used whatever the weights)."""
-    return Preprocess.from_weights(_weights_enum(arch))
+    return Preprocess.from_weights(archs.get(arch).weights)
 
 
-def hub_checkpoint_path(arch: str) -> Path:
-    """Where torchvision's downloader caches the ImageNet weights of `arch`."""
-    import torch.hub
-
-    name = os.path.basename(urlparse(_weights_enum(arch).url).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+hub_checkpoint_path = archs.hub_checkpoint_path
 
 
 @dataclass
@@ -56,7 +40,7 @@ class WeightsSource:
 def load_imagenet_state(arch: str) -> tuple[dict, WeightsSource]:
     """torchvision's ImageNet weights through its own download + cache (works offline when the
     file is already in $TORCH_HOME/hub/checkpoints)."""
-    weights = _weights_enum(arch)
+    weights = archs.get(arch).weights
     cached = hub_checkpoint_path(arch)
     try:
         # torch.hub announces every download on stdout, which would corrupt `--json` output.
@@ -64,9 +48,9 @@ def load_imagenet_state(arch: str) -> tuple[dict, WeightsSource]:
             state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
     except Exception as e:  # URLError, socket errors, HTTP errors, a corrupt cache file
         if cached.exists():
-            raise WeightsError(f"cached ImageNet weights {cached} cannot be read ({_short(e)}); delete it and retry") from None
+            raise WeightsError(f"cached ImageNet weights {cached} cannot be read ({first_line(e)}); delete it and retry") from None
         raise WeightsError(
-            f"ImageNet weights for {arch} could not be downloaded ({_short(e)}). Put {cached.name} "
+            f"ImageNet weights for {arch} could not be downloaded ({first_line(e)}). Put {cached.name} "
             f"(from {weights.url}) in {cached.parent}, or use --weights PATH or --weights none"
         ) from None
     return state, WeightsSource("imagenet", str(cached))
@@ -86,7 +70,7 @@ def read_state_dict(path: Path | str) -> dict:
         try:
             return load_file(str(path))
         except Exception as e:
-            raise WeightsError(f"{path} is not a readable safetensors file ({_short(e)})") from None
+            raise WeightsError(f"{path} is not a readable safetensors file ({first_line(e)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -97,7 +81,7 @@ def read_state_dict(path: Path | str) -> dict:
                 f"{path} holds Python objects, not just tensors; tlexport refuses to unpickle it "
                 "(save a plain state_dict, or use .safetensors)"
             ) from None
-        raise WeightsError(f"{path} is not a readable PyTorch weights file ({_short(e)})") from None
+        raise WeightsError(f"{path} is not a readable PyTorch weights file ({first_line(e)})") from None
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -106,15 +90,24 @@ def read_state_dict(path: Path | str) -> dict:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def _body(state: dict, spec: archs.ArchSpec) -> dict:
+    """The tensors of a state dict that are not the classifier head (nor keys the arch ignores)."""
+    skip = (spec.head_prefix, *spec.ignore_keys)
+    return {k: v for k, v in state.items() if not k.startswith(skip)}
+
+
 def load_backbone(model, state: dict, arch: str, origin: str) -> None:
     """Load everything but the classifier head (which may have another size) strictly."""
-    body = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    spec = archs.get(arch)
+    body = _body(state, spec)
+    expected = {k: v.shape for k, v in _body(model.state_dict(), spec).items()}
+    if spec.position_embedding:
+        body = _resize_position_embedding(body, expected, model)
     missing = sorted(set(expected) - set(body))
     unexpected = sorted(set(body) - set(expected))
     wrong = [k for k in expected if k in body and tuple(body[k].shape) != tuple(expected[k])]
     if missing or unexpected or wrong:
-        guess = guess_arch(state)
+        guess = guess_arch(state, spec.family)
         hint = f" (they look like {guess})" if guess and guess != arch else ""
         raise WeightsError(
             f"weights in {origin} do not fit {arch}{hint}: {len(missing)} missing, "
@@ -123,29 +116,47 @@ def load_backbone(model, state: dict, arch: str, origin: str) -> None:
     model.load_state_dict(body, strict=False)
 
 
-def guess_arch(state: dict) -> str | None:
-    """Which ResNet a state dict belongs to, by its key set and shapes (None if none)."""
-    import torch
-    from torchvision import models
+def _resize_position_embedding(body: dict, expected: dict, model) -> dict:
+    """ViT weights hold position embeddings for 224 px; another input size interpolates them
+    (torchvision's own helper) so the pretrained body still fits."""
+    key = "encoder.pos_embedding"
+    if key not in body or key not in expected or body[key].shape == expected[key]:
+        return body
+    from torchvision.models.vision_transformer import interpolate_embeddings
 
-    shapes = {k: tuple(v.shape) for k, v in state.items() if not k.startswith("fc.")}
-    for arch in ARCHS:
-        with torch.device("meta"):  # shapes only: no memory, no init cost
-            ref = models.get_model(arch, weights=None, num_classes=1).state_dict()
-        if shapes == {k: tuple(v.shape) for k, v in ref.items() if not k.startswith("fc.")}:
-            return arch
+    return interpolate_embeddings(model.image_size, model.patch_size, body)
+
+
+def guess_arch(state: dict, family: str | None = None) -> str | None:
+    """Which registered architecture a state dict belongs to, by its key set and shapes (None if
+    none). Looks at the tested architectures and the expected family only: building every
+    torchvision classifier, even on the meta device, would take seconds."""
+    import torch
+
+    rows = archs.registry()
+    candidates = [r for r in rows.values() if r.tested or r.family == family]
+    for spec in candidates:
+        shapes = {k: tuple(v.shape) for k, v in _body(state, spec).items()}
+        try:
+            with torch.device("meta"):  # shapes only: no memory, no init cost
+                ref = spec.build(1).state_dict()
+        except NotImplementedError:  # RegNet computes its widths from tensors: build it for real
+            ref = spec.build(1).state_dict()
+        if shapes == {k: tuple(v.shape) for k, v in _body(ref, spec).items()}:
+            return spec.name
     return None
 
 
-def build(arch: str, num_classes: int, weights: str = "imagenet"):
-    """A ResNet with pretrained body and a fresh `num_classes` head.
+def build(arch: str, num_classes: int, weights: str = "imagenet", image_size: int | None = None):
+    """A registered architecture with pretrained body and a fresh `num_classes` head.
 
     Args:
         weights: "imagenet", "none", or a path to .safetensors/.pt/.pth.
+        image_size: the input side it will be trained at (ViT's position embedding follows it).
     Returns:
         (model, WeightsSource)
     """
-    model = create(arch, num_classes)
+    model = create(arch, num_classes, image_size=image_size)
     if weights == "none":
         return model, WeightsSource("none")
     if weights == "imagenet":
@@ -192,12 +203,12 @@ class Run:
 
     def load_model(self, which: str = "best", device="cpu"):
         """The trained model in eval mode, loaded strictly from safetensors."""
-        model = create(self.arch, len(self.classes))
+        model = create(self.arch, len(self.classes), image_size=self.preprocess.crop)
         state = read_state_dict(self.weights_file(which))
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise WeightsError(f"{self.weights_file(which)} does not match run.json ({_short(e)})") from None
+            raise WeightsError(f"{self.weights_file(which)} does not match run.json ({first_line(e)})") from None
         return model.to(device).eval()
 
 
@@ -214,10 +225,5 @@ def load_run(run_dir: Path | str) -> Run:
         for key in ("arch", "classes", "preprocess"):
             meta[key]
     except (ValueError, KeyError) as e:
-        raise WeightsError(f"{meta_file} is damaged ({_short(e)})") from None
+        raise WeightsError(f"{meta_file} is damaged ({first_line(e)})") from None
     return Run(run_dir, meta)
-
-
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]

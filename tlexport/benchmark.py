@@ -7,7 +7,7 @@ zeros: some kernels take shortcuts on zeros, and a single repeated batch flatter
 PyTorch eager fp32 is always measured on every device as the baseline for `speedup_vs_eager`.
 A runtime that fails (to load, or mid-run) gets `error` set and the others go on.
 
-Library code: returns a `BenchReport`; rendering to a terminal is the CLI's job.
+Library code: returns a `BenchReport`; `tlexport.render` turns it into tables, Markdown and plots.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import RuntimeUnavailable, TlexportError, UsageError
+from .errors import RuntimeUnavailable, TlexportError, UsageError, first_line
+from .spec.artifacts import DEVICES, FORMATS, MANIFEST, PRECISIONS, check_devices, check_precisions
 
 DEFAULT_DURATION_S = 2.0  # time budget per (runtime, batch size) cell when neither iters nor duration
 MIN_ITERS = 10  # even with a time budget, never fewer timed iterations than this
-PRECISIONS = ("fp32", "fp16", "int8")
-DEVICES = ("cpu", "cuda")
 EAGER = "torch-eager"
 RESULT_FIELDS = ("runtime", "precision", "device", "batch_size", "p50_ms", "p90_ms", "p99_ms",
                  "mean_ms", "std_ms", "min_ms", "throughput", "speedup_vs_eager", "iters", "error")
@@ -80,7 +79,9 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         """A Markdown report: environment summary, one table row per cell, skipped runtimes."""
-        return markdown(self)
+        from .render import bench_markdown
+
+        return bench_markdown(self)
 
 
 def summarize(times_s: list[float], batch_size: int) -> dict:
@@ -147,7 +148,7 @@ def time_runtime(runtime, batch_size: int, warmup: int = 10, iters: int | None =
                 _check_output(out, batch_size)  # once, outside the timed region
             i += 1
     except Exception as e:  # any runtime failure is data for the report, not a crash
-        result.error = _one_line(e)
+        result.error = first_line(e, 300, with_type=True)
         result.iters = len(times)
         return result
     result.iters = len(times)
@@ -177,11 +178,6 @@ def _image_size(runtime) -> int:
         raise UsageError(f"{runtime.name}: input size unknown (no preprocess in its metadata)") from None
 
 
-def _one_line(e: BaseException) -> str:
-    text = (str(e).strip().splitlines() or [""])[0][:300]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
 def validate_options(batch_sizes, devices, precisions, warmup, iters, duration, threads) -> None:
     """Reject impossible options before anything heavy is loaded.
 
@@ -194,12 +190,8 @@ def validate_options(batch_sizes, devices, precisions, warmup, iters, duration, 
     for b in batch_sizes:
         if int(b) <= 0:
             raise UsageError(f"batch size must be a positive integer, got {b}")
-    for d in devices:
-        if d not in DEVICES:
-            raise UsageError(f"unknown device {d!r}; choose from {', '.join(DEVICES)}")
-    for p in precisions or ():
-        if p not in PRECISIONS:
-            raise UsageError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+    check_devices(devices)
+    check_precisions(precisions)
     if warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {warmup}")
     if iters is not None and duration is not None:
@@ -217,7 +209,7 @@ def validate_options(batch_sizes, devices, precisions, warmup, iters, duration, 
             raise RuntimeUnavailable("--device cuda needs a CUDA GPU, and torch sees none on this machine")
 
 
-ARTIFACT_GLOBS = ("model*.onnx", "model*.ts", "model*.pt2", "manifest.json")
+ARTIFACT_GLOBS = (*(f"*{f.suffix}" for f in FORMATS.values()), MANIFEST)
 
 
 def check_export_dir(export_dir: Path) -> Path:
@@ -226,12 +218,12 @@ def check_export_dir(export_dir: Path) -> Path:
     if not export_dir.is_dir():
         raise TlexportError(f"export folder {export_dir} does not exist (run `tlexport export RUN_DIR` first)")
     if not any(any(export_dir.glob(g)) for g in ARTIFACT_GLOBS):
-        raise TlexportError(f"{export_dir} holds no exported model (model.onnx, model.ts, model.pt2 "
-                            "or manifest.json); run `tlexport export RUN_DIR --out` to that folder first")
+        raise TlexportError(f"{export_dir} holds no exported model ({', '.join(ARTIFACT_GLOBS)}); "
+                            "run `tlexport export RUN_DIR --out` to that folder first")
     return export_dir
 
 
-def select_runtimes(export_dir, run_dir, names, devices, precisions, threads):
+def select_runtimes(export_dir, run_dir, names, devices, precisions, threads, trust_code=False):
     """Ask the runtime layer what can run, always keeping torch-eager fp32 as the baseline.
 
     Returns:
@@ -242,10 +234,10 @@ def select_runtimes(export_dir, run_dir, names, devices, precisions, threads):
     if names:
         unknown = [n for n in names if n not in rt.RUNTIME_NAMES]
         if unknown:
-            raise UsageError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(rt.RUNTIME_NAMES)}")
+            raise UsageError(f"unknown runtime {', '.join(unknown)}; choose from {', '.join(rt.RUNTIME_NAMES)}")
     ask = sorted(set(names) | {EAGER}) if names else None
     found, skipped = rt.discover(export_dir, run_dir=run_dir, names=ask, devices=tuple(devices),
-                                 precisions=None, threads=threads)
+                                 precisions=None, threads=threads, trust_code=trust_code)
 
     def wanted(name, precision):
         if name == EAGER and precision == "fp32":
@@ -264,7 +256,7 @@ def select_runtimes(export_dir, run_dir, names, devices, precisions, threads):
 
 def bench(export_dir, *, runtimes=None, precisions=None, devices=("cpu",), batch_sizes=(1,),
           warmup: int = 10, iters: int | None = None, duration: float | None = None,
-          threads: int | None = None, run_dir=None, inputs: int = 4,
+          threads: int | None = None, run_dir=None, inputs: int = 4, trust_code: bool = False,
           progress: Callable[[str, int, int], None] | None = None) -> BenchReport:
     """Benchmark every runtime x precision x device x batch size the export folder allows.
 
@@ -277,6 +269,7 @@ def bench(export_dir, *, runtimes=None, precisions=None, devices=("cpu",), batch
         warmup, iters, duration, inputs: see `time_runtime`.
         threads: intra-op threads for every runtime and torch (None: library defaults).
         run_dir: run directory for torch-eager (default: the one the export records).
+        trust_code: also load TorchScript / .pt2 files of the folder (loading runs their code).
         progress: called as progress(label, done, total) after each cell.
     Returns:
         BenchReport with one BenchResult per cell (failed cells carry `error`).
@@ -290,7 +283,7 @@ def bench(export_dir, *, runtimes=None, precisions=None, devices=("cpu",), batch
     import torch
 
     chosen, skipped = select_runtimes(export_dir, run_dir, list(runtimes or []), devices,
-                                      list(precisions or []), threads)
+                                      list(precisions or []), threads, trust_code)
     if not chosen:
         reasons = "; ".join(f"{s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}" for s in skipped)
         raise RuntimeUnavailable(f"nothing in {export_dir} can be benchmarked here" + (f" ({reasons})" if reasons else ""))
@@ -340,7 +333,7 @@ def _measure_all(chosen, batch_sizes, warmup, iters, duration, inputs, threads, 
                 runtime.set_threads(threads)
             runtime.load()
         except Exception as e:  # RuntimeUnavailable or a broken artifact: report, go on
-            load_error = _one_line(e)
+            load_error = first_line(e, 300, with_type=True)
         for b in batch_sizes:
             if load_error:
                 res = BenchResult(runtime.name, runtime.precision, runtime.device, b, error=load_error)
@@ -350,7 +343,10 @@ def _measure_all(chosen, batch_sizes, warmup, iters, duration, inputs, threads, 
             done += 1
             if progress:
                 progress(res.label + f" b{b}", done, total)
-        chosen[index] = runtime = None  # drop the loaded session before loading the next one
+        close = getattr(runtime, "close", None)
+        if close is not None:
+            close()  # release the session before loading the next one
+        chosen[index] = None
     return results
 
 
@@ -361,75 +357,3 @@ def fill_speedups(results: list[BenchResult]) -> None:
     for r in results:
         ref = base.get((r.device, r.batch_size))
         r.speedup_vs_eager = (ref / r.p50_ms) if (ref and r.p50_ms) else None
-
-
-# ---- rendering (Markdown here; the rich table is built by `rich_table`) -------------------------
-COLUMNS = ("runtime", "precision", "device", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms",
-           "std ms", "min ms", "img/s", "vs eager", "iters")
-
-
-def _row(r: BenchResult) -> list[str]:
-    f = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
-    speed = "—" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×"
-    if r.error:
-        return [r.runtime, r.precision, r.device, str(r.batch_size), "error: " + r.error] + [""] * 8
-    return [r.runtime, r.precision, r.device, str(r.batch_size), f(r.p50_ms), f(r.p90_ms),
-            f(r.p99_ms), f(r.mean_ms), f(r.std_ms), f(r.min_ms), f(r.throughput, 1), speed, str(r.iters)]
-
-
-def environment_line(env: dict) -> str:
-    """One line saying where the numbers come from."""
-    v = env.get("versions", {})
-    gpu = env.get("gpu") or {}
-    parts = [f"CPU {env.get('cpu')} ({env.get('usable_cores')} cores, {env.get('threads')} threads)"]
-    if gpu:
-        parts.append(f"GPU {gpu.get('name')} (driver {gpu.get('driver')}, CUDA {gpu.get('cuda')})")
-    parts.append(", ".join(f"{k} {val}" for k, val in v.items() if val))
-    if env.get("load_average"):
-        parts.append("load avg " + "/".join(str(x) for x in env["load_average"]))
-    return " · ".join(parts)
-
-
-def markdown(report: BenchReport) -> str:
-    """The report as Markdown: environment, table, skipped runtimes."""
-    lines = ["# tlexport bench", "", environment_line(report.environment), "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in report.results:
-        cells = _row(r)
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    if report.skipped:
-        lines += ["", "Skipped:", ""]
-        lines += [f"- {s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}" for s in report.skipped]
-    bench_env = report.environment.get("bench", {})
-    lines += ["", f"Warm-up {bench_env.get('warmup')} calls excluded; "
-              f"{'%s iterations' % bench_env['iters'] if bench_env.get('iters') else '%s s per cell (min %s iterations)' % (bench_env.get('duration_s'), MIN_ITERS)}; "
-              f"inputs rotate among {bench_env.get('inputs')} random-normal batches; "
-              "speed-up = torch-eager fp32 p50 / p50 (same device and batch size).", ""]
-    return "\n".join(lines)
-
-
-def _ms(v: float) -> str:
-    return f"{v:.3f}" if v < 1 else f"{v:.2f}"
-
-
-def rich_table(report: BenchReport):
-    """A compact rich Table of the results (fits an 80-column terminal; details in JSON/Markdown)."""
-    from rich.table import Table
-
-    env = report.environment
-    gpu = (env.get("gpu") or {}).get("name")
-    caption = f"{env.get('cpu')}, {env.get('threads')} threads" + (f", {gpu}" if gpu else "")
-    if env.get("load_average"):
-        caption += f", load {env['load_average'][0]}"
-    table = Table(title="tlexport bench", caption=caption)
-    table.add_column("runtime", no_wrap=True)
-    for c in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup"):
-        table.add_column(c, justify="right", no_wrap=True)
-    for r in report.results:
-        if r.error:
-            table.add_row(r.label, str(r.batch_size), "failed", style="red")
-            continue
-        speed = "—" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×"
-        table.add_row(r.label, str(r.batch_size), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
-                      f"{r.throughput:.1f}", speed, style="bold" if r.runtime == EAGER else None)
-    return table

@@ -10,9 +10,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import ExportError
-from . import metadata as md
-from .onnx import _short
+from ..errors import ExportError, first_line
+from ..spec import metadata as md
 
 
 def export_torchscript(module, example, path: Path, *, dynamic: bool, meta: dict) -> list[str]:
@@ -45,7 +44,7 @@ def export_torchscript(module, example, path: Path, *, dynamic: bool, meta: dict
     except ExportError:
         raise
     except Exception as e:
-        raise ExportError(f"TorchScript tracing failed ({_short(e)})") from None
+        raise ExportError(f"TorchScript tracing failed ({first_line(e, 300)})") from None
     return _save_optimized(traced, example, path, meta, dynamic)
 
 
@@ -101,4 +100,29 @@ def _check_reload(path: Path, example, dynamic: bool) -> None:
     except ExportError:
         raise
     except Exception as e:
-        raise ExportError(f"saved TorchScript module does not run at batch {sizes} ({_short(e)})") from None
+        raise ExportError(f"saved TorchScript module does not run at batch {sizes} ({first_line(e, 300)})") from None
+
+
+def build(job, say) -> tuple[list, list[str]]:
+    """model.ts (fp32, traced on the CPU so it loads anywhere) and, with --device cuda,
+    model.fp16.ts (traced on the GPU: fp16 convolutions have no CPU kernels)."""
+    from ..spec.artifacts import file_name
+    from .job import Artifact
+
+    out, skipped = [], []
+    for precision in job.precisions:
+        if precision == "int8":
+            skipped.append("torchscript int8: int8 is produced for ONNX only")
+            continue
+        if precision == "fp16" and job.device != "cuda":
+            skipped.append("torchscript fp16: needs --device cuda (fp16 TorchScript runs on CUDA only)")
+            continue
+        say(f"TorchScript {precision}")
+        half = precision == "fp16"
+        device = "cuda" if half else "cpu"
+        dst = job.staging / file_name("torchscript", precision)
+        notes = export_torchscript(job.model_on(device, half), job.example_on(device, half), dst,
+                                   dynamic=job.dynamic, meta=job.meta)
+        out.append(Artifact(dst.name, "torchscript", precision, device=device,
+                            devices=["cuda"] if half else ["cpu", "cuda"], notes=notes))
+    return out, skipped

@@ -5,9 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import ExportError
-from . import metadata as md
-from .onnx import _short
+from ..errors import ExportError, first_line
+from ..spec import metadata as md
 
 
 def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> list[str]:
@@ -33,5 +32,19 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> lis
             program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
             torch.export.save(program, str(path), extra_files={md.EXTRA_FILE: md.to_json(meta)})
     except Exception as e:
-        raise ExportError(f"torch.export failed ({_short(e)})") from None
+        raise ExportError(f"torch.export failed ({first_line(e, 300)})") from None
     return []
+
+
+def build(job, say) -> tuple[list, list[str]]:
+    """model.pt2 (fp32), exported on the CPU so its tensors load on any machine."""
+    from ..spec.artifacts import file_name
+    from .job import Artifact
+
+    skipped = [f"pt2 {p}: only fp32 .pt2 is produced" for p in job.precisions if p != "fp32"]
+    if "fp32" not in job.precisions:
+        return [], skipped
+    say(".pt2 fp32")
+    dst = job.staging / file_name("pt2", "fp32")
+    notes = export_pt2(job.model, job.example, dst, dynamic=job.dynamic, meta=job.meta)
+    return [Artifact(dst.name, "pt2", "fp32", notes=notes)], skipped

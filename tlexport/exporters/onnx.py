@@ -9,8 +9,8 @@ import logging
 import warnings
 from pathlib import Path
 
-from ..errors import ExportError, UsageError
-from . import metadata as md
+from ..errors import ExportError, UsageError, first_line
+from ..spec import metadata as md
 
 # The dynamo exporter's torchlib implements opset 18 and newer; older requests would go through
 # onnx's version converter, which fails on many graphs, so tlexport refuses them.
@@ -97,7 +97,7 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
                 module, (example,), dynamo=True, dynamic_shapes=dynamic_shapes,
                 input_names=["image"], output_names=["logits"], opset_version=opset, optimize=True)
     except Exception as e:
-        raise ExportError(f"ONNX export failed ({_short(e)})") from None
+        raise ExportError(f"ONNX export failed ({first_line(e, 300)})") from None
     proto = program.model_proto
     check_graph(proto)
     md.embed_onnx(proto, meta)
@@ -114,7 +114,7 @@ def save_checked(proto, path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
-        raise ExportError(f"the exported ONNX graph fails onnx.checker ({_short(e)})") from None
+        raise ExportError(f"the exported ONNX graph fails onnx.checker ({first_line(e, 300)})") from None
 
 
 def check_graph(proto) -> None:
@@ -161,33 +161,32 @@ def opset_of(path: Path) -> int:
     return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
-class BakedPreprocess:
-    """Factory for a wrapper module: uint8 NHWC RGB at the crop size -> the float model.
+def build(job, say) -> tuple[list, list[str]]:
+    """model.onnx (always staged: fp16/int8/uint8 derive from it), fp16, int8, baked uint8."""
+    from ..spec.artifacts import BAKED, file_name
+    from . import quantize
+    from .baked import build_baked
+    from .job import Artifact
 
-    Cast, scale by 1/255, normalise and transpose inside the graph, so a camera pipeline can feed
-    its crop directly.
-    """
-
-    @staticmethod
-    def wrap(model, preprocess):
-        import torch
-
-        class Baked(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-                mean = torch.tensor(preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1)
-                std = torch.tensor(preprocess.std, dtype=torch.float32).view(1, 3, 1, 1)
-                self.register_buffer("scale", 1.0 / (255.0 * std))
-                self.register_buffer("shift", -mean / std)
-
-            def forward(self, image):
-                x = image.permute(0, 3, 1, 2).to(torch.float32)
-                return self.model(x * self.scale + self.shift)
-
-        return Baked().eval()
-
-
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
+    base = job.staging / file_name("onnx", "fp32")
+    say("ONNX fp32")
+    # Traced on the CPU: an ONNX graph does not depend on the tracing device.
+    export_onnx(job.model, job.example, base, opset=job.opset, dynamic=job.dynamic, meta=job.meta)
+    out = [Artifact(base.name, "onnx", "fp32")] if "fp32" in job.precisions else []
+    if "fp16" in job.precisions:
+        say("ONNX fp16")
+        dst = job.staging / file_name("onnx", "fp16")
+        fp16_io = job.options["fp16_io"]
+        quantize.to_fp16(base, dst, fp16_io=fp16_io, meta=job.meta)
+        out.append(Artifact(dst.name, "onnx", "fp16",
+                            notes=["fp16 input/output" if fp16_io else "float32 input/output"]))
+    if "int8" in job.precisions:
+        say("ONNX int8 (calibrating)")
+        out.append(quantize.build_int8(job, base))
+    if job.options["bake_preprocess"]:
+        say("ONNX uint8 (baked preprocessing)")
+        dst = job.staging / file_name("onnx", "fp32", BAKED)
+        build_baked(job, dst)
+        out.append(Artifact(dst.name, "onnx", "fp32", role=BAKED,
+                            notes=["input uint8 NHWC RGB at the crop size; normalisation inside"]))
+    return out, []

@@ -11,7 +11,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 
 EXTRA_FILE = "tlexport.json"
 # ONNX metadata_props keys -> keys of the dict read_metadata returns.
@@ -101,7 +101,7 @@ def read_metadata(path: Path | str) -> dict:
         try:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as e:
-            raise UsageError(f"{path} is not a readable ONNX file ({_short(e)})") from None
+            raise UsageError(f"{path} is not a readable ONNX file ({first_line(e)})") from None
         return from_onnx_props({p.key: p.value for p in proto.metadata_props})
     if path.suffix in (".ts", ".pt2"):
         return _read_zip_extra(path)
@@ -117,9 +117,4 @@ def _read_zip_extra(path: Path) -> dict:
                 return {}
             return json.loads(z.read(names[0]).decode())
     except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UsageError(f"{path} is not a readable model archive ({_short(e)})") from None
-
-
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+        raise UsageError(f"{path} is not a readable model archive ({first_line(e)})") from None

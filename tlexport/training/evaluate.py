@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import ImageDataset, check_files, class_files, list_classes
-from .errors import DataError
-from .fileio import atomic_path, write_json
-from .models import load_run
+from ..data.folders import check_files, labelled_folder
+from ..errors import DataError
+from ..fileio import write_json
+from ..models import load_run
 
 
 @dataclass
@@ -34,24 +34,6 @@ class EvalResult:
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
             "confusion_png": str(self.confusion_png) if self.confusion_png else None,
         }
-
-
-def labelled_samples(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    """Images of `folder/<class>/` (or `folder/val/<class>/` for a train/val layout) labelled with
-    the run's class indices. Classes the run does not know are an error."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist")
-    if (folder / "val").is_dir() and (folder / "train").is_dir():
-        folder = folder / "val"
-    found = list_classes(folder)
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise DataError(f"{folder} has classes the model was not trained on: {', '.join(unknown)}")
-    if not found:
-        raise DataError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
-    samples = class_files(folder, found)
-    return [(p, classes.index(found[y])) for p, y in samples]
 
 
 def metrics(logits: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[float, float, list, np.ndarray]:
@@ -86,13 +68,14 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
     import torch
     from torch.utils.data import DataLoader
 
-    from .data import collate_skip_none
-    from .train import predict_logits, resolve_device
+    from ..data.dataset import ImageDataset, collate_skip_none
+    from ..render import plot_confusion
+    from .torchutil import predict_logits, resolve_device
 
     run = load_run(run_dir)
     if batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {batch_size}")
-    samples = labelled_samples(Path(data), run.classes) if data else run.samples("val")
+    samples = labelled_folder(data, run.classes)[0] if data else run.samples("val")
     if not samples:
         raise DataError(f"no images to evaluate: {run.dir} has no val split on disk; pass --data DIR")
     samples, bad = check_files(samples)
@@ -115,29 +98,3 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
     result.confusion_png = plot_confusion(confusion, run.classes, out_dir / "confusion.png")
     write_json(out_dir / "eval.json", result.to_dict())
     return result
-
-
-def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
-    ax.imshow(confusion, cmap="Blues")
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
-    ax.set_xticklabels(classes, rotation=45, ha="right")
-    ax.set_yticklabels(classes)
-    threshold = confusion.max() / 2 if confusion.size else 0
-    for i in range(n):
-        for j in range(n):
-            color = "white" if confusion[i, j] > threshold else "black"
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=color)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path

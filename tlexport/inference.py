@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, UsageError
+from .spec import artifacts as table
 
-# An export folder resolves to the first of these that exists.
-FOLDER_PREFERENCE = ("model.onnx", "model.int8.onnx", "model.fp16.onnx")
+# An export folder resolves to the first of these that exists (never to a code-bearing file).
+FOLDER_PREFERENCE = tuple(table.file_name("onnx", p) for p in ("fp32", "int8", "fp16"))
 
 
 @dataclass
@@ -43,14 +44,13 @@ def resolve_model(model_path: Path | str) -> Path:
                          ".pt2 files run code when loaded, so name such a file explicitly")
     if not path.is_file():
         raise UsageError(f"model {path} does not exist")
-    if path.suffix not in (".onnx", ".ts", ".pt2"):
-        raise UsageError(f"{path}: unknown model type (expected .onnx, .ts, .pt2 or an export folder)")
+    table.format_of_suffix(path)  # UsageError for a suffix no format has
     return path
 
 
 def _open_runtime(path: Path):
     """A loaded runtime plus (classes, Preprocess) read from the file's metadata."""
-    from .preprocess import Preprocess
+    from .data.preprocess import Preprocess
     from .runtimes import for_artifact
 
     runtime = for_artifact(path, device="cpu").load()
@@ -80,7 +80,7 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> Predict
     Raises:
         UsageError: bad model or arguments. DataError: no image files at all.
     """
-    from .images import BadImage, iter_image_files, load_rgb
+    from .data.images import BadImage, iter_image_files, load_rgb
 
     if top_k < 1 or batch_size < 1:
         raise UsageError("--top-k and --batch-size must be at least 1")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError, UsageError
-from . import metadata as md
-from .onnx import _short, save_checked
+from ..errors import ExportError, UsageError, first_line
+from ..spec import metadata as md
+from .onnx import save_checked
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 
@@ -39,7 +39,7 @@ def to_fp16(src: Path, dst: Path, *, fp16_io: bool, meta: dict) -> None:
             # The converter appends its input Cast nodes at the end; the checker wants topological order.
             OnnxModel(half).topological_sort()
     except Exception as e:
-        raise ExportError(f"fp16 conversion failed ({_short(e)})") from None
+        raise ExportError(f"fp16 conversion failed ({first_line(e, 300)})") from None
     md.embed_onnx(half, meta)
     save_checked(half, dst)
 
@@ -52,7 +52,7 @@ def calibration_images(run, calib_data: Path | str | None, calib_size: int) -> l
     Raises:
         ExportError: no images to calibrate with.
     """
-    from ..images import iter_image_files
+    from ..data.images import iter_image_files
 
     if calib_data is not None:
         folder = Path(calib_data)
@@ -74,7 +74,7 @@ def calibration_images(run, calib_data: Path | str | None, calib_size: int) -> l
 def calibration_batches(files: list[Path], preprocess, batch: int) -> list[np.ndarray]:
     """Preprocess exactly as at inference (`Preprocess.to_array`) into float32 NCHW batches of
     size `batch` (the last one padded by repetition, for fixed-batch models)."""
-    from ..images import BadImage, load_rgb
+    from ..data.images import BadImage, load_rgb
 
     arrays = []
     for f in files:
@@ -92,21 +92,23 @@ def calibration_batches(files: list[Path], preprocess, batch: int) -> list[np.nd
     return out
 
 
-def sensitive_nodes(path: Path) -> list[str]:
-    """The first convolution and the classifier, kept in float: the stem sees raw normalised
-    pixels through only 3 input channels and the classifier's logits decide the label, so int8
-    there costs the most agreement for the least speed (together ~7% of resnet18's FLOPs).
-    Measured on a resnet18 trained on the quickstart shapes: 94.2% top-1 agreement with fp32
-    when everything is int8, 99.2% with these two in float."""
+def float_nodes(path: Path, keep: tuple[str, ...]) -> list[str]:
+    """Graph nodes kept in float, from the architecture's defaults (`ArchSpec.int8_float`):
+    "stem" is the first convolution (it sees raw normalised pixels through three channels), "head"
+    the last Gemm/MatMul (its logits decide the label). Measured on a resnet18 trained on the
+    quickstart shapes: 94.2% top-1 agreement with fp32 when everything is int8, 99.2% with these
+    two in float."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
     heads = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
-    return convs[:1] + heads[-1:]
+    picked = {"stem": convs[:1], "head": heads[-1:]}
+    return [name for part in keep for name in picked.get(part, [])]
 
 
-def to_int8(src: Path, dst: Path, *, batches: list[np.ndarray], method: str, meta: dict) -> None:
+def to_int8(src: Path, dst: Path, *, batches: list[np.ndarray], method: str, meta: dict,
+            keep_float: tuple[str, ...] = ()) -> None:
     """Static QDQ quantization: per-channel int8 weights, uint8 activations, after ORT's model
     pre-processing (shape inference + graph optimisation).
 
@@ -116,6 +118,7 @@ def to_int8(src: Path, dst: Path, *, batches: list[np.ndarray], method: str, met
         batches: float32 NCHW calibration batches.
         method: minmax | percentile | entropy.
         meta: metadata to embed.
+        keep_float: layers left in float ("stem", "head"; see float_nodes).
     """
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
@@ -141,12 +144,12 @@ def to_int8(src: Path, dst: Path, *, batches: list[np.ndarray], method: str, met
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=calibrate, nodes_to_exclude=sensitive_nodes(pre),
+                            calibrate_method=calibrate, nodes_to_exclude=float_nodes(pre, keep_float),
                             extra_options={"CalibMovingAverage": False})
     except (ExportError, UsageError):
         raise
     except Exception as e:
-        raise ExportError(f"int8 quantization failed ({_short(e)})") from None
+        raise ExportError(f"int8 quantization failed ({first_line(e, 300)})") from None
     finally:
         for tmp in (pre, *dst.parent.glob("augmented_model*.onnx")):
             with contextlib.suppress(FileNotFoundError):
@@ -168,3 +171,22 @@ def _quiet():
             yield
     finally:
         root.setLevel(level)
+
+
+def build_int8(job, base: Path):
+    """model.int8.onnx from the staged fp32 file, calibrated on the run's training images."""
+    from ..spec.artifacts import file_name
+    from .job import Artifact
+
+    o = job.options
+    files = calibration_images(job.run, o["calib_data"], o["calib_size"])
+    batch = 16 if job.dynamic else int(job.example.shape[0])
+    batches = calibration_batches(files, job.run.preprocess, batch)
+    dst = job.staging / file_name("onnx", "int8")
+    keep = tuple(job.spec.int8_float)
+    to_int8(base, dst, batches=batches, method=o["calib_method"], meta=job.meta, keep_float=keep)
+    source = str(o["calib_data"]) if o["calib_data"] else "run train split"
+    floats = f"; kept in float: {', '.join(keep)}" if keep else "; every layer int8"
+    return Artifact(dst.name, "onnx", "int8", notes=[
+        f"QDQ static, per-channel int8 weights, uint8 activations; {o['calib_method']} calibration "
+        f"on {len(files)} images from {source}{floats}"])

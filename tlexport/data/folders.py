@@ -1,4 +1,4 @@
-"""Scanning a folder of labelled images and the training Dataset."""
+"""Labelled image folders: classes, files, the train/val split, and checking every file once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 from .images import BadImage, is_image_file, load_rgb
 
 Sample = tuple[Path, int]
@@ -31,7 +31,7 @@ class ScanResult:
 
     def write_skipped(self, path: Path) -> None:
         """One `path<TAB>reason` line per skipped file, written atomically."""
-        from .fileio import write_text
+        from ..fileio import write_text
 
         write_text(path, "".join(f"{p}\t{reason}\n" for p, reason in self.skipped))
 
@@ -142,26 +142,41 @@ def _need_images(classes: list[str], samples: list[Sample], root: Path) -> None:
         raise DataError(f"class folder(s) without valid images in {root}: {', '.join(empty)}")
 
 
-class ImageDataset:
-    """A torch-style Dataset of (tensor, label). A file that fails to decode at training time
-    (changed since the scan) yields None, which `collate_skip_none` drops, so an epoch goes on."""
+def labelled_folder(folder: Path | str, classes: list[str], *, unknown: str = "error"
+                    ) -> tuple[list[Sample], Path, list[str]]:
+    """Images of `folder/<class>/` labelled with the run's class indices (`folder/val/` when the
+    folder has train/ and val/). The one reading of a labelled folder, for eval, parity and
+    export verification.
 
-    def __init__(self, samples: list[Sample], transform):
-        self.samples, self.transform = samples, transform
+    Args:
+        classes: the run's classes, in index order.
+        unknown: what a sub-folder that is not a class of the run means: "error" (eval), or
+            "unlabelled" (its images get label -1; a folder without sub-folders gives no labels).
+    Returns:
+        (samples, the folder the names are relative to, notes for the report)
+    Raises:
+        DataError: missing folder; unknown classes or no class folders when unknown="error".
+    """
+    from .images import iter_image_files
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        path, label = self.samples[i]
-        try:
-            return self.transform(load_rgb(path)), label
-        except BadImage:
-            return None
-
-
-def collate_skip_none(batch):
-    from torch.utils.data import default_collate
-
-    batch = [b for b in batch if b is not None]
-    return default_collate(batch) if batch else None
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist")
+    notes = []
+    if (folder / "train").is_dir() and (folder / "val").is_dir():
+        folder = folder / "val"
+        notes.append(f"using the val/ split of the data folder ({folder})")
+    found = list_classes(folder)
+    index = {c: i for i, c in enumerate(classes)}
+    strange = [c for c in found if c not in index]
+    if unknown == "error":
+        if strange:
+            raise DataError(f"{folder} has classes the model was not trained on: {', '.join(sorted(strange))}")
+        if not found:
+            raise DataError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
+    if not found:
+        return [(p, -1) for p in iter_image_files([folder])], folder, notes + ["no class folders: no labels"]
+    if strange:
+        notes.append(f"folders that are not classes of the run (unlabelled): {', '.join(strange[:5])}")
+    samples = [(p, index.get(found[j], -1)) for p, j in class_files(folder, found)]
+    return samples, folder, notes

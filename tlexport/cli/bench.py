@@ -1,0 +1,67 @@
+"""`tlexport bench`: latency and throughput of every exported artifact, measured alike."""
+
+from __future__ import annotations
+
+import click
+
+from .common import console, error_boundary, int_list, list_option
+
+
+@click.command("bench")
+@click.argument("export_dir", type=click.Path())
+@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]", help="Runtimes to measure (default: all "
+             "available; torch-eager fp32 is always measured as the baseline).")
+@list_option("--precision", "--precisions", "precisions", metavar="P[,P...]", help="fp32, fp16, int8 (default: all exported).")
+@list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]", help="cpu, cuda.")
+@list_option("--batch-size", "--batch-sizes", "batch_sizes", default=("1",), show_default=True, metavar="B[,B...]",
+             callback=int_list, help="Batch sizes to measure, e.g. 1,8,32.")
+@click.option("--warmup", default=10, show_default=True, type=int, help="Untimed calls per cell.")
+@click.option("--iters", type=int, help="Timed calls per cell (default: a 2 s budget, at least 10 calls).")
+@click.option("--duration", type=float, help="Seconds of timed calls per cell (instead of --iters).")
+@click.option("--threads", type=int, help="Intra-op threads for every runtime (default: library default).")
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="Run directory for torch-eager (default: the one recorded by the export).")
+@click.option("--trust-code", is_flag=True, help="Also load the folder's TorchScript / .pt2 files (loading them runs code stored in them).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+@click.option("--markdown", "md_file", type=click.Path(dir_okay=False), help="Write the report as Markdown.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write latency/throughput vs batch size (PNG).")
+@click.option("--quiet", is_flag=True, help="No progress bar or table.")
+@error_boundary
+def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iters, duration, threads,
+            run_dir, trust_code, json_file, md_file, plot_file, quiet):
+    """Latency (p50/p90/p99, mean, std, min) and throughput of every exported artifact, per runtime,
+    precision, device and batch size, with the speed-up over PyTorch eager fp32 measured in the
+    same run. TorchScript and .pt2 files are measured only with --trust-code."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .. import render
+    from ..benchmark import bench
+    from ..errors import TlexportError, UsageError
+
+    if iters is not None and duration is not None:
+        raise UsageError("give either --iters or --duration, not both")
+    con = console(quiet)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=con,
+                  transient=True, disable=quiet) as bar:
+        task = bar.add_task("bench", total=None)
+        report = bench(
+            export_dir, runtimes=runtimes, precisions=precisions, devices=devices or (),
+            batch_sizes=batch_sizes or (), warmup=warmup, iters=iters, duration=duration, threads=threads,
+            run_dir=run_dir, trust_code=trust_code,
+            progress=lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
+        )
+    if not quiet:
+        console(stderr=False).print(render.bench_table(report))
+        for s in report.skipped:
+            con.print(f"skipped {s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}", markup=False)
+    if json_file:
+        render.write_json_report(json_file, report)
+    if md_file:
+        render.write_text_report(md_file, report.to_markdown())
+    if plot_file:
+        render.latency_vs_batch(report, plot_file)
+    failed = [r for r in report.results if r.error]
+    for r in failed:
+        con.print(f"{r.label} batch {r.batch_size} failed: {r.error}", style="red", markup=False, highlight=False)
+    if failed and len(failed) == len(report.results):
+        raise TlexportError("every runtime failed; see the messages above")

@@ -1,0 +1,97 @@
+"""What every command shares: the error boundary, consoles, list options, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+
+import click
+
+from ..errors import TlexportError, first_line
+
+# Tables are wide (parity has 14 columns); in a log, a pipe or CliRunner there is no terminal
+# width to respect, so every console uses this width there instead of squashing to 80.
+WIDTH_WITHOUT_TERMINAL = 180
+
+
+class Context:
+    def __init__(self, debug: bool):
+        self.debug = debug
+
+
+def error_boundary(fn):
+    """Turn library errors into one line and an exit code; --debug re-raises with a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = click.get_current_context().find_object(Context).debug
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except TlexportError as e:
+            if debug:
+                traceback.print_exc()
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as e:  # a bug or an unforeseen environment problem: still one line
+            if debug:
+                traceback.print_exc()
+            fail(f"unexpected {type(e).__name__}: {first_line(e, 300)} (run with --debug for the traceback)", 1)
+
+    return wrapper
+
+
+def fail(message: str, code: int):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def console(quiet: bool = False, stderr: bool = True):
+    """A rich console (stderr for progress and reports, stdout for results), wide off a terminal."""
+    from rich.console import Console
+
+    con = Console(stderr=stderr, quiet=quiet, highlight=False)
+    if not con.is_terminal:
+        con.width = max(con.width, WIDTH_WITHOUT_TERMINAL)
+    return con
+
+
+def split_list(ctx, param, value):
+    """Callback of every list option: repeated flags and comma-separated values both work
+    (`--precision fp32,int8` = `--precision fp32 --precision int8`). Returns a tuple, or None
+    when the option was not given."""
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else tuple(value)
+    items = tuple(v.strip() for text in values for v in str(text).split(",") if v.strip())
+    return items or None
+
+
+def int_list(ctx, param, value):
+    items = split_list(ctx, param, value)
+    if items is None:
+        return None
+    try:
+        return tuple(int(v) for v in items)
+    except ValueError:
+        raise click.BadParameter(f"expected integers, got {', '.join(items)}") from None
+
+
+def list_option(*names, **kwargs):
+    """A repeatable option that also takes comma-separated values (see split_list)."""
+    kwargs.setdefault("callback", split_list)
+    return click.option(*names, multiple=True, **kwargs)
+
+
+def given(param: str) -> bool:
+    """Whether the user typed this option (rather than getting its default)."""
+    source = click.get_current_context().get_parameter_source(param)
+    return source is not None and source.name == "COMMANDLINE"

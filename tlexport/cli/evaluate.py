@@ -1,0 +1,28 @@
+"""`tlexport eval`: accuracy, per-class metrics and the confusion matrix of a run."""
+
+from __future__ import annotations
+
+import click
+
+from .common import console, emit_json, error_boundary
+
+
+@click.command("eval")
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", type=click.Path(), help="Labelled folder (<class>/*); default the run's val split.")
+@click.option("--weights", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(), help="Folder for confusion.png and eval.json (default RUN_DIR/eval).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@error_boundary
+def command(run_dir, data, which, batch_size, device, out, as_json):
+    """Top-1/top-5 accuracy, per-class precision/recall/F1 and the confusion matrix of a run."""
+    from ..render import eval_summary
+    from ..training.evaluate import evaluate
+
+    result = evaluate(run_dir, data, batch_size, device, which, out)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    eval_summary(console(), result)

@@ -1,0 +1,80 @@
+"""`tlexport parity`: every runtime against PyTorch, image by image, with gates and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import console, error_boundary, list_option
+
+
+class ParityProgress:
+    """A rich progress bar with one task per runtime, fed by parity's progress(label, done, total)."""
+
+    def __init__(self, con, quiet):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            console=con, transient=True, disable=quiet or not con.is_terminal)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    def __call__(self, label, done, total):
+        if label not in self.tasks:
+            self.tasks[label] = self.bar.add_task(label, total=total)
+        self.bar.update(self.tasks[label], completed=done)
+
+
+@click.command("parity")
+@click.argument("export_dir", type=click.Path())
+@click.option("--data", type=click.Path(), help="Image folder; <class>/* sub-folders named like the run's classes give labels (default: the run's val split).")
+@click.option("--random", "random_n", type=int, help="Compare on N seeded random-normal inputs instead of images.")
+@click.option("--reference", default="torch-eager", show_default=True, help="Reference runtime, or name/precision/device.")
+@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]", help="Runtimes to compare (default: all the export allows).")
+@list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]", help="cpu, cuda.")
+@list_option("--precision", "--precisions", "precisions", metavar="P[,P...]", help="fp32, fp16, int8 (default: all exported).")
+@click.option("--atol", type=float, help="fp32 absolute tolerance on logits (default: the architecture's, 1e-4 for ResNets).")
+@click.option("--rtol", type=float, help="fp32 relative tolerance on logits (default: the architecture's, 1e-3 for ResNets).")
+@click.option("--max-images", type=int, help="Use at most N images (spread over the list).")
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--run-dir", type=click.Path(), help="The training run (default: from manifest.json / the parent folder).")
+@click.option("--trust-code", is_flag=True, help="Also run the folder's TorchScript / .pt2 files (loading them runs code stored in them).")
+@click.option("--json", "json_file", type=click.Path(), help="Write the full report as JSON to FILE.")
+@click.option("--markdown", "md_file", type=click.Path(), help="Write the table as Markdown to FILE.")
+@click.option("--quiet", is_flag=True, help="Only the final PASS/FAIL line.")
+@error_boundary
+def command(export_dir, data, random_n, reference, runtimes, devices, precisions, atol, rtol, max_images,
+            batch_size, run_dir, trust_code, json_file, md_file, quiet):
+    """Check that every exported artifact and runtime agrees with PyTorch, image by image.
+
+    Exit 0 when every compared runtime passes its gates, 1 when any fails, 2 for bad usage.
+    Gates: fp32 within --atol/--rtol and 100% top-1 agreement; fp16 finite and >= 99% top-1;
+    int8 >= 98% top-1 and <= 1 point accuracy drop when labels are known. TorchScript and .pt2
+    files run code when loaded: they are compared only with --trust-code.
+    """
+    from .. import render as rep
+    from ..verify.parity import parity
+
+    con = console()
+    with ParityProgress(con, quiet) as progress:
+        result = parity(export_dir, data=data, random=random_n, reference=reference, runtimes=runtimes,
+                        devices=devices or (), precisions=precisions, atol=atol, rtol=rtol,
+                        max_images=max_images, batch_size=batch_size, run_dir=run_dir,
+                        trust_code=trust_code, progress=progress)
+    if json_file:
+        rep.write_json_report(json_file, result)
+    if md_file:
+        rep.write_text_report(md_file, rep.parity_markdown(result))
+    if quiet:
+        click.echo("PASS" if result.passed else "FAIL")
+    else:
+        rep.render_parity(result, con)
+    if not result.passed:
+        sys.exit(1)

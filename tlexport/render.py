@@ -1,0 +1,443 @@
+"""Every rendering of tlexport's results: rich terminal tables, Markdown, JSON files and plots.
+
+Library functions return result objects; this module turns them into text and pictures, and the
+CLI prints what it returns. It sits on the bottom floor beside `fileio`: it imports nothing else
+of tlexport and reads result objects by their attributes, so any layer may write a plot or a
+report file. Importing it is cheap: rich and matplotlib are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+# ---- shared ------------------------------------------------------------------------------------
+
+
+def json_safe(obj):
+    """Recursively replace NaN/Inf (not valid JSON) by None and numpy scalars by Python ones."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and not isinstance(obj, (str, bytes)):
+        try:
+            obj = obj.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_report(path: Path | str, report) -> Path:
+    """Write a report (an object with .to_dict() or a dict) as JSON, atomically.
+
+    Returns:
+        The path written.
+    """
+    from .fileio import write_json
+
+    path = Path(path).expanduser()
+    data = report.to_dict() if hasattr(report, "to_dict") else report
+    write_json(path, json_safe(data))
+    return path
+
+
+def write_text_report(path: Path | str, text: str) -> Path:
+    """Write a Markdown (or any text) report atomically."""
+    from .fileio import write_text
+
+    path = Path(path).expanduser()
+    write_text(path, text)
+    return path
+
+
+def fmt_num(value, digits: int = 3) -> str:
+    """Compact number for tables: '-' for missing, '2.1e-05' for tiny, '12.3' for normal."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"
+
+
+def fmt_pct(value, decimals: int = 1) -> str:
+    return "-" if value is None else f"{value:.{decimals}f}%"
+
+
+def fmt_delta(value, decimals: int = 1) -> str:
+    return "-" if value is None else f"{value:+.{decimals}f}"
+
+
+# ---- parity ------------------------------------------------------------------------------------
+PARITY_COLUMNS = ("runtime", "precision", "device", "max abs", "mean abs", "max rel", "cos min",
+                  "top-1", "top-5", "acc", "Δacc", "batch", "meta", "result")
+
+
+def _parity_cells(r) -> list[tuple[str, bool]]:
+    """Cells of one parity row as (text, failing) pairs; failing cells are marked red."""
+    fail_text = " ".join(r.failures)
+    tol_fail = r.within_tolerance is False and "outside atol" in fail_text
+    top1_fail = "top-1 agreement" in fail_text
+    return [
+        (r.runtime, False), (r.precision, False), (r.device, False),
+        (fmt_num(r.max_abs), tol_fail), (fmt_num(r.mean_abs), False), (fmt_num(r.max_rel), tol_fail),
+        ("-" if r.cosine_min is None else f"{r.cosine_min:.6f}", r.finite is False),
+        (fmt_pct(r.top1_agreement, 2), top1_fail), (fmt_num(r.top5_overlap), False),
+        (fmt_pct(r.accuracy), False), (fmt_delta(r.accuracy_delta), "accuracy" in fail_text),
+        (_yes_no(r.batch_independent), r.batch_independent is False),
+        (_yes_no(r.metadata_ok), r.metadata_ok is False),
+        ("PASS" if r.passed else "FAIL", not r.passed),
+    ]
+
+
+def _yes_no(value) -> str:
+    return "-" if value is None else ("ok" if value else "NO")
+
+
+def parity_table(report):
+    """A rich Table: one row per runtime x precision x device; failing cells red, skipped dim."""
+    from rich.table import Table
+
+    title = (f"Parity vs {report.reference} on {report.images} images ({report.source}); "
+             f"fp32 atol={report.atol:g} rtol={report.rtol:g}")
+    table = Table(title=title, title_justify="left")
+    for col in PARITY_COLUMNS:
+        table.add_column(col, justify="left" if col in ("runtime", "precision", "device") else "right")
+    for r in report.results:
+        if r.skipped_reason is not None:
+            # Reasons are long: they are listed under the table, not squeezed into a cell.
+            table.add_row(r.runtime, r.precision, r.device, *["-"] * (len(PARITY_COLUMNS) - 4),
+                          "skipped", style="dim")
+            continue
+        cells = [f"[bold red]{_esc(t)}[/]" if bad else (f"[green]{t}[/]" if t == "PASS" else _esc(t))
+                 for t, bad in _parity_cells(r)]
+        table.add_row(*cells)
+    return table
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def render_parity(report, console, max_flips: int = 20) -> None:
+    """Print the parity table, flipped images, failures, notes and a final PASS/FAIL line."""
+    console.print(parity_table(report))
+    if report.reference_accuracy is not None:
+        console.print(f"Reference accuracy: {report.reference_accuracy:.2f}%")
+    for r in report.compared:
+        if r.flips:
+            console.print(f"[bold]{r.runtime}/{r.precision}/{r.device}[/]: top-1 flips on "
+                          f"{len(r.flips)} image(s):")
+            for f in r.flips[:max_flips]:
+                console.print(f"  {_esc(f['image'])}: reference {_esc(f['reference'])} -> "
+                              f"{_esc(f['runtime'])} (reference margin {f['reference_margin']:.3g})")
+            if len(r.flips) > max_flips:
+                console.print(f"  ... and {len(r.flips) - max_flips} more (see --json)")
+    for r in report.compared:
+        for reason in r.failures:
+            console.print(f"[red]FAIL[/] {r.runtime}/{r.precision}/{r.device}: {_esc(reason)}")
+    for r in report.skipped:
+        console.print(f"[dim]skipped {r.runtime}/{r.precision}/{r.device}: {_esc(r.skipped_reason)}[/]")
+    for s in report.skipped_images:
+        console.print(f"[yellow]skipped image[/] {_esc(s['image'])}: {_esc(s['reason'])}")
+    for note in report.notes:
+        console.print(f"[yellow]note[/]: {_esc(note)}")
+    n_ok = sum(1 for r in report.compared if r.passed)
+    verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    console.print(f"{verdict}: {n_ok}/{len(report.compared)} runtime(s) within their gates, "
+                  f"{len(report.skipped)} skipped")
+
+
+def parity_markdown(report) -> str:
+    """The parity report as a Markdown table (for CI summaries and benchmarks/results)."""
+    lines = [
+        f"### Parity vs {report.reference}: {'PASS' if report.passed else 'FAIL'}",
+        "",
+        f"{report.images} images ({report.source}); fp32 gate atol={report.atol:g}, rtol={report.rtol:g}.",
+        "",
+        "| " + " | ".join(PARITY_COLUMNS) + " |",
+        "|" + "---|" * len(PARITY_COLUMNS),
+    ]
+    for r in report.results:
+        if r.skipped_reason is not None:
+            row = [r.runtime, r.precision, r.device, f"skipped: {r.skipped_reason}"]
+            row += [""] * (len(PARITY_COLUMNS) - len(row))
+        else:
+            row = [f"**{t}**" if bad else t for t, bad in _parity_cells(r)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    failures = [f"- {r.runtime}/{r.precision}/{r.device}: {f}" for r in report.compared for f in r.failures]
+    if failures:
+        lines += ["", "Failures:", *failures]
+    return "\n".join(lines) + "\n"
+
+
+# ---- plots (matplotlib, headless Agg backend, written atomically) ------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must come before pyplot is imported
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path | str, dpi: int = 100) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    from .fileio import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)  # tmp has no .png suffix: say the format
+    _pyplot().close(fig)
+    return path
+
+
+def plot_curves(path: Path | str, history) -> Path:
+    """Loss and accuracy per epoch (EpochStats rows), train and val side by side."""
+    plt = _pyplot()
+    epochs = [h.epoch for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h.train_loss for h in history], "o-", label="train")
+    ax1.plot(epochs, [h.val_loss for h in history], "o-", label="val")
+    ax1.set(title="loss", xlabel="epoch")
+    ax2.plot(epochs, [h.train_acc for h in history], "o-", label="train")
+    ax2.plot(epochs, [h.val_acc for h in history], "o-", label="val")
+    ax2.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(confusion, classes: list[str], path: Path | str) -> Path:
+    """The confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    plt = _pyplot()
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    threshold = confusion.max() / 2 if confusion.size else 0
+    for i in range(n):
+        for j in range(n):
+            color = "white" if confusion[i, j] > threshold else "black"
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=color)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def latency_vs_batch(report, path: Path | str, title: str | None = None) -> Path:
+    """PNG of p50 latency (with p90 whiskers) and throughput against batch size, one line per
+    runtime/precision/device. Failed cells are left out.
+
+    Args:
+        report: a BenchReport (or anything with `.results` of BenchResult).
+        path: the PNG to write.
+    Returns:
+        The written path.
+    """
+    plt = _pyplot()
+    series: dict[str, list] = {}
+    for r in report.results:
+        if r.error is None and r.p50_ms is not None:
+            series.setdefault(r.label, []).append(r)
+    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for label, cells in sorted(series.items()):
+        cells.sort(key=lambda r: r.batch_size)
+        xs = [r.batch_size for r in cells]
+        p50 = [r.p50_ms for r in cells]
+        upper = [max(r.p90_ms - r.p50_ms, 0.0) for r in cells]
+        ax_lat.errorbar(xs, p50, yerr=[[0.0] * len(xs), upper], marker="o", capsize=3, label=label)
+        ax_thr.plot(xs, [r.throughput for r in cells], marker="o", label=label)
+    batches = sorted({r.batch_size for cells in series.values() for r in cells})
+    for ax, ylabel in ((ax_lat, "p50 latency, ms (bar: p90)"), (ax_thr, "throughput, images/s")):
+        ax.set_xscale("log", base=2)
+        if batches:  # label the measured batch sizes as plain numbers, not powers of two
+            ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    if series:
+        ax_lat.legend(fontsize=8)
+    fig.suptitle(title or "tlexport bench: latency and throughput vs batch size")
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)
+
+
+# ---- bench --------------------------------------------------------------------------------------
+BENCH_COLUMNS = ("runtime", "precision", "device", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms",
+           "std ms", "min ms", "img/s", "vs eager", "iters")
+
+
+def _bench_row(r) -> list[str]:
+    f = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+    speed = "—" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×"
+    if r.error:
+        return [r.runtime, r.precision, r.device, str(r.batch_size), "error: " + r.error] + [""] * 8
+    return [r.runtime, r.precision, r.device, str(r.batch_size), f(r.p50_ms), f(r.p90_ms),
+            f(r.p99_ms), f(r.mean_ms), f(r.std_ms), f(r.min_ms), f(r.throughput, 1), speed, str(r.iters)]
+
+
+def environment_line(env: dict) -> str:
+    """One line saying where the numbers come from."""
+    v = env.get("versions", {})
+    gpu = env.get("gpu") or {}
+    parts = [f"CPU {env.get('cpu')} ({env.get('usable_cores')} cores, {env.get('threads')} threads)"]
+    if gpu:
+        parts.append(f"GPU {gpu.get('name')} (driver {gpu.get('driver')}, CUDA {gpu.get('cuda')})")
+    parts.append(", ".join(f"{k} {val}" for k, val in v.items() if val))
+    if env.get("load_average"):
+        parts.append("load avg " + "/".join(str(x) for x in env["load_average"]))
+    return " · ".join(parts)
+
+
+def bench_markdown(report) -> str:
+    """The report as Markdown: environment, table, skipped runtimes."""
+    lines = ["# tlexport bench", "", environment_line(report.environment), "",
+             "| " + " | ".join(BENCH_COLUMNS) + " |", "|" + "---|" * len(BENCH_COLUMNS)]
+    for r in report.results:
+        cells = _bench_row(r)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if report.skipped:
+        lines += ["", "Skipped:", ""]
+        lines += [f"- {s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}" for s in report.skipped]
+    bench_env = report.environment.get("bench", {})
+    lines += ["", f"Warm-up {bench_env.get('warmup')} calls excluded; "
+              f"{'%s iterations' % bench_env['iters'] if bench_env.get('iters') else '%s s per cell (min %s iterations)' % (bench_env.get('duration_s'), bench_env.get('min_iters'))}; "
+              f"inputs rotate among {bench_env.get('inputs')} random-normal batches; "
+              "speed-up = torch-eager fp32 p50 / p50 (same device and batch size).", ""]
+    return "\n".join(lines)
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3f}" if v < 1 else f"{v:.2f}"
+
+
+def bench_table(report):
+    """A compact rich Table of the results (fits an 80-column terminal; details in JSON/Markdown)."""
+    from rich.table import Table
+
+    env = report.environment
+    gpu = (env.get("gpu") or {}).get("name")
+    caption = f"{env.get('cpu')}, {env.get('threads')} threads" + (f", {gpu}" if gpu else "")
+    if env.get("load_average"):
+        caption += f", load {env['load_average'][0]}"
+    table = Table(title="tlexport bench", caption=caption)
+    table.add_column("runtime", no_wrap=True)
+    for c in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup"):
+        table.add_column(c, justify="right", no_wrap=True)
+    for r in report.results:
+        if r.error:
+            table.add_row(r.label, str(r.batch_size), "failed", style="red")
+            continue
+        speed = "—" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×"
+        table.add_row(r.label, str(r.batch_size), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
+                      f"{r.throughput:.1f}", speed, style="bold" if r.runtime == "torch-eager" else None)
+    return table
+
+
+# ---- train, eval, export, predict ----------------------------------------------------------------
+def train_summary(con, result) -> None:
+    """Per-epoch table and the best epoch of a TrainResult."""
+    from rich.table import Table
+
+    table = Table(title=f"run {result.run_dir}")
+    for col in ("epoch", "phase", "train loss", "train acc", "val loss", "val acc", "img/s", "s"):
+        table.add_column(col, justify="right")
+    for h in result.history:
+        best = " *" if h.epoch == result.best_epoch else ""
+        table.add_row(str(h.epoch), h.phase, f"{h.train_loss:.4f}", f"{h.train_acc:.1%}", f"{h.val_loss:.4f}",
+                      f"{h.val_acc:.1%}{best}", f"{h.images_per_s:.1f}", f"{h.seconds:.1f}")
+    con.print(table)
+    con.print(f"best val accuracy {result.best_val_accuracy:.1%} (epoch {result.best_epoch}); "
+              f"weights: {result.weights_file}")
+
+
+def eval_summary(con, result) -> None:
+    """Accuracy, the per-class table and the confusion matrix of an EvalResult."""
+    from rich.table import Table
+
+    con.print(f"{result.images} images ({result.data}): top-1 [bold]{result.top1:.1%}[/], top-5 {result.top5:.1%}")
+    table = Table(title="per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right")
+    for row in result.per_class:
+        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    con.print(table)
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+    cm.add_column("")
+    for c in result.classes:
+        cm.add_column(c[:10], justify="right")
+    for c, row in zip(result.classes, result.confusion):
+        cm.add_row(c, *[str(v) for v in row])
+    con.print(cm)
+    if result.skipped:
+        con.print(f"[yellow]skipped {len(result.skipped)} unreadable image(s)[/]")
+    con.print(f"confusion matrix image: {result.confusion_png}")
+
+
+def export_table(con, result) -> None:
+    """One row per exported file with its verification, then what was not produced."""
+    from rich.table import Table
+
+    table = Table(title=f"exported to {result.out_dir} in {result.seconds:.1f} s")
+    for col, justify in (("file", "left"), ("format", "left"), ("precision", "left"), ("size", "right"),
+                         ("verified", "left")):
+        table.add_column(col, justify=justify)
+    for a in result.artifacts:
+        v = a.verification or {}
+        verified = ("[green]yes[/]" if a.verified else "[red]NO[/]") if a.verified is not None else "skipped"
+        if v:
+            verified += f" (max abs {v['max_abs']:.1e}, top-1 {v['top1_agreement']:.0%})"
+        table.add_row(a.file, a.format, a.precision, f"{a.size / 1e6:.1f} MB", verified)
+    con.print(table)
+    for note in result.skipped:
+        con.print(f"[yellow]not produced:[/] {note}")
+    con.print(f"manifest: {result.out_dir / 'manifest.json'}")
+
+
+def predict_table(con, result) -> None:
+    """One row per image: the top-1 label, its probability and the next labels."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.model}")
+    table.add_column("image", overflow="fold")  # full paths: they are what the user looks for
+    for col in ("top-1", "prob", "next"):
+        table.add_column(col)
+    for r in result.results:
+        best, rest = r["top"][0], r["top"][1:]
+        table.add_row(r["image"], best["label"], f"{best['prob']:.3f}",
+                      ", ".join(f"{t['label']} {t['prob']:.2f}" for t in rest))
+    con.print(table)
+
+
+# ---- archs ----------------------------------------------------------------------------------------
+def archs_table(con, rows: list[dict]) -> None:
+    """The architecture registry: one row per arch (see `tlexport.spec.archs.describe`)."""
+    from rich.table import Table
+
+    table = Table(title="tlexport archs (--arch NAME)")
+    for col, justify in (("arch", "left"), ("params", "right"), ("GFLOPs", "right"), ("preprocess", "left"),
+                         ("head", "left"), ("input", "left"), ("ImageNet cached", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "head")
+    for r in rows:
+        pre = r["preprocess"]
+        size = f">= {r['min_size']} px" + (f", multiple of {r['size_multiple']}" if r["size_multiple"] > 1 else "")
+        table.add_row(r["arch"], f"{r['params_m']:.1f} M", "-" if r["gflops"] is None else f"{r['gflops']:.2f}",
+                      f"{pre['resize']}/{pre['crop']} {pre['interpolation']}", r["head"], size,
+                      "[green]yes[/]" if r["cached"] else "no")
+    con.print(table)
+    con.print("GFLOPs: torchvision's count (multiply-adds) per image at the weights' crop size. "
+              "Weights not cached: --weights imagenet downloads them (or put the file in "
+              "$TORCH_HOME/hub/checkpoints).")

@@ -1,0 +1,115 @@
+"""The runtime registry: every runtime that can run a tlexport model, by name, and discovery of
+what an export folder allows. parity, bench and predict use it alike.
+
+A runtime is a small `Runtime` subclass in the module of its family (torch_rt, onnx_rt,
+openvino_rt); which formats it runs on which devices is a row of the artifact table
+(`tlexport.spec.artifacts.FORMATS`). Importing this package is torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from ..spec import artifacts as table
+from .base import Runtime, Skipped
+from .onnx_rt import OnnxRuntime, OnnxRuntimeCUDA, OnnxRuntimeTensorRT
+from .openvino_rt import OpenVINORuntime
+from .torch_rt import PT2Runtime, TorchEager, TorchScriptRuntime
+
+_CLASSES: dict[str, type[Runtime]] = {cls.name: cls for cls in (
+    TorchEager, TorchScriptRuntime, PT2Runtime, OnnxRuntime, OnnxRuntimeCUDA, OnnxRuntimeTensorRT,
+    OpenVINORuntime,
+)}
+RUNTIME_NAMES: tuple[str, ...] = tuple(_CLASSES)
+REFERENCE = "torch-eager"
+CODE_REASON = "loading it runs code stored in the file; name the file or pass --trust-code"
+
+
+def runtime_class(name: str) -> type[Runtime]:
+    """The class of a runtime name (UsageError for unknown names)."""
+    if name not in _CLASSES:
+        raise UsageError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIME_NAMES)}")
+    return _CLASSES[name]
+
+
+def check_names(names) -> tuple:
+    """Runtime names, validated (UsageError naming unknown ones)."""
+    return table.check_choices(names, RUNTIME_NAMES, "runtime")
+
+
+def for_artifact(path: Path | str, device: str = "cpu", threads: int | None = None) -> Runtime:
+    """The default runtime of one artifact file on `device` (not loaded). The caller named the
+    file, so code-bearing formats are allowed here."""
+    path = Path(path)
+    kind = table.kind_of_file(path)
+    names = table.FORMATS[kind.format].runtimes_on(device)
+    if not names:
+        raise UsageError(f"{path.name}: no runtime runs {kind.format} on {device}")
+    return runtime_class(names[0])(path, kind.precision, device, threads=threads)
+
+
+def reference_runtime(run_dir: Path | str, device: str = "cpu") -> Runtime:
+    """torch-eager fp32 from the run directory's best weights (not loaded)."""
+    return TorchEager(None, "fp32", device, run_dir=run_dir)
+
+
+def discover(export_dir: Path | str, *, run_dir: Path | str | None = None, names: list[str] | None = None,
+             devices: tuple[str, ...] = ("cpu",), precisions: tuple[str, ...] | None = None,
+             threads: int | None = None, trust_code: bool = False) -> tuple[list[Runtime], list[Skipped]]:
+    """Every (runtime, precision, device) the export folder's artifacts allow.
+
+    Args:
+        export_dir: folder written by `tlexport export`.
+        run_dir: run directory for torch-eager (default: the one the export records, see
+            `spec.artifacts.find_run_dir`; torch-eager is skipped when none is found).
+        names: runtime names to consider (default: all of RUNTIME_NAMES).
+        devices: devices to consider ("cpu", "cuda").
+        precisions: precisions to keep (default: all).
+        threads: intra-op threads passed to every runtime.
+        trust_code: also offer artifacts whose loading executes code (TorchScript, .pt2); without
+            it they are listed as skipped with the reason.
+    Returns:
+        (not-loaded runtimes, skipped combinations with the reason).
+    Raises:
+        UsageError: unknown runtime name, device or precision; export_dir missing.
+    """
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise UsageError(f"export folder {export_dir} does not exist")
+    names = [runtime_class(n).name for n in names] if names else list(RUNTIME_NAMES)
+    devices = table.check_devices(devices)
+    precisions = table.check_precisions(precisions) if precisions else None
+    wanted = lambda p: precisions is None or p in precisions  # noqa: E731
+    found, skipped = [], []
+
+    def consider(name, path, precision, device, run=None, refuse=None):
+        reason = refuse or _CLASSES[name].unavailable_reason(device, precision)
+        if reason:
+            skipped.append(Skipped(name, precision, device, reason))
+        else:
+            found.append(_CLASSES[name](path, precision, device, run_dir=run, threads=threads))
+
+    if REFERENCE in names:
+        run = table.find_run_dir(export_dir, run_dir, required=False)
+        for device in devices:
+            for precision in ("fp32", "fp16"):
+                if not wanted(precision) or (precision == "fp16" and device == "cpu"):
+                    continue
+                if run is None:
+                    skipped.append(Skipped(REFERENCE, precision, device, "run directory not found"))
+                else:
+                    consider(REFERENCE, None, precision, device, run)
+    for entry in table.list_artifacts(export_dir):
+        if entry.role != table.MODEL or not wanted(entry.precision):
+            continue
+        refuse = CODE_REASON if entry.runs_code and not trust_code else None
+        for name, device in table.FORMATS[entry.format].runtimes:
+            if name in names and device in devices:
+                off_target = None if device in entry.devices else f"{entry.path.name} targets {', '.join(entry.devices)} only"
+                consider(name, entry.path, entry.precision, device, refuse=refuse or off_target)
+    return found, skipped
+
+
+__all__ = ["Runtime", "Skipped", "RUNTIME_NAMES", "runtime_class", "for_artifact", "reference_runtime",
+           "discover", "check_names"]

@@ -1,0 +1,133 @@
+"""The runtime interface: load an artifact once, run float32 NCHW batches to logits many times,
+close it explicitly. Fixed-batch graphs are fed in padded chunks here, in one place.
+
+Torch-free to import (predict for ONNX must not import torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Skipped:
+    """A runtime × precision × device that cannot run here, and why."""
+
+    name: str
+    precision: str
+    device: str
+    reason: str
+
+
+class Runtime:
+    """Base class: load an artifact (or run dir) once, then map float32 NCHW batches to logits.
+
+    Args:
+        artifact: the file it runs (None for torch-eager).
+        precision: fp32 | fp16 | int8.
+        device: cpu | cuda.
+        run_dir: the run directory (torch-eager only).
+        threads: intra-op threads (None: the library default).
+    """
+
+    name = "base"
+
+    def __init__(self, artifact: Path | str | None = None, precision: str = "fp32", device: str = "cpu",
+                 *, run_dir: Path | str | None = None, threads: int | None = None):
+        self.artifact = Path(artifact) if artifact is not None else None
+        self.precision = precision
+        self.device = device
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.threads = threads
+        self._metadata: dict | None = None
+        self._loaded = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label} {self.artifact or self.run_dir}>"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.precision}/{self.device}"
+
+    @property
+    def metadata(self) -> dict | None:
+        """{"classes", "preprocess", "arch", ...} embedded in the artifact (None for torch-eager)."""
+        if self.artifact is None:
+            return None
+        if self._metadata is None:
+            from ..spec.metadata import read_metadata
+
+            self._metadata = read_metadata(self.artifact)
+        return self._metadata
+
+    def set_threads(self, n: int | None) -> None:
+        """Intra-op threads; call before load()."""
+        self.threads = n
+
+    def load(self) -> "Runtime":
+        """Do the heavy work (read weights, build sessions); returns self.
+
+        Raises:
+            RuntimeUnavailable: the runtime, provider or device is not usable here.
+        """
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+        return self
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size a graph exported with `--batch N` insists on (None: any batch)."""
+        batch = (self.metadata or {}).get("batch")
+        return batch if isinstance(batch, int) and batch > 0 else None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW batch -> float32 logits [N, K], any N (see `_in_fixed_batches`)."""
+        return self._in_fixed_batches(self._run, batch)
+
+    def _in_fixed_batches(self, call, batch: np.ndarray) -> np.ndarray:
+        """`call(batch)`, except that a fixed-batch graph gets the batch in chunks of its size,
+        the last one padded by repeating its final image."""
+        size = self.fixed_batch
+        if size is None or len(batch) == size:
+            return call(batch)
+        out = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+            out.append(call(padded)[: len(chunk)])
+        return np.concatenate(out)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One call of the underlying runtime on exactly this batch."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on CPU)."""
+
+    @classmethod
+    def unavailable_reason(cls, device: str, precision: str) -> str | None:
+        """Why this runtime cannot run on `device` at `precision` here (None when it can)."""
+        return None
+
+    def close(self) -> None:
+        """Release the session / model now (bench loads one runtime after another)."""
+        self._release()
+        self._loaded = False
+
+    def _release(self) -> None:
+        for attr in ("model", "session", "_compiled", "_request"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+
+    def __enter__(self) -> "Runtime":
+        return self.load()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

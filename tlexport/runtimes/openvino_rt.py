@@ -1,0 +1,57 @@
+"""OpenVINO on the CPU (optional: `pip install "tlexport[openvino]"`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import RuntimeUnavailable, first_line
+from .base import Runtime
+
+
+class OpenVINORuntime(Runtime):
+    """OpenVINO on the CPU, reading the ONNX file itself (fp32, fp16 or int8 QDQ; no IR files to
+    keep in sync). Optional (`pip install "tlexport[openvino]"`): on x86 CPUs its int8 kernels are
+    often clearly faster than onnxruntime's, which is why parity and bench use it when present."""
+
+    name = "openvino"
+
+    @classmethod
+    def unavailable_reason(cls, device, precision):
+        import importlib.util
+
+        if device != "cpu":
+            return "tlexport runs OpenVINO on the CPU only"
+        if importlib.util.find_spec("openvino") is None:
+            return "openvino is not installed (pip install openvino)"
+        return None
+
+    def config(self) -> dict:
+        """Latency mode (one request, all cores on it), optional thread count, and f32 inference
+        for fp32 files: on CPUs with bf16 OpenVINO would otherwise quietly run them in bf16."""
+        cfg = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.precision == "fp32":
+            cfg["INFERENCE_PRECISION_HINT"] = "f32"
+        return cfg
+
+    def _load(self):
+        reason = self.unavailable_reason(self.device, self.precision)
+        if reason:
+            raise RuntimeUnavailable(reason)
+        if self.artifact is None or not self.artifact.is_file():
+            raise RuntimeUnavailable(f"{self.artifact} does not exist")
+        import openvino as ov
+
+        try:
+            core = ov.Core()
+            self._compiled = core.compile_model(core.read_model(str(self.artifact)), "CPU", self.config())
+        except Exception as e:  # OpenVINO raises plain RuntimeError with long messages
+            raise RuntimeUnavailable(f"openvino cannot compile {self.artifact.name}: {first_line(e)}") from None
+        self._request = self._compiled.create_infer_request()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self.load()
+        out = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[self._compiled.output(0)]
+        # The request reuses its output buffer on the next call: hand back a copy.
+        return np.array(out, dtype=np.float32, copy=True)

@@ -1,0 +1,124 @@
+"""PyTorch runtimes: eager (the trained weights in a plain torchvision model, the reference),
+TorchScript and .pt2 archives. Torch is imported inside methods only.
+
+Security: TorchScript and .pt2 archives execute code when loaded; discovery in an export folder
+only offers them with --trust-code (see `tlexport.spec.artifacts.Format.runs_code`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import RuntimeUnavailable, first_line
+from .base import Runtime
+
+
+class _TorchRuntime(Runtime):
+    """Shared torch plumbing: device checks, threads, dtype casts, CUDA sync."""
+
+    def _prepare_torch(self):
+        import torch
+
+        # TF32 is left as PyTorch sets it: parity switches it off around its own comparison
+        # (`verify.parity.no_tf32`), bench measures what a user's process would run.
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeUnavailable("CUDA is not available")
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        return torch
+
+    def _finish(self, model):
+        import torch
+
+        self.model = model
+        self._dtype = torch.float16 if self.precision == "fp16" else None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.load()
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        if self._dtype is not None:
+            x = x.to(self._dtype)
+        with torch.inference_mode():
+            y = self.model(x)
+        return y.float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    @classmethod
+    def unavailable_reason(cls, device, precision):
+        if device == "cuda" and not _torch_cuda():
+            return "no CUDA GPU visible to torch"
+        if precision == "int8":
+            return f"{cls.name} has no int8 variant (int8 is ONNX-only)"
+        if precision == "fp16" and device == "cpu":
+            return f"fp16 {cls.name} runs on CUDA only"
+        return None
+
+
+class TorchEager(_TorchRuntime):
+    """The trained weights in a plain torchvision model (the reference)."""
+
+    name = "torch-eager"
+
+    def _load(self):
+        from ..models import load_run
+
+        self._prepare_torch()
+        if self.run_dir is None:
+            raise RuntimeUnavailable("torch-eager needs the run directory")
+        model = load_run(self.run_dir).load_model("best", device=self.device)
+        if self.precision == "fp16":
+            model = model.half()
+        self._finish(model)
+
+
+class TorchScriptRuntime(_TorchRuntime):
+    """A `model.ts` / `model.fp16.ts` archive (loading it runs its code: trusted files only)."""
+
+    name = "torchscript"
+
+    def _load(self):
+        torch = self._prepare_torch()
+        try:
+            with warnings.catch_warnings():  # the deprecation notice is in our docs, not every run
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                model = torch.jit.load(str(self.artifact), map_location=self.device)
+        except Exception as e:
+            raise RuntimeUnavailable(f"cannot load TorchScript {self.artifact} ({first_line(e)})") from None
+        self._finish(model.eval())
+
+    @classmethod
+    def unavailable_reason(cls, device, precision):
+        if precision == "fp16" and device == "cpu":
+            return "fp16 TorchScript is traced on CUDA and runs on CUDA only"
+        return super().unavailable_reason(device, precision)
+
+
+class PT2Runtime(_TorchRuntime):
+    """A `model.pt2` ExportedProgram (torch.export.load unpickles: trusted files only)."""
+
+    name = "pt2"
+
+    def _load(self):
+        torch = self._prepare_torch()
+        try:
+            module = torch.export.load(str(self.artifact)).module()
+        except Exception as e:
+            raise RuntimeUnavailable(f"cannot load .pt2 {self.artifact} ({first_line(e)})") from None
+        self._finish(module.to(self.device))
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())

@@ -1,0 +1,237 @@
+"""The artifact table: every exported file tlexport knows, keyed by name, never by position.
+
+One row per format says its suffix, whether loading it executes code, which runtimes run it on
+which devices, and its precisions; one row per (format, precision, role) says the file name.
+Exporters, runtimes, parity, bench and predict all read these rows, so a new format is a row here
+plus one exporter and one runtime module. Beside the table: the manifest (`manifest.json`) that
+lists what an export folder holds, and the answer to "which run made this export".
+
+Torch-free to import.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
+MANIFEST = "manifest.json"
+MODEL, BAKED = "model", "baked-preprocess"  # artifact roles: float NCHW input, or uint8 NHWC input
+
+
+@dataclass(frozen=True)
+class Format:
+    """An export format.
+
+    Args:
+        name: the name users type (`--format NAME`).
+        suffix: the file suffix.
+        runs_code: loading a file of this format executes code stored in it (pickles, TorchScript):
+            such files are only loaded when the user names them or passes --trust-code.
+        runtimes: (runtime name, device) pairs that run it, the default runtime of a device first.
+        precisions: the precisions tlexport exports in this format.
+        description: one line for tables and help.
+    """
+
+    name: str
+    suffix: str
+    runs_code: bool
+    runtimes: tuple[tuple[str, str], ...]
+    precisions: tuple[str, ...]
+    description: str
+
+    def runtimes_on(self, device: str) -> list[str]:
+        return [name for name, d in self.runtimes if d == device]
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f for f in (
+        Format("onnx", ".onnx", False,
+               (("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda"), ("onnxruntime-tensorrt", "cuda"),
+                ("openvino", "cpu")),
+               PRECISIONS, "ONNX (dynamo exporter), one self-contained file"),
+        Format("torchscript", ".ts", True, (("torchscript", "cpu"), ("torchscript", "cuda")),
+               ("fp32", "fp16"), "TorchScript (traced, frozen) for LibTorch/C++"),
+        Format("pt2", ".pt2", True, (("pt2", "cpu"), ("pt2", "cuda")),
+               ("fp32",), "torch.export ExportedProgram"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """One kind of exported file.
+
+    Args:
+        format, precision: what it is.
+        file: its fixed name in an export folder.
+        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
+        cuda_only: it can only be built and run on a GPU.
+    """
+
+    format: str
+    precision: str
+    file: str
+    role: str = MODEL
+    cuda_only: bool = False
+
+    @property
+    def runs_code(self) -> bool:
+        return FORMATS[self.format].runs_code
+
+
+KINDS: tuple[ArtifactKind, ...] = (
+    ArtifactKind("onnx", "fp32", "model.onnx"),
+    ArtifactKind("onnx", "fp16", "model.fp16.onnx"),
+    ArtifactKind("onnx", "int8", "model.int8.onnx"),
+    ArtifactKind("onnx", "fp32", "model.uint8.onnx", role=BAKED),
+    ArtifactKind("torchscript", "fp32", "model.ts"),
+    ArtifactKind("torchscript", "fp16", "model.fp16.ts", cuda_only=True),
+    ArtifactKind("pt2", "fp32", "model.pt2"),
+)
+_BY_FILE = {k.file: k for k in KINDS}
+ALL_FILES = tuple(_BY_FILE)
+
+
+def kind(fmt: str, precision: str, role: str = MODEL) -> ArtifactKind | None:
+    """The row of (format, precision, role), or None when tlexport does not make that file."""
+    return next((k for k in KINDS if (k.format, k.precision, k.role) == (fmt, precision, role)), None)
+
+
+def file_name(fmt: str, precision: str, role: str = MODEL) -> str:
+    row = kind(fmt, precision, role)
+    if row is None:
+        raise UsageError(f"tlexport makes no {precision} {fmt} file")
+    return row.file
+
+
+def kind_of_file(path: Path | str) -> ArtifactKind:
+    """What a file is, from tlexport's fixed names, else from its suffix (`x.int8.onnx`: int8).
+
+    Raises:
+        UsageError: a suffix no format has.
+    """
+    path = Path(path)
+    if path.name in _BY_FILE:
+        return _BY_FILE[path.name]
+    fmt = format_of_suffix(path)
+    inner = Path(path.stem).suffix.lstrip(".")
+    precision = inner if inner in PRECISIONS else "fp32"
+    return ArtifactKind(fmt, precision, path.name)
+
+
+def format_of_suffix(path: Path | str) -> str:
+    suffix = Path(path).suffix
+    for f in FORMATS.values():
+        if f.suffix == suffix:
+            return f.name
+    known = ", ".join(f.suffix for f in FORMATS.values())
+    raise UsageError(f"{path}: unknown model type (expected {known} or an export folder)")
+
+
+# ---- validation of the shared vocabulary ---------------------------------------------------------
+def check_choices(values, allowed, what: str) -> tuple:
+    """`values` (a name or an iterable of names) as a de-duplicated tuple, every one in `allowed`.
+
+    Raises:
+        UsageError: naming the unknown value(s) and the choices.
+    """
+    values = (values,) if isinstance(values, str) else tuple(values or ())
+    values = tuple(dict.fromkeys(values))
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise UsageError(f"unknown {what} {', '.join(map(str, unknown))}; choose from {', '.join(allowed)}")
+    return values
+
+
+def check_precisions(values) -> tuple:
+    return check_choices(values, PRECISIONS, "precision")
+
+
+def check_devices(values) -> tuple:
+    values = check_choices(values, DEVICES, "device")
+    if not values:
+        raise UsageError(f"no device given; choose from {', '.join(DEVICES)}")
+    return values
+
+
+# ---- manifest -----------------------------------------------------------------------------------
+def read_manifest(export_dir: Path | str) -> dict | None:
+    """The export folder's manifest.json as a dict (None when there is none or it is unreadable)."""
+    path = Path(export_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, OSError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def write_manifest(export_dir: Path | str, manifest: dict) -> Path:
+    """Write manifest.json atomically (it is written last: its presence means the folder is whole)."""
+    from ..fileio import write_json
+
+    path = Path(export_dir) / MANIFEST
+    write_json(path, manifest)
+    return path
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An artifact found in an export folder."""
+
+    path: Path
+    format: str
+    precision: str
+    role: str = MODEL
+    devices: tuple[str, ...] = DEVICES
+
+    @property
+    def runs_code(self) -> bool:
+        return FORMATS[self.format].runs_code
+
+
+def list_artifacts(export_dir: Path | str) -> list[Entry]:
+    """The artifacts of an export folder: its manifest's entries when it has one, else tlexport's
+    fixed file names that exist."""
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    out = []
+    if manifest is not None:
+        for a in manifest.get("artifacts", []):
+            path = export_dir / a["file"]
+            if a.get("format") in FORMATS and path.is_file():
+                devices = tuple(a.get("devices") or DEVICES)
+                out.append(Entry(path, a["format"], a["precision"], a.get("role", MODEL), devices))
+        return out
+    for k in KINDS:
+        if (export_dir / k.file).is_file():
+            out.append(Entry(export_dir / k.file, k.format, k.precision, k.role))
+    return out
+
+
+def find_run_dir(export_dir: Path | str, run_dir=None, *, required: bool = True) -> Path | None:
+    """The run an export came from: `run_dir` when given, else the manifest's record, else the
+    export folder's parent (tlexport writes RUN/export by default), else the folder itself.
+
+    Raises:
+        UsageError: none of them holds run.json and `required` is set (else None).
+    """
+    export_dir = Path(export_dir)
+    if run_dir is not None:
+        return Path(run_dir).expanduser()
+    manifest = read_manifest(export_dir) or {}
+    run = manifest.get("run") if isinstance(manifest.get("run"), dict) else {}
+    recorded = [Path(c) for c in (run.get("dir"),) if isinstance(c, str) and c]
+    for cand in (*recorded, export_dir.parent, export_dir):
+        if (cand / "run.json").is_file():
+            return cand
+    if not required:
+        return None
+    raise UsageError(f"cannot find the training run of {export_dir} (no run.json in its manifest's "
+                     "run dir or parent folder); pass --run-dir")
