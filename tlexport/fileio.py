@@ -1,11 +1,31 @@
-"""Writing files so that they are either complete or absent (temp name + fsync + os.replace)."""
+"""Writing files so that they are either complete or absent (temp name + fsync + os.replace),
+locking a folder against a second writer, and cleaning what killed processes left behind."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
+import socket
 from pathlib import Path
+
+from .errors import TlexportError
+
+LOCK_FILE = ".tlexport.lock"
+# Temporary names carry the writer's pid, so leftovers of a dead process can be told apart.
+TMP_PATTERN = re.compile(r"^\..+\.tmp-(\d+)$")
+STAGING_PATTERN = re.compile(r"^\.tlexport-staging-(\d+)$")
+
+
+class FolderLocked(TlexportError):
+    """Another live process is writing the folder."""
+
+
+class DiskFull(TlexportError):
+    """A write failed for lack of space (or quota); nothing half-written is left."""
 
 
 @contextlib.contextmanager
@@ -24,9 +44,24 @@ def atomic_path(path: Path | str):
             tmp.unlink()
 
 
+def _write(f, data: bytes) -> None:
+    """The one place bytes reach the disk (a seam for tests that simulate a full disk)."""
+    f.write(data)
+
+
 def write_bytes(path: Path | str, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
+    """Write `data` to `path` atomically.
+
+    Raises:
+        DiskFull: no space left (ENOSPC) or quota exceeded; the old file, if any, is untouched.
+    """
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            _write(f, data)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"no space left on the device while writing {path} ({len(data)} bytes)") from None
+        raise
 
 
 def write_text(path: Path | str, text: str) -> None:
@@ -45,3 +80,121 @@ def sha256(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ---- processes ----------------------------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (ours counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale(folder: Path | str) -> list[Path]:
+    """Remove temporary files (`.NAME.tmp-PID`) and export staging folders
+    (`.tlexport-staging-PID`) in `folder` whose process is gone. Call it while holding the
+    folder's lock. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = TMP_PATTERN.match(entry.name) or STAGING_PATTERN.match(entry.name)
+        if not m or pid_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+# ---- folder locks -------------------------------------------------------------------------------
+_HELD: dict[str, int] = {}  # lock files this process holds -> fd (POSIX locks are per process)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path | str, what: str = "folder"):
+    """Hold `folder/.tlexport.lock` for the duration of the block.
+
+    A POSIX record lock (fcntl.lockf) on the lock file: the kernel drops it when the holder dies
+    (kill -9 included) and forked children (data-loader workers) do not inherit it, so a dead
+    process never blocks the folder; its leftover lock file is simply taken over. The file holds
+    the holder's pid and host for the message. Where fcntl is missing, an O_EXCL lock file whose
+    pid is no longer alive is treated as stale.
+
+    Raises:
+        FolderLocked: another live process holds the lock (one-line message naming it).
+    """
+    path = Path(folder) / LOCK_FILE
+    key = str(path.resolve())
+    if key in _HELD:
+        raise FolderLocked(f"{folder} is already being written by this process ({what})")
+    fd = _acquire(path, folder, what)
+    _HELD[key] = fd
+    try:
+        yield path
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # before closing: a waiter that opened the old file re-checks the inode
+        os.close(fd)
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text().split()
+    except OSError:
+        return "another process"
+    return f"pid {text[0]} on {text[1]}" if len(text) >= 2 else "another process"
+
+
+def _acquire(path: Path, folder, what: str) -> int:
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks: O_EXCL with pid-based stale detection
+        return _acquire_excl(path, folder, what)
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise FolderLocked(f"{folder} is being written by another tlexport {what} ({_holder(path)}); "
+                               f"wait for it to finish or choose another folder") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file its previous holder unlinked while we waited
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            return fd
+        os.close(fd)
+    raise FolderLocked(f"cannot lock {folder}: its lock file keeps changing")
+
+
+def _acquire_excl(path: Path, folder, what: str) -> int:
+    for _ in range(10):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            text = _holder(path)
+            pid = int(text.split()[1]) if text.startswith("pid ") else -1
+            if pid_alive(pid):
+                raise FolderLocked(f"{folder} is being written by another tlexport {what} ({text}); "
+                                   "wait for it to finish or choose another folder") from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its process is gone
+            continue
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        return fd
+    raise FolderLocked(f"cannot lock {folder}: its lock file keeps changing")

@@ -8,12 +8,13 @@ export folder resolves to its ONNX model only).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, UsageError
+from .errors import ArtifactError, DataError, UsageError
 from .spec import artifacts as table
 
 # An export folder resolves to the first of these that exists (never to a code-bearing file).
@@ -38,8 +39,13 @@ def resolve_model(model_path: Path | str) -> Path:
     path = Path(model_path).expanduser()
     if path.is_dir():
         for name in FOLDER_PREFERENCE:
-            if (path / name).is_file():
-                return path / name
+            if os.path.lexists(path / name):
+                found = table.inside(path, name)  # a link leading out of the folder is refused
+                if found is None:
+                    raise ArtifactError(f"{path / name} is a link that leads outside {path}; refused "
+                                        "(name the file you mean explicitly)")
+                if found.is_file():
+                    return found
         raise UsageError(f"{path} holds no ONNX model ({', '.join(FOLDER_PREFERENCE)}); TorchScript and "
                          ".pt2 files run code when loaded, so name such a file explicitly")
     if not path.is_file():
@@ -53,12 +59,13 @@ def _open_runtime(path: Path):
     from .data.preprocess import Preprocess
     from .runtimes import for_artifact
 
+    from .spec.metadata import require
+
     runtime = for_artifact(path, device="cpu").load()
-    meta = runtime.metadata or {}
-    if "classes" not in meta or "preprocess" not in meta:
-        raise UsageError(f"{path} carries no tlexport metadata (labels, preprocessing); "
-                         "export it with `tlexport export`")
-    return runtime, list(meta["classes"]), Preprocess.from_dict(meta["preprocess"])
+    # Validated by the metadata schema as it is read; the class count is checked against the
+    # output width on the first batch (Runtime.run).
+    meta = require(runtime.metadata or {}, path)
+    return runtime, meta["classes"], Preprocess.from_dict(meta["preprocess"], path)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -80,7 +87,7 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> Predict
     Raises:
         UsageError: bad model or arguments. DataError: no image files at all.
     """
-    from .data.images import BadImage, iter_image_files, load_rgb
+    from .data.images import BadImage, iter_image_files
 
     if top_k < 1 or batch_size < 1:
         raise UsageError("--top-k and --batch-size must be at least 1")
@@ -95,9 +102,9 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> Predict
     pending: list[tuple[Path, np.ndarray]] = []
     for f in files:
         try:
-            img = load_rgb(f)
+            img = pre.load(f)  # shapes whose resize would be absurd are refused from the header
             pending.append((f, pre.crop_uint8(img) if uint8_input else pre.to_array(img)))
-        except (BadImage, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        except (BadImage, OSError) as e:
             result.errors.append({"image": str(f), "error": _reason(e)})
         if len(pending) == batch:
             result.results += _classify(runtime, pending, classes, top_k, uint8_input)
@@ -112,6 +119,8 @@ def _reason(e: Exception) -> str:
         return "file not found"
     if isinstance(e, PermissionError):
         return "permission denied"
+    if isinstance(e, OSError):
+        return f"cannot read ({e.strerror or type(e).__name__})"
     return str(e) or type(e).__name__
 
 

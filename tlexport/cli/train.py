@@ -109,17 +109,27 @@ class ArchType(click.ParamType):
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue RUN_DIR from its checkpoint with its stored options.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out (its run files are removed).")
 @error_boundary
-def command(resume_dir, as_json, quiet, **options):
+def command(resume_dir, as_json, quiet, overwrite, **options):
     """Fine-tune a pretrained torchvision classifier on a folder of labelled images."""
     from ..training.config import TrainConfig
     from ..training.loop import resume, train
 
     if resume_dir:
-        epochs = options["epochs"] if given("epochs") else None
-        run_training(lambda p: resume(resume_dir, epochs=epochs, progress=p), quiet, as_json)
+        # Where and how fast it runs may change on resume; what it computes may not.
+        fixed = [name for name in options if name not in RESUME_OPTIONS and given(name)]
+        if fixed or overwrite:
+            flags = ", ".join("--" + n.replace("_", "-") for n in fixed + (["overwrite"] if overwrite else []))
+            raise click.UsageError(f"{flags} cannot be given with --resume (the run keeps its stored options; "
+                                   "only --epochs, --device and --workers can change)")
+        picked = {k: options[k] for k in RESUME_OPTIONS if given(k)}
+        run_training(lambda p: resume(resume_dir, progress=p, **picked), quiet, as_json)
         return
     if not options["data"]:
         raise click.UsageError("--data DIR is required (or --resume RUN_DIR)")
     cfg = TrainConfig(**options)
-    run_training(lambda p: train(cfg, progress=p), quiet, as_json)
+    run_training(lambda p: train(cfg, progress=p, overwrite=overwrite), quiet, as_json)
+
+
+RESUME_OPTIONS = ("epochs", "device", "workers")

@@ -30,10 +30,43 @@ class ScanResult:
         return {"root": str(self.root), "layout": self.layout, "train": rel(self.train), "val": rel(self.val)}
 
     def write_skipped(self, path: Path) -> None:
-        """One `path<TAB>reason` line per skipped file, written atomically."""
+        """One `path<TAB>reason` line per skipped file, written atomically; backslash, TAB, newline
+        and carriage return inside either are escaped (see `escape_field`)."""
         from ..fileio import write_text
 
-        write_text(path, "".join(f"{p}\t{reason}\n" for p, reason in self.skipped))
+        write_text(path, "".join(f"{escape_field(str(p))}\t{escape_field(r)}\n" for p, r in self.skipped))
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def escape_field(text: str) -> str:
+    """`\\` -> `\\\\`, TAB -> `\\t`, newline -> `\\n`, CR -> `\\r`: one field on one line."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+
+
+def unescape_field(text: str) -> str:
+    """Inverse of escape_field."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _UNESCAPES:
+            out.append(_UNESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def read_skipped(path: Path | str) -> list[tuple[str, str]]:
+    """(path, reason) pairs of a skipped.txt."""
+    rows = []
+    for line in Path(path).read_text().split("\n"):
+        if line:
+            name, _, reason = line.partition("\t")
+            rows.append((unescape_field(name), unescape_field(reason)))
+    return rows
 
 
 def list_classes(folder: Path) -> list[str]:
@@ -51,15 +84,22 @@ def class_files(folder: Path, classes: list[str]) -> list[Sample]:
     return files
 
 
-def check_files(samples: list[Sample], workers: int = 4) -> tuple[list[Sample], list[tuple[Path, str]]]:
-    """Decode every file once; return the good samples and (path, reason) for the bad ones."""
+def check_files(samples: list[Sample], workers: int = 4, check_size=None
+                ) -> tuple[list[Sample], list[tuple[Path, str]]]:
+    """Decode every file once; return the good samples and (path, reason) for the bad ones.
+
+    Args:
+        check_size: see `images.load_rgb` (`Preprocess.check_size` refuses extreme shapes).
+    """
 
     def probe(sample):
         try:
-            load_rgb(sample[0])
+            load_rgb(sample[0], check_size=check_size)
             return None
         except BadImage as e:
             return str(e)
+        except OSError as e:  # vanished or unreadable since it was listed
+            return f"cannot read ({e.strerror or type(e).__name__})"
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         reasons = list(pool.map(probe, samples))
@@ -68,14 +108,18 @@ def check_files(samples: list[Sample], workers: int = 4) -> tuple[list[Sample], 
     return good, bad
 
 
-def scan(root: Path | str, val_fraction: float = 0.2, seed: int = 0, verify: bool = True) -> ScanResult:
+def scan(root: Path | str, val_fraction: float = 0.2, seed: int = 0, verify: bool = True,
+         check_size=None) -> ScanResult:
     """Find classes and images under `root`, check every file, and split train/val.
 
     `root/train/<class>/*` + `root/val/<class>/*` is used as given; `root/<class>/*` is split
     stratified per class with `seed`.
 
+    Args:
+        check_size: see `check_files`.
     Raises:
-        DataError: missing folder, fewer than two classes, a class without valid images, ...
+        DataError: missing folder, fewer than two classes, a class without valid images, a split
+            with nothing to train or validate on, ...
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -98,15 +142,80 @@ def scan(root: Path | str, val_fraction: float = 0.2, seed: int = 0, verify: boo
         layout, train, val = "flat", class_files(root, classes), []
     skipped: list[tuple[Path, str]] = []
     if verify:
-        train, bad_train = check_files(train)
-        val, bad_val = check_files(val)
+        train, bad_train = check_files(train, check_size=check_size)
+        val, bad_val = check_files(val, check_size=check_size)
         skipped = bad_train + bad_val
     _need_images(classes, train + val, root)
     if layout == "flat":
         train, val = stratified_split(train, len(classes), val_fraction, seed)
-    elif not val:
-        raise DataError(f"{root / 'val'} holds no valid images")
+    check_split(classes, train, val, root, layout)
     return ScanResult(root, layout, classes, train, val, skipped)
+
+
+def check_split(classes: list[str], train: list[Sample], val: list[Sample], root: Path, layout: str) -> None:
+    """Before any training: every class has a training image and val is not empty.
+
+    Raises:
+        DataError: saying which side is empty and what to do.
+    """
+    where = root / "train" if layout == "split" else root
+    missing = [c for i, c in enumerate(classes) if not any(y == i for _, y in train)]
+    if missing:
+        raise DataError(f"no training image for class(es) {', '.join(missing)} in {where}; "
+                        "add images there (every class needs at least one to train on)")
+    if not val:
+        if layout == "split":
+            raise DataError(f"{root / 'val'} holds no valid images; add some to validate on")
+        raise DataError(f"no image left for validation in {root}: every class has a single valid image; "
+                        "give each class at least 2 images, or provide train/ and val/ folders")
+
+
+def from_record(record: dict, classes: list[str], root: Path | str, verify: bool = True,
+                check_size=None) -> tuple[ScanResult, list[str]]:
+    """The split a run recorded in split.json, checked against the disk (what --resume trains on:
+    never a new split, so no val image ends up trained on).
+
+    Args:
+        record: split.json's content ({"layout", "train", "val"} with [relative path, label] rows).
+        classes: the run's classes.
+        root: the data folder the paths are relative to.
+    Returns:
+        (ScanResult of the recorded files still readable, notes saying what changed on disk:
+        recorded files now missing or unreadable, new files that the resumed run does not use).
+    Raises:
+        DataError: a malformed record, or a split left with an empty side.
+    """
+    root = Path(root).expanduser()
+    layout = record.get("layout", "flat") if isinstance(record, dict) else None
+    try:
+        rows = {s: [(root / str(rel), int(y)) for rel, y in record[s]] for s in ("train", "val")}
+    except (KeyError, TypeError, ValueError):
+        raise DataError("split.json is malformed (expected 'train' and 'val' lists of [path, label])") from None
+    if any(not 0 <= y < len(classes) for side in rows.values() for _, y in side):
+        raise DataError("split.json holds a label outside the run's classes")
+    notes, skipped = [], []
+    recorded = {p for side in rows.values() for p, _ in side}
+    gone = sorted(p for p in recorded if not p.is_file())
+    if gone:
+        notes.append(f"{len(gone)} recorded file(s) are gone from disk and are left out: "
+                     + ", ".join(str(p.relative_to(root)) for p in gone[:5]) + (" ..." if len(gone) > 5 else ""))
+        skipped += [(p, "gone from disk since the run started") for p in gone]
+    kept = {s: [(p, y) for p, y in rows[s] if p not in set(gone)] for s in rows}
+    if verify:
+        for side in kept:
+            kept[side], bad = check_files(kept[side], check_size=check_size)
+            skipped += bad
+        if len(skipped) > len(gone):
+            notes.append(f"{len(skipped) - len(gone)} recorded file(s) became unreadable and are left out")
+    on_disk = {p for base in ((root / "train", root / "val") if layout == "split" else (root,))
+               if base.is_dir() for p, _ in class_files(base, [c for c in classes if (base / c).is_dir()])}
+    added = sorted(on_disk - recorded)
+    if added:
+        notes.append(f"{len(added)} new file(s) on disk are not used (resume keeps the recorded split; "
+                     "start a new run to train on them): "
+                     + ", ".join(str(p.relative_to(root)) for p in added[:5]) + (" ..." if len(added) > 5 else ""))
+    check_split(classes, kept["train"], kept["val"], root, layout)
+    return ScanResult(root, layout, list(classes), kept["train"], kept["val"], skipped), notes
 
 
 def stratified_split(samples: list[Sample], n_classes: int, val_fraction: float, seed: int):

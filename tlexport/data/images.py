@@ -21,14 +21,18 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def load_rgb(path: Path | str):
+def load_rgb(path: Path | str, check_size=None):
     """Open an image file as an 8-bit RGB PIL image.
 
     EXIF orientation is applied; grayscale, palette, alpha, CMYK and 16-bit images are converted
     properly (alpha composited on white, 16-bit scaled rather than clipped).
 
+    Args:
+        check_size: optional callable(width, height) raising BadImage, called with the header's
+            size before decoding (`Preprocess.check_size` bounds the work of the later resize).
     Raises:
-        BadImage: empty, truncated, corrupt, not an image, or a decompression bomb.
+        BadImage: empty, truncated, corrupt, not an image, a decompression bomb, or refused by
+            `check_size`.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -41,6 +45,8 @@ def load_rgb(path: Path | str):
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise BadImage(f"decompression bomb ({im.width}x{im.height} pixels)")
+                if check_size is not None:
+                    check_size(im.width, im.height)
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return to_rgb(im)

@@ -15,9 +15,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..spec.metadata import INTERPOLATIONS, MIN_STD, check_preprocess
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+# Upper bound on an image's size after the shorter-side resize (about 100 MB of RGB). A legal
+# but extreme shape (a 1x20000 strip: 140 bytes of PNG) would otherwise ask for gigabytes.
+MAX_RESIZED_PIXELS = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class Preprocess:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
         if self.crop <= 0 or self.resize < self.crop:
             raise ValueError("need 0 < crop <= resize")
+        if not all(np.isfinite(self.mean)) or not all(np.isfinite(s) and s >= MIN_STD for s in self.std):
+            raise ValueError("mean must be finite and std finite and positive")
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -71,14 +77,15 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(
-            resize=int(d["resize"]),
-            crop=int(d["crop"]),
-            mean=tuple(float(v) for v in d["mean"]),
-            std=tuple(float(v) for v in d["std"]),
-            interpolation=str(d.get("interpolation", "bilinear")),
-        )
+    def from_dict(cls, d: dict, source="preprocessing") -> "Preprocess":
+        """From a stored dict (run.json, artifact metadata), validated by the metadata schema.
+
+        Raises:
+            ArtifactError: a missing or bad field, named.
+        """
+        d = check_preprocess(d, source)
+        return cls(resize=d["resize"], crop=d["crop"], mean=tuple(d["mean"]), std=tuple(d["std"]),
+                   interpolation=d["interpolation"])
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -90,6 +97,28 @@ class Preprocess:
         new_short, new_long = self.resize, int(self.resize * long / short)
         return (new_short, new_long) if width <= height else (new_long, new_short)
 
+    def check_size(self, width: int, height: int) -> None:
+        """Refuse an image whose resize would exceed MAX_RESIZED_PIXELS (checked from the header,
+        before any decoding or resizing work).
+
+        Raises:
+            BadImage: naming both sizes; callers skip the file with this reason and go on.
+        """
+        from .images import BadImage
+
+        if width < 1 or height < 1:
+            raise BadImage(f"empty image ({width}x{height} pixels)")
+        w, h = self.resized_size(width, height)
+        if w * h > MAX_RESIZED_PIXELS:
+            raise BadImage(f"extreme aspect ratio: {width}x{height} pixels would be resized to {w}x{h} "
+                           f"(limit {MAX_RESIZED_PIXELS} pixels)")
+
+    def load(self, path):
+        """`images.load_rgb` with this preprocessing's size bound applied before decoding."""
+        from .images import load_rgb
+
+        return load_rgb(path, check_size=self.check_size)
+
     def to_array(self, img) -> np.ndarray:
         """PIL RGB image -> float32 CHW array, normalised, exactly as the eval transform."""
         return self.normalize(self.crop_uint8(img)).transpose(2, 0, 1)
@@ -100,6 +129,7 @@ class Preprocess:
         from PIL import Image
 
         filters = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+        self.check_size(*img.size)
         w, h = self.resized_size(*img.size)
         if (w, h) != img.size:
             img = img.resize((w, h), filters[self.interpolation])
@@ -117,6 +147,12 @@ class Preprocess:
         x = hwc_uint8.astype(np.float32) / 255.0
         return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
+    def _size_guard(self, img):
+        """First step of the eval transform: BadImage (the dataset then drops the file) instead
+        of a resize that would need gigabytes."""
+        self.check_size(*img.size)
+        return img
+
     # ---- torchvision transforms ------------------------------------------------------------------
     def eval_transform(self):
         """torchvision transform: PIL RGB image -> normalised float tensor CHW."""
@@ -124,6 +160,7 @@ class Preprocess:
 
         return T.Compose(
             [
+                self._size_guard,
                 T.Resize(self.resize, interpolation=_tv_interp(self.interpolation)),
                 T.CenterCrop(self.crop),
                 T.ToTensor(),

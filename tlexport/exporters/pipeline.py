@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ExportError, UsageError
+from ..fileio import clean_stale, folder_lock
 from ..spec import artifacts as table
 from .job import Artifact, Job
 
@@ -125,14 +126,31 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     model = run.load_model("best", device="cpu")
     created = not (Path(out).expanduser() if out is not None else run.dir / "export").exists()
     out_dir = _prepare_out(run.dir, out)
+    published = False
+    try:
+        with folder_lock(out_dir, "export"):  # a second export into this folder gets a one-line error
+            clean_stale(out_dir)  # staging folders and temp files of killed exports
+            result = _export_locked(run, spec, model, device, fixed, opset, out_dir, precisions, formats,
+                                    arch_skipped, verify, say,
+                                    dict(calib_size=int(calib_size), calib_method=calib_method,
+                                         calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess))
+            published = True
+    finally:
+        if created and not published:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if still empty: a failed export leaves no trace
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _export_locked(run, spec, model, device, fixed, opset, out_dir, precisions, formats, arch_skipped,
+                   verify, say, options) -> ExportResult:
+    """stage -> build -> describe -> verify -> publish, with the output folder locked."""
     staging = out_dir / f".tlexport-staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    published = False
     try:
-        job = _make_job(run, spec, model, device, fixed, opset, staging, precisions,
-                        dict(calib_size=int(calib_size), calib_method=calib_method, calib_data=calib_data,
-                             fp16_io=fp16_io, bake_preprocess=bake_preprocess))
+        job = _make_job(run, spec, model, device, fixed, opset, staging, precisions, options)
         made, skipped = _build_all(job, formats, say)
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped)
         _describe(made, staging, run.preprocess.crop, "batch" if job.dynamic else fixed)
@@ -142,13 +160,8 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
             verification = _verify(made, staging, run, device)
         result.manifest = _manifest(result, run, job, verification)
         _publish(result, staging, out_dir)
-        published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if created and not published:
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()  # only if still empty: a failed export leaves no trace
-    result.seconds = time.perf_counter() - started
     return result
 
 

@@ -25,14 +25,24 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> lis
     """
     import torch
 
+    import io
+
+    from ..fileio import DiskFull, write_bytes
+
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic else None
+    buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
-            torch.export.save(program, str(path), extra_files={md.EXTRA_FILE: md.to_json(meta)})
+            # To memory first: torch's file writer aborts the process on a full disk.
+            torch.export.save(program, buffer, extra_files={md.EXTRA_FILE: md.to_json(meta)})
     except Exception as e:
         raise ExportError(f"torch.export failed ({first_line(e, 300)})") from None
+    try:
+        write_bytes(path, buffer.getvalue())
+    except (DiskFull, OSError) as e:
+        raise ExportError(f"cannot write {path.name}: {first_line(e)}") from None
     return []
 
 

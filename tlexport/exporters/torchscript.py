@@ -73,13 +73,31 @@ def _save_optimized(traced, example, path: Path, meta: dict, dynamic: bool) -> l
         try:
             if example.device.type == "cpu":
                 raise RuntimeError("known not to reload on CPU: do not spend time trying")
-            torch.jit.save(torch.jit.optimize_for_inference(torch.jit.freeze(traced)), str(path), _extra_files=extra)
+            _save(torch.jit.optimize_for_inference(torch.jit.freeze(traced)), path, extra)
             _check_reload(path, example, dynamic)
             return ["frozen + optimize_for_inference"]
-        except Exception:
-            torch.jit.save(torch.jit.freeze(traced), str(path), _extra_files=extra)
+        except Exception:  # a full disk fails this second save too, with its one-line error
+            _save(torch.jit.freeze(traced), path, extra)
     _check_reload(path, example, dynamic)
     return ["frozen (optimize_for_inference's output does not reload on CPU, so it is not applied)"]
+
+
+def _save(module, path: Path, extra: dict) -> None:
+    """Serialise to memory, then write atomically through fileio: torch's own file writer aborts
+    the whole process on a full disk (a C++ exception), this turns it into a one-line error and
+    leaves no partial file."""
+    import io
+
+    import torch
+
+    from ..fileio import DiskFull, write_bytes
+
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer, _extra_files=extra)
+    try:
+        write_bytes(path, buffer.getvalue())
+    except (DiskFull, OSError) as e:
+        raise ExportError(f"cannot write {path.name}: {first_line(e)}") from None
 
 
 def _check_reload(path: Path, example, dynamic: bool) -> None:

@@ -73,6 +73,7 @@ def discover(export_dir: Path | str, *, run_dir: Path | str | None = None, names
         (not-loaded runtimes, skipped combinations with the reason).
     Raises:
         UsageError: unknown runtime name, device or precision; export_dir missing.
+        ArtifactError: a malformed manifest.json (one line naming the field).
     """
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
@@ -103,7 +104,9 @@ def discover(export_dir: Path | str, *, run_dir: Path | str | None = None, names
     for entry in table.list_artifacts(export_dir):
         if entry.role != table.MODEL or not wanted(entry.precision):
             continue
-        refuse = CODE_REASON if entry.runs_code and not trust_code else None
+        # A path leaving the folder is refused even with --trust-code: the user trusted this
+        # folder, not whatever a manifest points at.
+        refuse = entry.refused or (CODE_REASON if entry.runs_code and not trust_code else None)
         for name, device in table.FORMATS[entry.format].runtimes:
             if name in names and device in devices:
                 off_target = None if device in entry.devices else f"{entry.path.name} targets {', '.join(entry.devices)} only"

@@ -88,8 +88,21 @@ class Runtime:
         return batch if isinstance(batch, int) and batch > 0 else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW batch -> float32 logits [N, K], any N (see `_in_fixed_batches`)."""
-        return self._in_fixed_batches(self._run, batch)
+        """float32 NCHW batch -> float32 logits [N, K], any N (see `_in_fixed_batches`).
+
+        Raises:
+            ArtifactError: the artifact's metadata breaks the schema, or lists a class count
+                other than the output width K.
+        """
+        return self._checked(self._in_fixed_batches(self._run, batch))
+
+    def _checked(self, logits: np.ndarray) -> np.ndarray:
+        """Embedded class names must match the output width: the first time the width is known."""
+        if self.artifact is not None and np.ndim(logits) == 2:
+            from ..spec.metadata import check_output_width
+
+            check_output_width(self.metadata, int(np.shape(logits)[1]), self.artifact)
+        return logits
 
     def _in_fixed_batches(self, call, batch: np.ndarray) -> np.ndarray:
         """`call(batch)`, except that a fixed-batch graph gets the batch in chunks of its size,

@@ -44,7 +44,7 @@ class OnnxRuntime(Runtime):
         if self._metadata is None and self._loaded:
             from ..spec.metadata import from_onnx_props
 
-            self._metadata = from_onnx_props(self.session.get_modelmeta().custom_metadata_map)
+            self._metadata = from_onnx_props(self.session.get_modelmeta().custom_metadata_map, self.artifact)
         return super().metadata
 
     @property
@@ -56,7 +56,7 @@ class OnnxRuntime(Runtime):
 
     def run_raw(self, batch: np.ndarray) -> np.ndarray:
         """Feed a batch in the model's own input dtype/layout (e.g. uint8 NHWC); float32 logits."""
-        return self._in_fixed_batches(self._session_run, batch)
+        return self._checked(self._in_fixed_batches(self._session_run, batch))
 
     def _session_run(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]

@@ -12,10 +12,11 @@ Torch-free to import.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import ArtifactError, UsageError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
@@ -160,16 +161,59 @@ def check_devices(values) -> tuple:
 
 
 # ---- manifest -----------------------------------------------------------------------------------
+ENTRY_FIELDS = {"file": str, "format": str, "precision": str, "role": str, "devices": list}
+
+
 def read_manifest(export_dir: Path | str) -> dict | None:
-    """The export folder's manifest.json as a dict (None when there is none or it is unreadable)."""
+    """The export folder's manifest.json, validated (None when the folder has none).
+
+    Raises:
+        ArtifactError: the manifest is unreadable or malformed (not an object, an entry without
+            `file`, wrong types, unknown format/precision/device); one line naming manifest.json
+            and the field.
+    """
     path = Path(export_dir) / MANIFEST
     if not path.is_file():
         return None
     try:
         manifest = json.loads(path.read_text())
-    except (ValueError, OSError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not readable JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: must be a JSON object, not {type(manifest).__name__}")
+    artifacts = manifest.get("artifacts", [])
+    if not isinstance(artifacts, list):
+        raise ArtifactError(f"{path}: field 'artifacts' must be a list, not {type(artifacts).__name__}")
+    for i, entry in enumerate(artifacts):
+        _check_entry(path, i, entry)
+    if "run" in manifest and not isinstance(manifest["run"], (dict, type(None))):
+        raise ArtifactError(f"{path}: field 'run' must be an object")
+    return manifest
+
+
+def _check_entry(path: Path, i: int, entry) -> None:
+    where = f"{path}: artifacts[{i}]"
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{where} must be an object, not {type(entry).__name__}")
+    if "file" not in entry:
+        raise ArtifactError(f"{where} has no 'file' field")
+    for key, typ in ENTRY_FIELDS.items():
+        if key in entry and not isinstance(entry[key], typ):
+            raise ArtifactError(f"{where}.{key} must be a {typ.__name__}, not {type(entry[key]).__name__}")
+    if not entry["file"] or "\x00" in entry["file"]:
+        raise ArtifactError(f"{where}.file is empty or not a file name")
+    fmt = entry.get("format")
+    if fmt not in FORMATS:
+        raise ArtifactError(f"{where}.format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if Path(entry["file"]).suffix != FORMATS[fmt].suffix:
+        raise ArtifactError(f"{where}.file {entry['file']!r} lacks the {FORMATS[fmt].suffix} suffix of format {fmt}")
+    if entry.get("precision") not in PRECISIONS:
+        raise ArtifactError(f"{where}.precision {entry.get('precision')!r} is not one of {', '.join(PRECISIONS)}")
+    if entry.get("role", MODEL) not in (MODEL, BAKED):
+        raise ArtifactError(f"{where}.role {entry.get('role')!r} is not one of {MODEL}, {BAKED}")
+    bad = [d for d in entry.get("devices") or () if d not in DEVICES]
+    if bad:
+        raise ArtifactError(f"{where}.devices holds {bad[0]!r}; allowed: {', '.join(DEVICES)}")
 
 
 def write_manifest(export_dir: Path | str, manifest: dict) -> Path:
@@ -181,15 +225,30 @@ def write_manifest(export_dir: Path | str, manifest: dict) -> Path:
     return path
 
 
+def inside(folder: Path | str, name: str) -> Path | None:
+    """`folder/name` when it resolves inside `folder` (after following every symlink), else None.
+    Absolute names, `..` and links that leave the folder all resolve outside."""
+    folder = Path(folder)
+    if not name or Path(name).is_absolute():
+        return None
+    try:
+        root = folder.resolve(strict=True)
+        target = (folder / name).resolve()
+    except (OSError, RuntimeError):  # a symlink loop, an unreadable folder
+        return None
+    return folder / name if target != root and target.is_relative_to(root) else None
+
+
 @dataclass(frozen=True)
 class Entry:
-    """An artifact found in an export folder."""
+    """An artifact found in an export folder; `refused` says why it must not be loaded."""
 
     path: Path
     format: str
     precision: str
     role: str = MODEL
     devices: tuple[str, ...] = DEVICES
+    refused: str | None = None
 
     @property
     def runs_code(self) -> bool:
@@ -198,20 +257,29 @@ class Entry:
 
 def list_artifacts(export_dir: Path | str) -> list[Entry]:
     """The artifacts of an export folder: its manifest's entries when it has one, else tlexport's
-    fixed file names that exist."""
+    fixed file names that exist. An entry whose path resolves outside the folder (`..`, an
+    absolute path, a symlink leading out) is returned with `refused` set and must not be opened.
+
+    Raises:
+        ArtifactError: a malformed manifest (see read_manifest).
+    """
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    out = []
     if manifest is not None:
-        for a in manifest.get("artifacts", []):
-            path = export_dir / a["file"]
-            if a.get("format") in FORMATS and path.is_file():
-                devices = tuple(a.get("devices") or DEVICES)
-                out.append(Entry(path, a["format"], a["precision"], a.get("role", MODEL), devices))
-        return out
-    for k in KINDS:
-        if (export_dir / k.file).is_file():
-            out.append(Entry(export_dir / k.file, k.format, k.precision, k.role))
+        rows = [(a["file"], a["format"], a["precision"], a.get("role", MODEL), tuple(a.get("devices") or DEVICES))
+                for a in manifest.get("artifacts", [])]
+    else:
+        rows = [(k.file, k.format, k.precision, k.role, DEVICES) for k in KINDS
+                if os.path.lexists(export_dir / k.file)]
+    out = []
+    for name, fmt, precision, role, devices in rows:
+        path = inside(export_dir, name)
+        if path is None:
+            reason = f"{MANIFEST} entry {name!r} resolves outside {export_dir}; refused" if manifest is not None \
+                else f"{name} is a link that leads outside {export_dir}; refused"
+            out.append(Entry(export_dir / Path(name).name, fmt, precision, role, devices, refused=reason))
+        elif path.is_file():
+            out.append(Entry(path, fmt, precision, role, devices))
     return out
 
 
@@ -225,7 +293,10 @@ def find_run_dir(export_dir: Path | str, run_dir=None, *, required: bool = True)
     export_dir = Path(export_dir)
     if run_dir is not None:
         return Path(run_dir).expanduser()
-    manifest = read_manifest(export_dir) or {}
+    try:
+        manifest = read_manifest(export_dir) or {}
+    except ArtifactError:
+        manifest = {}  # the run is found from the parent folder; the artifacts' reader reports it
     run = manifest.get("run") if isinstance(manifest.get("run"), dict) else {}
     recorded = [Path(c) for c in (run.get("dir"),) if isinstance(c, str) and c]
     for cand in (*recorded, export_dir.parent, export_dir):

@@ -8,10 +8,11 @@ the `onnx` package (torch-free), the archives are opened with `zipfile`.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
-from ..errors import UsageError, first_line
+from ..errors import ArtifactError, UsageError, first_line
 
 EXTRA_FILE = "tlexport.json"
 # ONNX metadata_props keys -> keys of the dict read_metadata returns.
@@ -26,6 +27,152 @@ ONNX_KEYS = {
 }
 JSON_VALUED = ("classes", "preprocess", "batch")
 FIELDS = tuple(ONNX_KEYS.values())
+
+# ---- the schema ---------------------------------------------------------------------------------
+# Everything read from an artifact is input: these bounds keep a tampered file from asking for
+# absurd work (a 10^9-pixel resize) or producing garbage (std 0 -> NaN, labels that are dicts).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+LAYOUTS = ("NCHW", "NHWC")
+MAX_SIDE = 4096  # resize and crop, in pixels
+MAX_CLASSES = 100_000
+MAX_LABEL = 1000  # characters of one class name
+MAX_BATCH = 65536
+MIN_STD = 1e-6
+TEXT_FIELDS = ("arch", "weights_sha256", "tlexport_version", "torch_version")
+
+
+def _fail(source, field: str, problem: str):
+    raise ArtifactError(f"{source}: metadata field '{field}' {problem}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_classes(classes, source="metadata") -> list[str]:
+    """A list of 1..MAX_CLASSES distinct, non-empty strings."""
+    if not isinstance(classes, list):
+        _fail(source, "classes", f"must be a list of class names, not {type(classes).__name__}")
+    if not 1 <= len(classes) <= MAX_CLASSES:
+        _fail(source, "classes", f"must hold 1 to {MAX_CLASSES} names, not {len(classes)}")
+    for i, c in enumerate(classes):
+        if not isinstance(c, str):
+            _fail(source, f"classes[{i}]", f"must be a string, not {type(c).__name__}")
+        if not c or len(c) > MAX_LABEL:
+            _fail(source, f"classes[{i}]", f"must be 1 to {MAX_LABEL} characters long")
+    if len(set(classes)) != len(classes):
+        dup = next(c for i, c in enumerate(classes) if c in classes[:i])
+        _fail(source, "classes", f"names {dup!r} twice")
+    return list(classes)
+
+
+def _side(pre: dict, key: str, source) -> int:
+    if key not in pre:
+        _fail(source, f"preprocess.{key}", "is missing")
+    v = pre[key]
+    if not _is_int(v) or not 1 <= v <= MAX_SIDE:
+        _fail(source, f"preprocess.{key}", f"must be an integer from 1 to {MAX_SIDE}, not {v!r}")
+    return v
+
+
+def _triple(pre: dict, key: str, source, positive: bool) -> list[float]:
+    if key not in pre:
+        _fail(source, f"preprocess.{key}", "is missing")
+    v = pre[key]
+    if not isinstance(v, (list, tuple)) or len(v) != 3 or not all(_is_number(x) for x in v):
+        _fail(source, f"preprocess.{key}", f"must be 3 finite numbers (R, G, B), not {v!r}")
+    if positive and min(v) < MIN_STD:
+        _fail(source, f"preprocess.{key}", f"must be positive (>= {MIN_STD:g}), not {list(v)}")
+    return [float(x) for x in v]
+
+
+def check_preprocess(pre, source="metadata") -> dict:
+    """The preprocessing dict, validated and normalised (interpolation defaults to bilinear).
+
+    Raises:
+        ArtifactError: one line naming the field (`preprocess.std`, ...).
+    """
+    if not isinstance(pre, dict):
+        _fail(source, "preprocess", f"must be an object, not {type(pre).__name__}")
+    resize, crop = _side(pre, "resize", source), _side(pre, "crop", source)
+    if crop > resize:
+        _fail(source, "preprocess.crop", f"({crop}) must not exceed preprocess.resize ({resize})")
+    out = {"resize": resize, "crop": crop, "mean": _triple(pre, "mean", source, False),
+           "std": _triple(pre, "std", source, True)}
+    interp = pre.get("interpolation", "bilinear")
+    if interp not in INTERPOLATIONS:
+        _fail(source, "preprocess.interpolation", f"must be one of {', '.join(INTERPOLATIONS)}, not {interp!r}")
+    out["interpolation"] = interp
+    if pre.get("color_order", "RGB") != "RGB":
+        _fail(source, "preprocess.color_order", f"must be 'RGB', not {pre['color_order']!r}")
+    if pre.get("layout", "NCHW") not in LAYOUTS:
+        _fail(source, "preprocess.layout", f"must be one of {', '.join(LAYOUTS)}, not {pre['layout']!r}")
+    vr = pre.get("value_range", [0.0, 1.0])
+    if not isinstance(vr, (list, tuple)) or [x for x in vr if _is_number(x)] != [0, 1]:
+        _fail(source, "preprocess.value_range", f"must be [0, 1], not {vr!r}")
+    return out
+
+
+def check_batch(batch, source="metadata"):
+    """"dynamic" or a fixed batch size 1..MAX_BATCH."""
+    if batch == "dynamic" or batch is None:
+        return "dynamic"
+    if not _is_int(batch) or not 1 <= batch <= MAX_BATCH:
+        _fail(source, "batch", f"must be 'dynamic' or an integer from 1 to {MAX_BATCH}, not {batch!r}")
+    return batch
+
+
+def validate(meta, source="metadata") -> dict:
+    """Validate every field present (missing ones stay missing; see `require`).
+
+    Returns:
+        a new dict with the normalised values.
+    Raises:
+        ArtifactError: one line naming the source and the field.
+    """
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{source}: metadata must be an object, not {type(meta).__name__}")
+    out = dict(meta)
+    if "classes" in meta:
+        out["classes"] = check_classes(meta["classes"], source)
+    if "preprocess" in meta:
+        out["preprocess"] = check_preprocess(meta["preprocess"], source)
+    if "batch" in meta:
+        out["batch"] = check_batch(meta["batch"], source)
+    for key in TEXT_FIELDS:
+        if key in meta and not (isinstance(meta[key], str) and len(meta[key]) <= 200):
+            _fail(source, key, "must be a string of at most 200 characters")
+    return out
+
+
+def require(meta: dict, source, fields=("classes", "preprocess")) -> dict:
+    """`meta` (already validated) holding every field in `fields`.
+
+    Raises:
+        ArtifactError: a missing field; an artifact without any tlexport metadata says so.
+    """
+    if not any(f in meta for f in FIELDS):
+        raise ArtifactError(f"{source} carries no tlexport metadata (labels, preprocessing); "
+                            "export it with `tlexport export`")
+    for f in fields:
+        if f not in meta:
+            _fail(source, f, "is missing")
+    return meta
+
+
+def check_output_width(meta: dict | None, width: int, source) -> None:
+    """The class count must equal the model's output width (once a run shows the width).
+
+    Raises:
+        ArtifactError: naming both numbers.
+    """
+    classes = (meta or {}).get("classes")
+    if classes is not None and len(classes) != width:
+        _fail(source, "classes", f"lists {len(classes)} names but the model outputs {width} logits")
 
 
 def build_metadata(run, weights_sha256: str, batch: int | None = None) -> dict:
@@ -71,14 +218,21 @@ def embed_onnx(model_proto, meta: dict) -> None:
         entry.value = json.dumps(value) if field in JSON_VALUED else str(value)
 
 
-def from_onnx_props(props: dict) -> dict:
+def from_onnx_props(props: dict, source="ONNX metadata") -> dict:
     """`tlexport.*` string props (from onnx or an onnxruntime session's custom_metadata_map)
-    -> metadata dict. Missing keys are absent from the result."""
+    -> validated metadata dict. Missing keys are absent from the result.
+
+    Raises:
+        ArtifactError: a value that is not JSON or breaks the schema (naming the key).
+    """
     out = {}
     for key, field in ONNX_KEYS.items():
         if key in props:
-            out[field] = json.loads(props[key]) if field in JSON_VALUED else props[key]
-    return out
+            try:
+                out[field] = json.loads(props[key]) if field in JSON_VALUED else props[key]
+            except (ValueError, TypeError, RecursionError):
+                raise ArtifactError(f"{source}: metadata field '{field}' ({key}) is not valid JSON") from None
+    return validate(out, source)
 
 
 def read_metadata(path: Path | str) -> dict:
@@ -87,10 +241,11 @@ def read_metadata(path: Path | str) -> dict:
     Args:
         path: a `.onnx`, `.ts` (TorchScript) or `.pt2` file.
     Returns:
-        {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version"};
-        an empty dict when the file carries no tlexport metadata.
+        {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version"},
+        validated (see `validate`); an empty dict when the file carries no tlexport metadata.
     Raises:
         UsageError: the file is missing or not a model file tlexport knows.
+        ArtifactError: metadata that breaks the schema (one line naming the field).
     """
     path = Path(path)
     if not path.is_file():
@@ -102,7 +257,7 @@ def read_metadata(path: Path | str) -> dict:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as e:
             raise UsageError(f"{path} is not a readable ONNX file ({first_line(e)})") from None
-        return from_onnx_props({p.key: p.value for p in proto.metadata_props})
+        return from_onnx_props({p.key: p.value for p in proto.metadata_props}, path)
     if path.suffix in (".ts", ".pt2"):
         return _read_zip_extra(path)
     raise UsageError(f"{path}: unknown model type (expected .onnx, .ts or .pt2)")
@@ -115,6 +270,14 @@ def _read_zip_extra(path: Path) -> dict:
             names = [n for n in z.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")]
             if not names:
                 return {}
-            return json.loads(z.read(names[0]).decode())
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
+            info = z.getinfo(names[0])
+            if info.file_size > 16 << 20:  # class names of 100k labels fit in a few MB
+                raise ArtifactError(f"{path}: embedded {EXTRA_FILE} is implausibly large ({info.file_size} bytes)")
+            text = z.read(names[0]).decode()
+    except (zipfile.BadZipFile, ValueError, OSError, NotImplementedError) as e:
         raise UsageError(f"{path} is not a readable model archive ({first_line(e)})") from None
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ArtifactError(f"{path}: embedded {EXTRA_FILE} is not valid JSON") from None
+    return validate(meta, path)

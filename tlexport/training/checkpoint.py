@@ -51,10 +51,23 @@ def restore_rng(rng: dict) -> None:
     import torch
 
     torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    restore_cuda_rng(rng.get("cuda") or [])
     random.setstate((3, tuple(rng["python"]), None))
     np.random.set_state(("MT19937", rng["numpy"].numpy().astype("uint32"), rng["numpy_pos"], 0, 0.0))
+
+
+def restore_cuda_rng(states: list) -> int:
+    """Restore the per-GPU generators a checkpoint saved, for the GPUs this machine has: a run
+    saved on 2 GPUs resumes on 1 (or on the CPU, where nothing is restored) instead of failing
+    in set_rng_state_all. Returns how many generators were restored."""
+    import torch
+
+    if not states or not torch.cuda.is_available():
+        return 0
+    n = min(len(states), torch.cuda.device_count())
+    for index in range(n):
+        torch.cuda.set_rng_state(states[index], device=index)
+    return n
 
 
 def write_metrics(run_dir: Path, history: list) -> None:

@@ -78,7 +78,7 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
     samples = labelled_folder(data, run.classes)[0] if data else run.samples("val")
     if not samples:
         raise DataError(f"no images to evaluate: {run.dir} has no val split on disk; pass --data DIR")
-    samples, bad = check_files(samples)
+    samples, bad = check_files(samples, check_size=run.preprocess.check_size)
     if not samples:
         raise DataError("none of the images could be read")
     dev = resolve_device(device)

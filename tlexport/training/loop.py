@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -11,11 +12,11 @@ from pathlib import Path
 
 from .. import __version__
 from ..data.dataset import ImageDataset, collate_skip_none
-from ..data.folders import ScanResult, scan
+from ..data.folders import ScanResult, from_record, scan
 from ..data.preprocess import Preprocess
 from ..envinfo import versions
 from ..errors import TlexportError, UsageError, first_line
-from ..fileio import write_json
+from ..fileio import clean_stale, folder_lock, write_json
 from ..models import build, default_preprocess
 from .checkpoint import restore_rng, save_checkpoint, save_weights, write_metrics
 from .config import TrainConfig
@@ -48,6 +49,7 @@ class TrainResult:
     device: str
     history: list[EpochStats] = field(default_factory=list)
     skipped: int = 0
+    notes: list[str] = field(default_factory=list)  # e.g. what --resume found changed on disk
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +63,7 @@ class TrainResult:
             "device": self.device,
             "skipped_files": self.skipped,
             "history": [asdict(h) for h in self.history],
+            "notes": self.notes,
         }
 
 
@@ -131,11 +134,19 @@ def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, sche
     for i, batch in enumerate(loader):
         if max_steps is not None and i >= max_steps:
             break
-        if batch is None:  # every file of this batch became unreadable since the scan
+        # None: every file of this batch became unreadable since the scan. A leftover batch of
+        # one image is dropped too: BatchNorm in training mode cannot normalise a single value.
+        if batch is None or (len(batch[1]) == 1 and (loader.batch_size or 1) > 1):
             scheduler.step()  # the schedule counts steps of the epoch, not batches that survived
             continue
         x, y = to_device(batch, device)
-        loss, logits = train_step(model, x, y, optimizer, scaler, criterion, dtype)
+        try:
+            loss, logits = train_step(model, x, y, optimizer, scaler, criterion, dtype)
+        except ValueError as e:
+            if "more than 1 value per channel" not in str(e):
+                raise
+            raise UsageError("--batch-size 1 is too small for this model at this image size (BatchNorm "
+                             "needs more than one value per channel); use --batch-size 2 or more") from None
         scheduler.step()
         n = y.numel()
         loss_sum += loss.item() * n
@@ -155,31 +166,75 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / name
 
 
-def check_new_run_dir(path: Path) -> None:
-    """Refuse a file, or a folder that already holds a run (nothing is ever overwritten)."""
+RUN_FILES = ("run.json", "split.json", "checkpoint.pt", "best.safetensors", "last.safetensors",
+             "metrics.csv", "curves.png", "skipped.txt")
+
+
+def check_new_run_dir(path: Path, overwrite: bool = False) -> None:
+    """Refuse a file, or a folder that already holds a run unless `overwrite` (only --overwrite
+    replaces a run; the message says how to go on, also for a run killed before its first
+    checkpoint)."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is a file, not a folder")
-    if (path / "run.json").exists() or (path / "checkpoint.pt").exists():
-        raise UsageError(f"{path} already holds a run; use --resume {path} or choose another --out")
+    if overwrite or not any((path / name).exists() for name in RUN_FILES[:3]):
+        return
+    if not (path / "checkpoint.pt").exists():
+        raise UsageError(f"{path} holds a run that stopped before its first checkpoint; --resume {path} "
+                         "starts it again from scratch with its stored options, --overwrite replaces it")
+    raise UsageError(f"{path} already holds a run; use --resume {path} to continue it, --overwrite to "
+                     "replace it, or choose another --out")
+
+
+def _remove_run_files(path: Path) -> None:
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked_run_dir(run_dir: Path):
+    """Create (if needed) and lock the run folder for this process; files that killed processes
+    left (`.checkpoint.pt.tmp-PID`) are removed. A folder this call created and that stays empty
+    is removed again, so a run that fails before writing anything leaves no trace."""
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the run folder {run_dir} ({e.strerror})") from None
+    try:
+        with folder_lock(run_dir, "training run"):
+            clean_stale(run_dir)
+            yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if still empty
 
 
 # ---- the run ------------------------------------------------------------------------------------
 class _Session:
     """State of one training run: built from a config (new run) or a checkpoint (resume)."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: Progress, pretrained: bool = True):
-        """pretrained=False skips loading cfg.weights (a resumed run takes the checkpoint's)."""
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: Progress, pretrained: bool = True,
+                 recorded: tuple | None = None):
+        """pretrained=False skips loading cfg.weights (a resumed run takes the checkpoint's);
+        recorded=(split.json dict, classes, data root) reuses a run's split instead of scanning."""
         import torch
 
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        progress.message(f"scanning {cfg.data} ...")
-        self.scanned = scan(cfg.data, cfg.val_fraction, cfg.seed)
         self.pre = default_preprocess(cfg.arch)
         if cfg.image_size:
             self.pre = self.pre.with_crop(cfg.image_size)
+        self.notes: list[str] = []
+        if recorded is None:
+            progress.message(f"scanning {cfg.data} ...")
+            self.scanned = scan(cfg.data, cfg.val_fraction, cfg.seed, check_size=self.pre.check_size)
+        else:
+            self.scanned, self.notes = from_record(*recorded, check_size=self.pre.check_size)
+            for note in self.notes:
+                progress.message(f"note: {note}")
         self.model, self.source = build(cfg.arch, len(self.scanned.classes), cfg.weights if pretrained else "none",
                                         image_size=self.pre.crop)
         self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
@@ -302,61 +357,119 @@ class _Session:
             run_dir=self.run_dir, classes=self.scanned.classes, best_val_accuracy=self.best_acc,
             best_epoch=self.best_epoch, epochs=self.epoch, weights_file=self.run_dir / "best.safetensors",
             weights_source=self.source.kind, device=str(self.device), history=self.history,
-            skipped=len(self.scanned.skipped),
+            skipped=len(self.scanned.skipped), notes=self.notes,
         )
 
 
-def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
+def train(cfg: TrainConfig, progress: Progress | None = None, overwrite: bool = False) -> TrainResult:
     """Fine-tune `cfg.arch` on `cfg.data` and write a run directory.
 
     Args:
         cfg: all options (see TrainConfig).
         progress: optional callbacks for progress display.
+        overwrite: replace a run already in the folder (its files are removed once the new run's
+            data and model are ready; other files stay).
     Returns:
         TrainResult with the run directory, best val accuracy and per-epoch history.
+    Raises:
+        FolderLocked: another process is writing the run folder.
     """
     cfg.validate()
     progress = progress or Progress()
     run_dir = default_run_dir(cfg)
-    check_new_run_dir(run_dir)
-    session = _Session(cfg, run_dir, progress)  # scans and builds before any file is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    session.write_start_files()
-    return session.loop()
+    check_new_run_dir(run_dir, overwrite)
+    with _locked_run_dir(run_dir):
+        check_new_run_dir(run_dir, overwrite)  # again under the lock: a concurrent run may have won
+        session = _Session(cfg, run_dir, progress)  # scans and builds before any run file is written
+        if overwrite:
+            _remove_run_files(run_dir)
+        session.write_start_files()
+        return session.loop()
 
 
-def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | None = None) -> TrainResult:
-    """Continue a run from its checkpoint.pt with the options stored in run.json.
+def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | None = None,
+           device: str | None = None, workers: int | None = None) -> TrainResult:
+    """Continue a run from its checkpoint.pt with the options stored in run.json, on the split
+    recorded in split.json (files added or removed since are reported in `notes`, never mixed in).
+    A run stopped before its first checkpoint starts again from scratch with its stored options.
 
     Args:
         epochs: a new total number of epochs (to extend a finished run); default the stored one.
+        device, workers: where and with how many loader processes to continue (default: stored);
+            neither changes the run's results.
     """
-    import torch
-
     run_dir = Path(run_dir).expanduser()
-    ckpt_file, meta_file = run_dir / "checkpoint.pt", run_dir / "run.json"
-    if not ckpt_file.is_file() or not meta_file.is_file():
-        raise UsageError(f"{run_dir} has no checkpoint.pt and run.json to resume from")
-    options = json.loads(meta_file.read_text())["options"]
+    meta_file = run_dir / "run.json"
+    if not meta_file.is_file():
+        raise UsageError(f"{run_dir} has no run.json to resume from (not a tlexport run)")
+    progress = progress or Progress()
+    with folder_lock(run_dir, "training run"):
+        clean_stale(run_dir)
+        meta = _read_json(meta_file)
+        cfg = _stored_config(meta, run_dir, epochs, device, workers)
+        ckpt = _load_checkpoint(run_dir / "checkpoint.pt")
+        session = _Session(cfg, run_dir, progress, pretrained=ckpt is None, recorded=_recorded_split(run_dir, meta, cfg))
+        if ckpt is None:
+            progress.message(f"{run_dir} has no checkpoint yet: starting it again from epoch 1")
+            session.write_start_files()
+            return session.loop()
+        session.source.kind, session.source.file = _stored_source(meta)
+        session.resume_from(ckpt)
+        if session.epoch >= cfg.epochs:
+            raise UsageError(f"{run_dir} already finished {session.epoch} epoch(s); pass --epochs N (> {session.epoch}) to train on")
+        progress.message(f"resuming {run_dir} at epoch {session.epoch + 1}/{cfg.epochs}")
+        write_json(run_dir / "run.json", session.run_meta())  # the device it now runs on
+        return session.loop()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TlexportError(f"{path} cannot be read ({first_line(e)})") from None
+    if not isinstance(data, dict):
+        raise TlexportError(f"{path} is not a JSON object")
+    return data
+
+
+def _stored_config(meta: dict, run_dir: Path, epochs, device, workers) -> TrainConfig:
+    options = meta.get("options")
+    if not isinstance(options, dict):
+        raise TlexportError(f"{run_dir / 'run.json'} has no 'options' to resume with")
     cfg = TrainConfig(**{k: v for k, v in options.items() if k in {f.name for f in fields(TrainConfig)}})
     cfg.out = str(run_dir)
     if epochs is not None:
         cfg.epochs = epochs
+    if device is not None:
+        cfg.device = device
+    if workers is not None:
+        cfg.workers = workers
     cfg.validate()
+    return cfg
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    import torch
+
+    if not path.is_file():
+        return None
     try:
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise TlexportError(f"{ckpt_file} cannot be read ({first_line(e)})") from None
-    progress = progress or Progress()
-    session = _Session(cfg, run_dir, progress, pretrained=False)
-    session.source.kind, session.source.file = _stored_source(meta_file)
-    session.resume_from(ckpt)
-    if session.epoch >= cfg.epochs:
-        raise UsageError(f"{run_dir} already finished {session.epoch} epoch(s); pass --epochs N (> {session.epoch}) to train on")
-    progress.message(f"resuming {run_dir} at epoch {session.epoch + 1}/{cfg.epochs}")
-    return session.loop()
+        raise TlexportError(f"{path} cannot be read ({first_line(e)})") from None
 
 
-def _stored_source(meta_file: Path) -> tuple[str, str | None]:
-    weights = json.loads(meta_file.read_text()).get("weights", {})
+def _recorded_split(run_dir: Path, meta: dict, cfg: TrainConfig) -> tuple | None:
+    """(split.json, classes, data root) to resume on, or None (no split recorded: scan)."""
+    split_file = run_dir / "split.json"
+    if not split_file.is_file() or not isinstance(meta.get("classes"), list):
+        return None
+    record = _read_json(split_file)
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    root = data.get("root") or record.get("root") or cfg.data
+    return record, meta["classes"], root
+
+
+def _stored_source(meta: dict) -> tuple[str, str | None]:
+    weights = meta.get("weights", {})
     return weights.get("source", "none"), weights.get("file")

@@ -61,7 +61,7 @@ def load_images(samples: list[tuple[Path, int]], preprocess, root: Path | None, 
     Raises:
         DataError: no readable image at all.
     """
-    from ..data.images import BadImage, load_rgb
+    from ..data.images import BadImage
 
     samples = _spread(samples, max_images)
     if not samples:
@@ -70,7 +70,7 @@ def load_images(samples: list[tuple[Path, int]], preprocess, root: Path | None, 
 
     def crop(sample):
         try:
-            return preprocess.crop_uint8(load_rgb(sample[0])), None
+            return preprocess.crop_uint8(preprocess.load(sample[0])), None
         except BadImage as e:
             return None, str(e)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ParityError, RuntimeUnavailable, UsageError, first_line
+from ..errors import ArtifactError, ParityError, RuntimeUnavailable, UsageError, first_line
 from ..render import json_safe
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Gates, RuntimeResult, check_metadata, compare, gates_for
 from .inputs import FALLBACK_RANDOM, Inputs, load_images, random_inputs
@@ -158,7 +158,10 @@ def evaluate_runtime(runtime, inputs: Inputs, ref_logits: np.ndarray, run, atol:
         return base
     res.artifact, res.seconds = base.artifact, time.perf_counter() - t0
     if runtime.artifact is not None:  # torch-eager runs the run's own weights: nothing embedded
-        problems = check_metadata(runtime.metadata, run.classes, run.meta["preprocess"], run.arch)
+        try:  # the schema is checked as the metadata is read (one line naming the field)
+            problems = check_metadata(runtime.metadata, run.classes, run.meta["preprocess"], run.arch)
+        except ArtifactError as e:
+            problems = [str(e)]
         res.metadata_ok = not problems
         for p in problems:
             res.fail(f"metadata: {p}")
