@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 MAX_SIDE, MAX_CLASSES, MIN_STD = 4096, 100_000, 1e-6
-MAX_RESIZED_PIXELS = 32 * 1024 * 1024  # refuse images whose resize would need more than ~100 MB
+MAX_RESIZED_PIXELS, MAX_ASPECT = 16 * 1024 * 1024, 4  # bound on the work of one resize
 
 
 class BadModel(Exception):
@@ -90,7 +90,7 @@ def preprocess(path, pre):
     Resize + CenterCrop + ToTensor + Normalize, with Pillow's antialiased resize)."""
     with Image.open(path) as im:
         size = resized_size(im.width, im.height, pre["resize"])
-        if size[0] * size[1] > MAX_RESIZED_PIXELS:  # checked from the header, before decoding
+        if size[0] * size[1] > max(MAX_RESIZED_PIXELS, MAX_ASPECT * pre["resize"] ** 2):  # header only
             raise ValueError(f"extreme aspect ratio: {im.width}x{im.height} would be resized to {size[0]}x{size[1]}")
         img = ImageOps.exif_transpose(im).convert("RGB")
     size = resized_size(*img.size, pre["resize"])

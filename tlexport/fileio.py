@@ -60,7 +60,8 @@ def write_bytes(path: Path | str, data: bytes) -> None:
             _write(f, data)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(f"no space left on the device while writing {path} ({len(data)} bytes)") from None
+            raise DiskFull(f"no space left on the device for {Path(path).name} ({len(data)} bytes) "
+                           f"in {Path(path).parent}") from None
         raise
 
 

@@ -19,9 +19,11 @@ from ..spec.metadata import INTERPOLATIONS, MIN_STD, check_preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Upper bound on an image's size after the shorter-side resize (about 100 MB of RGB). A legal
-# but extreme shape (a 1x20000 strip: 140 bytes of PNG) would otherwise ask for gigabytes.
-MAX_RESIZED_PIXELS = 32 * 1024 * 1024
+# Upper bound on an image's size after the shorter-side resize: 16 Mpixels (48 MB of RGB), or a
+# 4:1 image at the preprocessing's own resize when that is larger. A legal but extreme shape (a
+# 1x20000 strip: 140 bytes of PNG) would otherwise ask for gigabytes.
+MAX_RESIZED_PIXELS = 16 * 1024 * 1024
+MAX_ASPECT = 4
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ class Preprocess:
         return (new_short, new_long) if width <= height else (new_long, new_short)
 
     def check_size(self, width: int, height: int) -> None:
-        """Refuse an image whose resize would exceed MAX_RESIZED_PIXELS (checked from the header,
-        before any decoding or resizing work).
+        """Refuse an image whose resize would exceed max(MAX_RESIZED_PIXELS, MAX_ASPECT x resize²)
+        (checked from the header, before any decoding or resizing work).
 
         Raises:
             BadImage: naming both sizes; callers skip the file with this reason and go on.
@@ -109,9 +111,10 @@ class Preprocess:
         if width < 1 or height < 1:
             raise BadImage(f"empty image ({width}x{height} pixels)")
         w, h = self.resized_size(width, height)
-        if w * h > MAX_RESIZED_PIXELS:
+        limit = max(MAX_RESIZED_PIXELS, MAX_ASPECT * self.resize * self.resize)
+        if w * h > limit:
             raise BadImage(f"extreme aspect ratio: {width}x{height} pixels would be resized to {w}x{h} "
-                           f"(limit {MAX_RESIZED_PIXELS} pixels)")
+                           f"(limit {limit} pixels)")
 
     def load(self, path):
         """`images.load_rgb` with this preprocessing's size bound applied before decoding."""

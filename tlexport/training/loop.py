@@ -418,7 +418,9 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
         if session.epoch >= cfg.epochs:
             raise UsageError(f"{run_dir} already finished {session.epoch} epoch(s); pass --epochs N (> {session.epoch}) to train on")
         progress.message(f"resuming {run_dir} at epoch {session.epoch + 1}/{cfg.epochs}")
-        write_json(run_dir / "run.json", session.run_meta())  # the device it now runs on
+        # split.json and run.json describe the files this run now trains on, and its device.
+        write_json(run_dir / "split.json", session.scanned.split_record())
+        write_json(run_dir / "run.json", session.run_meta())
         return session.loop()
 
 
