@@ -350,11 +350,14 @@ def test_split_with_an_empty_side_is_refused_before_training(tmp_path, layout):
     assert not (tmp_path / "run").exists()
 
 
-def test_last_training_batch_of_one_image_does_not_crash_batchnorm(tmp_path, tiny_data):
-    """36 training images in batches of 5 leave one image for the last batch, at 32 px where
-    resnet's last BatchNorm sees 1x1 maps."""
+def test_last_training_batch_of_one_image_does_not_crash_batchnorm(tmp_path):
+    """2 classes x 3 images split into 4 train + 2 val; batches of 3 leave one image for the last
+    batch, at 32 px where resnet's last BatchNorm sees 1x1 maps."""
+    from tlexport.data.synth import make_dataset
+
+    data = make_dataset(tmp_path / "d", classes=("circle", "square"), per_class=3, size=32)
     out = tmp_path / "run"
-    r = invoke("train", "--data", tiny_data, *TINY[:4], "--batch-size", 5, "--image-size", 32, "--workers", 0,
+    r = invoke("train", "--data", data, *TINY[:4], "--batch-size", 3, "--image-size", 32, "--workers", 0,
                "--epochs", 1, "--out", out, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["history"][0]["train_loss"] > 0

@@ -145,8 +145,8 @@ def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, sche
         except ValueError as e:
             if "more than 1 value per channel" not in str(e):
                 raise
-            raise UsageError("--batch-size 1 is too small for this model at this image size (BatchNorm "
-                             "needs more than one value per channel); use --batch-size 2 or more") from None
+            raise UsageError("a training batch of one image is too small for this model at this image size "
+                             "(BatchNorm needs more than one value per channel); use --batch-size 2 or more") from None
         scheduler.step()
         n = y.numel()
         loss_sum += loss.item() * n
