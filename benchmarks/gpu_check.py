@@ -182,7 +182,7 @@ def _installed_wheels() -> list[str]:
     site = os.environ.get("TLEXPORT_SITE")
     if not site or not Path(site).is_dir():
         return []
-    return sorted(p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in Path(site).glob("*.dist-info"))
+    return sorted(p.name[: -len(".dist-info")] for p in Path(site).glob("*.dist-info"))
 
 
 def amp_label(dtype) -> str:
@@ -811,14 +811,22 @@ def parse(argv):
     return args
 
 
+def mark_stopped(results: dict, why: str) -> None:
+    """After a stop from outside: the running section timed out, the later ones were not reached
+    (listed all the same, so no section silently disappears)."""
+    for r in results.values():
+        if r.get("status") == "running":
+            r.update(status="timeout", reason=why)
+    for s in SECTIONS:
+        results.setdefault(s.name, {"status": "skipped", "reason": "not reached: " + why, "optional": s.optional})
+
+
 def summarize_only(out: Path) -> int:
     """After a hard stop: mark the section that was running, rewrite summary.md."""
     path = out / "results.json"
     data = json.loads(path.read_text()) if path.is_file() else {"_meta": {}}
     meta = data.pop("_meta", {})
-    for r in data.values():
-        if r.get("status") == "running":
-            r.update(status="timeout", reason="gpu_check.sh's hard time limit stopped the whole check here")
+    mark_stopped(data, "gpu_check.sh's hard time limit stopped the whole check here")
     meta["exit_code"] = 1
     write_atomic(path, json.dumps({"_meta": meta, **data}, indent=2) + "\n")
     write_atomic(out / "summary.md", summary_markdown(data, meta))
@@ -838,9 +846,7 @@ def main(argv=None) -> int:
 
     def stop(signum, _frame):  # the shell's hard limit: keep what was measured
         runner.kill_child()
-        for r in runner.results.values():
-            if r.get("status") == "running":
-                r.update(status="timeout", reason=f"the whole check was stopped (signal {signum})")
+        mark_stopped(runner.results, f"the whole check was stopped (signal {signum})")
         runner.save(final=True)
         sys.exit(1)
 
@@ -850,7 +856,8 @@ def main(argv=None) -> int:
         if s.name == "env" and is_cuda(ctx.device) and r.get("cuda") is False:
             runner.say("no CUDA GPU visible to torch: the other sections need one (exit 3)")
             for rest in SECTIONS[1:]:
-                runner.results[rest.name] = {"status": "skipped", "reason": "no CUDA GPU visible to torch"}
+                runner.results[rest.name] = {"status": "skipped", "reason": "no CUDA GPU visible to torch",
+                                             "optional": rest.optional}
             break
     runner.save(final=True)
     print("\n" + (ctx.out / "summary.md").read_text())

@@ -330,3 +330,36 @@ def test_gpu_check_times_steps_after_the_warm_up(monkeypatch):
     assert r["warmup_steps"] == 3 and r["steps"] == 20 and len(calls) == 23
     assert r["warmup_s"] >= 0.6 and r["median_step_ms"] < 50  # the slow calls are not in the timing
     assert r["images_per_s"] > 8 / 0.05  # 8 images a step, none of the 0.2 s steps counted
+
+
+def test_gpu_check_stops_a_section_at_its_limit_and_keeps_the_record(monkeypatch, tmp_path):
+    import argparse
+
+    gc = _gpu_check(monkeypatch)
+    args = argparse.Namespace(budget=600.0, only=None)
+    runner = gc.Runner(args, gc.Ctx("cpu", True, tmp_path / "work", tmp_path))
+    (tmp_path / "work").mkdir()
+    runner.results["env"] = runner.spawn("env", 0.3)  # env imports torch: far longer than 0.3 s
+    runner.save(final=True)
+    assert runner.results["env"]["status"] == "timeout"
+    assert runner.exit_code() == 1
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["env"]["status"] == "timeout" and saved["_meta"]["exit_code"] == 1
+    assert "stopped at its" in (tmp_path / "summary.md").read_text()
+
+
+def test_torchscript_export_parity_and_bench_need_no_onnx_or_plotting(fake_run, tmp_path, monkeypatch):
+    """The GPU machine may lack onnx, onnxscript and matplotlib: the torch formats still export
+    (manifest included), verify, compare and time."""
+    from tlexport.benchmark import bench
+    from tlexport.exporters.pipeline import export
+    from tlexport.verify.parity import parity
+
+    for name in ("onnx", "onnxscript", "matplotlib"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ImportError
+    res = export(fake_run, formats=("torchscript",), precisions=("fp32",), out=tmp_path / "x")
+    assert res.manifest["verification"]["passed"] is True
+    assert res.manifest["versions"]["onnx"] is None
+    assert parity(res.out_dir, runtimes=["torchscript"], max_images=4, trust_code=True).passed
+    rep = bench(res.out_dir, runtimes=["torchscript"], batch_sizes=(1,), warmup=1, iters=2, trust_code=True)
+    assert "torchscript" in rep.to_markdown()
