@@ -241,7 +241,7 @@ def sec_data(ctx: Ctx) -> dict:
 
     from tlexport.data.synth import SHAPES
 
-    per, val, px = size(ctx, (700, 40, 320), (8, 3, 64))
+    per, val, px = size(ctx, (768, 40, 320), (8, 3, 64))  # 6 x 768 = 18 full batches of 256
     root = ctx.work / "data"
     jobs, chunk = [], 50
     for part, n in (("train", per), ("val", val)):

@@ -8,6 +8,14 @@
 #   bash benchmarks/gpu_check.sh --smoke OUTDIR      # tiny sizes on the CPU: tests this script
 #   bash benchmarks/gpu_check.sh --fetch-wheels      # download the cp312 wheels into .whl/
 #
+# On a machine lent through the device tool (15 device minutes in all, 10 a command), from the
+# checkout the session started in, with .whl/ fetched there first:
+#   run(command="bash benchmarks/gpu_check.sh $OUT", carry=[".whl"], timeout_s=570)
+# (budget 480 s + install; the hard limit of 540 s ends it before the tool's limit). Then, while
+# the machine is still warm (30 s), a failed or skipped part alone, e.g.
+#   run(command="bash benchmarks/gpu_check.sh $OUT --only parity,bench --budget 150", carry=[".whl"], timeout_s=240)
+# reuses the data, run and export that the first call left in /tmp/tlexport-gpu-check.
+#
 # Sections, time limits, statuses: benchmarks/gpu_check.py. Results in OUTDIR: summary.md,
 # results.json, log.txt, parity.json, bench.json, bench.md, bench.png (7 files).
 # Exit codes: 0 every required section ok or n/a; 1 a required section failed, errored, timed out
