@@ -431,7 +431,9 @@ def sec_gpu_tests(ctx: Ctx) -> dict:
     import re
 
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests/test_gpu.py"]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    # No plugin autoload: the machine's own pytest plugins may not fit the carried pytest.
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     tail = (p.stdout + p.stderr).strip().splitlines()[-15:]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", tail[-1] if tail else "")}
     out = {"exit_code": p.returncode, "counts": counts, "tail": tail}
@@ -590,7 +592,7 @@ class Runner:
 
     def why_not(self, s: Section) -> tuple[str, str] | None:
         """(status, reason) when the section cannot or need not run now."""
-        if self.only is not None and s.name not in self.only:
+        if self.only is not None and s.name not in self.only and s.name != "env":  # env: always (cheap)
             return "not run", "not in --only"
         missing = [m for m in s.modules if importlib.util.find_spec(m) is None]
         if missing:
@@ -794,7 +796,8 @@ def parse(argv):
     ap.add_argument("--device", help="cuda, cuda:N or cpu (default cuda; cpu with --smoke)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to test this script on a CPU")
     ap.add_argument("--budget", type=float, help="seconds for the whole check (default 480; 2400 with --smoke)")
-    ap.add_argument("--only", help="comma-separated sections to run (others' earlier results in --work are reused)")
+    ap.add_argument("--only", help="comma-separated sections to run besides env (the results of earlier "
+                    "sections in --work are reused)")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "tlexport-gpu-check",
                     help="scratch folder kept between calls on the same machine (data, run, export)")
     ap.add_argument("--summarize", action="store_true", help="only rewrite summary.md from results.json")
