@@ -30,7 +30,16 @@ def matmul_ceiling(n: int = 2048, reps: int = 10, threads: int | None = None, de
 
     if threads:
         torch.set_num_threads(threads)
+    # TF32 off for a true fp32 number, and back as it was: the caller's process keeps its setting.
+    saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _time_mm(torch, n, reps, device, dtype)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _time_mm(torch, n: int, reps: int, device: str, dtype: str) -> dict:
     dt = getattr(torch, dtype)
     gen = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=dt, generator=gen)

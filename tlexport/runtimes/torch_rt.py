@@ -23,7 +23,7 @@ class _TorchRuntime(Runtime):
 
         # TF32 is left as PyTorch sets it: parity switches it off around its own comparison
         # (`verify.parity.no_tf32`), bench measures what a user's process would run.
-        if self.device == "cuda" and not torch.cuda.is_available():
+        if is_cuda(self.device) and not torch.cuda.is_available():
             raise RuntimeUnavailable("CUDA is not available")
         if self.threads:
             torch.set_num_threads(int(self.threads))
@@ -47,14 +47,14 @@ class _TorchRuntime(Runtime):
         return y.float().cpu().numpy()
 
     def synchronize(self) -> None:
-        if self.device == "cuda":
+        if is_cuda(self.device):
             import torch
 
             torch.cuda.synchronize()
 
     @classmethod
     def unavailable_reason(cls, device, precision):
-        if device == "cuda" and not _torch_cuda():
+        if is_cuda(device) and not _torch_cuda():
             return "no CUDA GPU visible to torch"
         if precision == "int8":
             return f"{cls.name} has no int8 variant (int8 is ONNX-only)"
@@ -114,6 +114,11 @@ class PT2Runtime(_TorchRuntime):
         except Exception as e:
             raise RuntimeUnavailable(f"cannot load .pt2 {self.artifact} ({first_line(e)})") from None
         self._finish(module.to(self.device))
+
+
+def is_cuda(device) -> bool:
+    """"cuda" and "cuda:N" alike (a plain string comparison would miss "cuda:0")."""
+    return str(device).split(":")[0] == "cuda"
 
 
 def _torch_cuda() -> bool:
