@@ -40,6 +40,9 @@ class ArchSpec:
         int8_float: layers kept in float by int8 export by default ("stem", "head").
         atol, rtol: fp32 parity tolerance on logits (deeper nets sum in more orders).
         unsupported: "format" or "format/precision" -> the reason it cannot work.
+        trace_size_checks: why TorchScript tracer warnings are harmless for this architecture
+            (they come from checks and branches on the input's height and width, which the
+            artifact fixes); None: every tracer warning fails the export.
         tested: covered by tlexport's own test suite.
     """
 
@@ -55,6 +58,7 @@ class ArchSpec:
     atol: float = 1e-4
     rtol: float = 1e-3
     unsupported: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    trace_size_checks: str | None = None
     tested: bool = False
 
     # ---- facts read from torchvision ------------------------------------------------------------
@@ -127,8 +131,10 @@ _FAMILIES: dict[str, dict] = {
     "vgg": dict(head="classifier.6"),
     "alexnet": dict(head="classifier.6", min_size=63),
     "squeezenet": dict(head="classifier.1", min_size=32),
-    "vit": dict(head="heads.head", position_embedding=True, atol=2e-4),
-    "swin": dict(head="head", atol=2e-4),
+    "vit": dict(head="heads.head", position_embedding=True, atol=2e-4,
+                trace_size_checks="ViT asserts the input's height and width (torch._assert, attention shape checks)"),
+    "swin": dict(head="head", atol=2e-4,
+                 trace_size_checks="Swin pads and shifts its windows by the feature map's height and width"),
     "maxvit": dict(head="classifier.5", size_multiple=32, min_size=64, atol=2e-4),
 }
 
