@@ -322,3 +322,20 @@ def test_diverged_weights_are_refused_before_any_export(tmp_path, tiny_data):
     r = invoke("export", run, "--precision", "int8")
     assert r.exit_code == 1 and "logits are not finite" in r.output, r.output
     assert not (run / "export").exists()
+
+
+def test_bicubic_preprocessing_of_efficientnet_matches_torchvision_in_the_numpy_path():
+    import random
+
+    import numpy as np
+
+    from tlexport.data.synth import draw_shape
+
+    pre = models.default_preprocess("efficientnet_b0").with_crop(48)
+    assert pre.interpolation == "bicubic"
+    transform, rng = pre.eval_transform(), random.Random(2)
+    for w, h in ((97, 61), (61, 97), (300, 200)):
+        img = draw_shape("circle", 160, rng).resize((w, h))
+        # the torch-free predict path and torchvision's eval transform see the same pixels (a
+        # bilinear resize would differ by ~0.3 here)
+        assert np.abs(pre.to_array(img) - transform(img).numpy()).max() < 1e-5
