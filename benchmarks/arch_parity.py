@@ -40,6 +40,9 @@ def measure(arch: str, size: int, n_images: int) -> dict:
     spec = archs.get(arch)
     torch.manual_seed(0)
     model = models.create(arch, 1000, image_size=size)
+    head = model.get_submodule(spec.head)
+    if not head.weight.any():  # ViT zero-initialises its head: all logits would be exactly 0
+        head.reset_parameters()
     transform = models.default_preprocess(arch).with_crop(size).eval_transform()
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
