@@ -116,7 +116,7 @@ _FAMILIES: dict[str, dict] = {
     "resnet": dict(head="fc"),
     "wide_resnet": dict(head="fc"),
     "resnext": dict(head="fc"),
-    "regnet": dict(head="fc"),
+    "regnet": dict(head="fc", atol=3e-4),
     "shufflenet_v2": dict(head="fc"),
     "googlenet": dict(head="fc", builder_kwargs={"aux_logits": False, "init_weights": True},
                       ignore_keys=("aux1.", "aux2.")),
@@ -125,15 +125,15 @@ _FAMILIES: dict[str, dict] = {
     "mobilenet_v2": dict(head="classifier.1"),
     "mobilenet_v3": dict(head="classifier.3"),
     "mnasnet": dict(head="classifier.1"),
-    "efficientnet": dict(head="classifier.1", atol=2e-4),
-    "convnext": dict(head="classifier.2", atol=2e-4),
+    "efficientnet": dict(head="classifier.1", atol=2e-3),
+    "convnext": dict(head="classifier.2"),
     "densenet": dict(head="classifier"),
     "vgg": dict(head="classifier.6"),
     "alexnet": dict(head="classifier.6", min_size=63),
     "squeezenet": dict(head="classifier.1", min_size=32),
-    "vit": dict(head="heads.head", position_embedding=True, atol=2e-4,
+    "vit": dict(head="heads.head", position_embedding=True,
                 trace_size_checks="ViT asserts the input's height and width (torch._assert, attention shape checks)"),
-    "swin": dict(head="head", atol=2e-4,
+    "swin": dict(head="head",
                  trace_size_checks="Swin pads and shifts its windows by the feature map's height and width"),
     "maxvit": dict(head="classifier.5", size_multiple=32, min_size=64, atol=2e-4),
 }
@@ -149,7 +149,24 @@ TESTED = (
 )
 
 # Per-architecture differences from the family row.
+#
+# fp32 tolerances (atol; rtol stays 1e-3) come from benchmarks/arch_parity.py: ONNX Runtime vs
+# PyTorch eager on 64 px images, 1000-class head, BatchNorm statistics measured on images. The
+# largest absolute logit error seen, then about 3x margin, never below 1e-4:
+#   resnet18 4.8e-6, resnet50 9.5e-5, resnet152 1.0e-3, mobilenet_v2 1.6e-5, mobilenet_v3_small
+#   1.4e-6, efficientnet_b0 1.9e-5, efficientnet_b3 6.4e-4, efficientnet_v2_s 2.7e-4,
+#   regnet_x_400mf 8.7e-5, shufflenet_v2_x0_5 1.3e-5, convnext_small 2.4e-6, swin_t 1.1e-6.
+# Deep plain stacks (resnet152, efficientnet_b3) sum in far more orders than the small nets.
 _OVERRIDES: dict[str, dict] = {
+    "resnet50": dict(atol=3e-4),
+    "resnet101": dict(atol=2e-3),  # between resnet50 and resnet152 (see the measurements above)
+    "resnet152": dict(atol=3e-3),
+    "wide_resnet50_2": dict(atol=3e-4),
+    "resnext50_32x4d": dict(atol=3e-4),
+    "efficientnet_b0": dict(atol=1e-4),
+    "efficientnet_b1": dict(atol=5e-4),
+    "efficientnet_b2": dict(atol=1e-3),
+    "efficientnet_v2_s": dict(atol=1e-3),
     "vit_b_16": dict(size_multiple=16),
     "vit_b_32": dict(size_multiple=32),
     "vit_l_16": dict(size_multiple=16),
