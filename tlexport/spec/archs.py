@@ -152,20 +152,22 @@ TESTED = (
 #
 # fp32 tolerances (atol; rtol stays 1e-3) come from benchmarks/arch_parity.py: ONNX Runtime vs
 # PyTorch eager on 64 px images, 1000-class head, BatchNorm statistics measured on images. The
-# largest absolute logit error seen, then about 3x margin, never below 1e-4:
-#   resnet18 4.8e-6, resnet50 9.5e-5, resnet152 1.0e-3, mobilenet_v2 1.6e-5, mobilenet_v3_small
-#   1.4e-6, efficientnet_b0 1.9e-5, efficientnet_b3 6.4e-4, efficientnet_v2_s 2.7e-4,
-#   regnet_x_400mf 8.7e-5, shufflenet_v2_x0_5 1.3e-5, convnext_small 2.4e-6, swin_t 1.1e-6.
-# Deep plain stacks (resnet152, efficientnet_b3) sum in far more orders than the small nets.
+# largest absolute logit error seen, times 3, rounded up to one significant digit, never below 1e-4:
+#   resnet18 4.8e-6, resnet50 9.5e-5, resnet101 4.0e-4, resnet152 1.0e-3, wide_resnet50_2 8.8e-5,
+#   resnext50_32x4d 9.1e-5, mobilenet_v2 1.6e-5, mobilenet_v3_small 1.4e-6, efficientnet_b0 1.9e-5,
+#   efficientnet_b1 2.3e-3 (its logits reached 40), efficientnet_b2 6.5e-5, efficientnet_b3 6.4e-4,
+#   efficientnet_v2_s 2.7e-4, regnet_x_400mf 8.7e-5, shufflenet_v2_x0_5 1.3e-5, convnext_small
+#   2.4e-6, vit_b_16 3.0e-6, swin_t 1.1e-6. Unmeasured rows take their family's.
+# Deep stacks (resnet152, efficientnet_b1/b3) sum in far more orders than the small nets.
 _OVERRIDES: dict[str, dict] = {
     "resnet50": dict(atol=3e-4),
-    "resnet101": dict(atol=2e-3),  # between resnet50 and resnet152 (see the measurements above)
+    "resnet101": dict(atol=2e-3),
     "resnet152": dict(atol=3e-3),
     "wide_resnet50_2": dict(atol=3e-4),
     "resnext50_32x4d": dict(atol=3e-4),
     "efficientnet_b0": dict(atol=1e-4),
-    "efficientnet_b1": dict(atol=5e-4),
-    "efficientnet_b2": dict(atol=1e-3),
+    "efficientnet_b1": dict(atol=7e-3),
+    "efficientnet_b2": dict(atol=2e-4),
     "efficientnet_v2_s": dict(atol=1e-3),
     "vit_b_16": dict(size_multiple=16),
     "vit_b_32": dict(size_multiple=32),
