@@ -4,6 +4,7 @@ replacement, safe loading, and the run directories training writes."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 from dataclasses import dataclass
@@ -131,20 +132,28 @@ def guess_arch(state: dict, family: str | None = None) -> str | None:
     """Which registered architecture a state dict belongs to, by its key set and shapes (None if
     none). Looks at the tested architectures and the expected family only: building every
     torchvision classifier, even on the meta device, would take seconds."""
-    import torch
-
     rows = archs.registry()
-    candidates = [r for r in rows.values() if r.tested or r.family == family]
-    for spec in candidates:
-        shapes = {k: tuple(v.shape) for k, v in _body(state, spec).items()}
-        try:
-            with torch.device("meta"):  # shapes only: no memory, no init cost
-                ref = spec.build(1).state_dict()
-        except NotImplementedError:  # RegNet computes its widths from tensors: build it for real
-            ref = spec.build(1).state_dict()
-        if shapes == {k: tuple(v.shape) for k, v in _body(ref, spec).items()}:
+    shapes: dict[str, dict] = {}
+    for spec in (r for r in rows.values() if r.tested or r.family == family):
+        if spec.head_prefix not in shapes:
+            shapes[spec.head_prefix] = {k: tuple(v.shape) for k, v in _body(state, spec).items()}
+        if shapes[spec.head_prefix] == _body_shapes(spec.name):
             return spec.name
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _body_shapes(arch: str) -> dict:
+    """{key: shape} of an architecture's body, built on the meta device (no memory, no init cost)."""
+    import torch
+
+    spec = archs.get(arch)
+    try:
+        with torch.device("meta"):
+            ref = spec.build(1).state_dict()
+    except NotImplementedError:  # RegNet computes its widths from tensors: build it for real
+        ref = spec.build(1).state_dict()
+    return {k: tuple(v.shape) for k, v in _body(ref, spec).items()}
 
 
 def build(arch: str, num_classes: int, weights: str = "imagenet", image_size: int | None = None):

@@ -161,6 +161,18 @@ def opset_of(path: Path) -> int:
     return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def check_finite(module, example) -> None:
+    """ExportError when the model's logits are NaN/Inf: a diverged run would otherwise fail later
+    and obscurely (int8 calibration's "scale issue", fp16 overflow)."""
+    import torch
+
+    with torch.inference_mode():
+        logits = module(example)
+    if not torch.isfinite(logits).all():
+        raise ExportError("the model's logits are not finite (NaN/Inf) on a test input: its weights are "
+                          "broken (a diverged training run?); nothing was exported")
+
+
 def build(job, say) -> tuple[list, list[str]]:
     """model.onnx (always staged: fp16/int8/uint8 derive from it), fp16, int8, baked uint8."""
     from ..spec.artifacts import BAKED, file_name
@@ -169,6 +181,7 @@ def build(job, say) -> tuple[list, list[str]]:
     from .job import Artifact
 
     base = job.staging / file_name("onnx", "fp32")
+    check_finite(job.model, job.example)
     say("ONNX fp32")
     # Traced on the CPU: an ONNX graph does not depend on the tracing device.
     export_onnx(job.model, job.example, base, opset=job.opset, dynamic=job.dynamic, meta=job.meta)

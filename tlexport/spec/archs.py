@@ -40,6 +40,9 @@ class ArchSpec:
         int8_float: layers kept in float by int8 export by default ("stem", "head").
         atol, rtol: fp32 parity tolerance on logits (deeper nets sum in more orders).
         unsupported: "format" or "format/precision" -> the reason it cannot work.
+        trace_size_checks: why TorchScript tracer warnings are harmless for this architecture
+            (they come from checks and branches on the input's height and width, which the
+            artifact fixes); None: every tracer warning fails the export.
         tested: covered by tlexport's own test suite.
     """
 
@@ -55,6 +58,7 @@ class ArchSpec:
     atol: float = 1e-4
     rtol: float = 1e-3
     unsupported: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    trace_size_checks: str | None = None
     tested: bool = False
 
     # ---- facts read from torchvision ------------------------------------------------------------
@@ -112,7 +116,7 @@ _FAMILIES: dict[str, dict] = {
     "resnet": dict(head="fc"),
     "wide_resnet": dict(head="fc"),
     "resnext": dict(head="fc"),
-    "regnet": dict(head="fc"),
+    "regnet": dict(head="fc", atol=3e-4),
     "shufflenet_v2": dict(head="fc"),
     "googlenet": dict(head="fc", builder_kwargs={"aux_logits": False, "init_weights": True},
                       ignore_keys=("aux1.", "aux2.")),
@@ -121,14 +125,16 @@ _FAMILIES: dict[str, dict] = {
     "mobilenet_v2": dict(head="classifier.1"),
     "mobilenet_v3": dict(head="classifier.3"),
     "mnasnet": dict(head="classifier.1"),
-    "efficientnet": dict(head="classifier.1", atol=2e-4),
-    "convnext": dict(head="classifier.2", atol=2e-4),
+    "efficientnet": dict(head="classifier.1", atol=2e-3),
+    "convnext": dict(head="classifier.2"),
     "densenet": dict(head="classifier"),
     "vgg": dict(head="classifier.6"),
     "alexnet": dict(head="classifier.6", min_size=63),
     "squeezenet": dict(head="classifier.1", min_size=32),
-    "vit": dict(head="heads.head", position_embedding=True, atol=2e-4),
-    "swin": dict(head="head", atol=2e-4),
+    "vit": dict(head="heads.head", position_embedding=True,
+                trace_size_checks="ViT asserts the input's height and width (torch._assert, attention shape checks)"),
+    "swin": dict(head="head",
+                 trace_size_checks="Swin pads and shifts its windows by the feature map's height and width"),
     "maxvit": dict(head="classifier.5", size_multiple=32, min_size=64, atol=2e-4),
 }
 
@@ -143,7 +149,26 @@ TESTED = (
 )
 
 # Per-architecture differences from the family row.
+#
+# fp32 tolerances (atol; rtol stays 1e-3) come from benchmarks/arch_parity.py: ONNX Runtime vs
+# PyTorch eager on 64 px images, 1000-class head, BatchNorm statistics measured on images. The
+# largest absolute logit error seen, times 3, rounded up to one significant digit, never below 1e-4:
+#   resnet18 4.8e-6, resnet50 9.5e-5, resnet101 4.0e-4, resnet152 1.0e-3, wide_resnet50_2 8.8e-5,
+#   resnext50_32x4d 9.1e-5, mobilenet_v2 1.6e-5, mobilenet_v3_small 1.4e-6, efficientnet_b0 1.9e-5,
+#   efficientnet_b1 2.3e-3 (its logits reached 40), efficientnet_b2 6.5e-5, efficientnet_b3 6.4e-4,
+#   efficientnet_v2_s 2.7e-4, regnet_x_400mf 8.7e-5, shufflenet_v2_x0_5 1.3e-5, convnext_small
+#   2.4e-6, vit_b_16 3.0e-6, swin_t 1.1e-6. Unmeasured rows take their family's.
+# Deep stacks (resnet152, efficientnet_b1/b3) sum in far more orders than the small nets.
 _OVERRIDES: dict[str, dict] = {
+    "resnet50": dict(atol=3e-4),
+    "resnet101": dict(atol=2e-3),
+    "resnet152": dict(atol=3e-3),
+    "wide_resnet50_2": dict(atol=3e-4),
+    "resnext50_32x4d": dict(atol=3e-4),
+    "efficientnet_b0": dict(atol=1e-4),
+    "efficientnet_b1": dict(atol=7e-3),
+    "efficientnet_b2": dict(atol=2e-4),
+    "efficientnet_v2_s": dict(atol=1e-3),
     "vit_b_16": dict(size_multiple=16),
     "vit_b_32": dict(size_multiple=32),
     "vit_l_16": dict(size_multiple=16),

@@ -62,12 +62,23 @@ def set_backbone_frozen(model, arch: str, frozen: bool) -> None:
 
 
 def set_train_mode(model, arch: str, frozen: bool) -> None:
-    """Training mode; with a frozen body only the head's top-level block trains (its dropout is
-    active, the body's BatchNorm statistics stay as they are)."""
+    """Training mode; with a frozen body only the head's top-level block trains: its dropout is
+    active (mobilenet_v3's `classifier` is Linear, Hardswish, Dropout, then the head), while a
+    BatchNorm of the body that sits in that block too keeps its running statistics."""
+    import torch
+
     model.train()
-    if frozen:
-        model.eval()
-        model.get_submodule(archs.get(arch).head.split(".")[0]).train()
+    if not frozen:
+        return
+    head = archs.get(arch).head
+    model.eval()
+    block_name = head.split(".")[0]
+    block = model.get_submodule(block_name)
+    block.train()
+    for name, module in block.named_modules(prefix=block_name):
+        inside_head = name == head or name.startswith(head + ".")
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and not inside_head:
+            module.eval()
 
 
 def predict_logits(model, loader, device, dtype=None):
