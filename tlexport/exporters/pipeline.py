@@ -75,6 +75,12 @@ def check_options(formats, precisions, batch, device, calib_method, calib_size, 
     return formats, precisions, fixed
 
 
+def _fallback(value):
+    from .quantize import parse_fallback
+
+    return None if value is None else parse_fallback(value)
+
+
 def _prepare_out(run_dir: Path, out) -> Path:
     out = Path(out).expanduser() if out is not None else run_dir / "export"
     if out.exists() and not out.is_dir():
@@ -88,7 +94,7 @@ def _prepare_out(run_dir: Path, out) -> Path:
 
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method="minmax", calib_data=None, fp16_io=False,
-           bake_preprocess=False, verify=True, progress: Callable[[str], None] | None = None) -> ExportResult:
+           bake_preprocess=False, verify=True, int8_fallback=None, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
@@ -102,6 +108,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         calib_size, calib_method, calib_data: int8 calibration (see quantize.py).
         fp16_io: fp16 ONNX takes and returns float16 instead of float32.
         bake_preprocess: also write model.uint8.onnx (uint8 NHWC input, normalisation inside).
+        int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
         progress: called with a short description as each step starts.
     Returns:
@@ -132,7 +139,8 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     try:
         job = _make_job(run, spec, model, device, fixed, opset, staging, precisions,
                         dict(calib_size=int(calib_size), calib_method=calib_method, calib_data=calib_data,
-                             fp16_io=fp16_io, bake_preprocess=bake_preprocess))
+                             fp16_io=fp16_io, bake_preprocess=bake_preprocess,
+                             int8_fallback=_fallback(int8_fallback)))
         made, skipped = _build_all(job, formats, say)
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped)
         _describe(made, staging, run.preprocess.crop, "batch" if job.dynamic else fixed)
