@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from tlexport.cli import cli
 
-FULL_ARGS = ["--format", "all", "--precision", "fp32", "--precision", "fp16", "--precision", "int8",
+# Every format but OpenVINO IR (tests/test_openvino.py exports that): the file list below is exact.
+FULL_ARGS = ["--format", "onnx,torchscript,pt2", "--precision", "fp32", "--precision", "fp16", "--precision", "int8",
              "--bake-preprocess", "--calib-size", "16"]
 
 

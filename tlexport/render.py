@@ -400,7 +400,7 @@ def export_table(con, result) -> None:
         verified = ("[green]yes[/]" if a.verified else "[red]NO[/]") if a.verified is not None else "skipped"
         if v:
             verified += f" (max abs {v['max_abs']:.1e}, top-1 {v['top1_agreement']:.0%})"
-        table.add_row(a.file, a.format, a.precision, f"{a.size / 1e6:.1f} MB", verified)
+        table.add_row(a.file, a.format, a.precision, f"{(a.size + sum(c['size'] for c in a.companions)) / 1e6:.1f} MB", verified)
     con.print(table)
     for note in result.skipped:
         con.print(f"[yellow]not produced:[/] {note}")

@@ -24,9 +24,9 @@ from .job import Artifact, Job
 def _builders() -> dict[str, Callable]:
     """Format name -> builder(job, say) -> (artifacts, skipped notes). Each format's module is
     imported only when that format is exported."""
-    from . import onnx, pt2, torchscript
+    from . import onnx, openvino, pt2, torchscript
 
-    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build}
+    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build, "openvino": openvino.build}
 
 
 @dataclass
@@ -208,7 +208,7 @@ def _check_device(device: str) -> None:
 def _resolve_opset(formats, opset):
     from .onnx import resolve_opset
 
-    if "onnx" in formats:
+    if {"onnx", "openvino"} & set(formats):  # the IR is converted from ONNX
         return resolve_opset(opset)
     return None
 
@@ -235,6 +235,8 @@ def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None
     for a in artifacts:
         path = folder / a.file
         a.size, a.sha256 = path.stat().st_size, sha256(path)
+        a.companions = [{"file": c, "size": (folder / c).stat().st_size, "sha256": sha256(folder / c)}
+                        for c in table.companions_of(a.file)]
         if a.format == "onnx":
             a.opset = opset_of(path)
             a.inputs, a.outputs = io_spec(path)
@@ -260,14 +262,14 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
         "artifacts": [a.to_dict() for a in result.artifacts],
         "skipped": result.skipped,
         "verification": verification,
-        "versions": versions(("torch", "torchvision", "onnx", "onnxruntime", "numpy")),
+        "versions": versions(("torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy")),
     }
 
 
 def _publish(result: ExportResult, staging: Path, out_dir: Path) -> None:
     """Move the staged files into place, then write manifest.json last. Older tlexport artifacts
     that this export did not produce are removed so the folder matches its manifest."""
-    made = {a.file for a in result.artifacts}
+    made = {f for a in result.artifacts for f in (a.file, *table.companions_of(a.file))}
     with contextlib.suppress(FileNotFoundError):
         (out_dir / table.MANIFEST).unlink()
     for name in table.ALL_FILES:
@@ -275,7 +277,8 @@ def _publish(result: ExportResult, staging: Path, out_dir: Path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / name).unlink()
     for a in result.artifacts:
-        os.replace(staging / a.file, out_dir / a.file)
+        for name in (*table.companions_of(a.file), a.file):  # weights first: the graph names them
+            os.replace(staging / name, out_dir / name)
     table.write_manifest(out_dir, result.manifest)
 
 
