@@ -10,9 +10,9 @@ from .common import console, emit_json, error_boundary, list_option
 @click.command("export")
 @click.argument("run_dir", type=click.Path())
 @list_option("--format", "--formats", "formats", default=("onnx",), show_default=True, metavar="F[,F...]",
-             help="onnx, torchscript, pt2 or all; repeatable or comma-separated.")
+             help="onnx, torchscript, pt2, openvino (IR: .xml + .bin) or all; repeatable or comma-separated.")
 @list_option("--precision", "--precisions", "precisions", default=("fp32",), show_default=True, metavar="P[,P...]",
-             help="fp32, fp16, int8; repeatable or comma-separated. int8: ONNX only; fp16 TorchScript: --device cuda.")
+             help="fp32, fp16, int8; repeatable or comma-separated. int8: ONNX and OpenVINO; fp16 TorchScript: --device cuda.")
 @click.option("--out", type=click.Path(), help="Output folder (default RUN_DIR/export).")
 @click.option("--opset", type=int, help="ONNX opset (default: newest supported by both the exporter and onnxruntime).")
 @click.option("--batch", default="dynamic", show_default=True, help="'dynamic' (free batch dimension) or a fixed N.")
