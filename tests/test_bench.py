@@ -7,6 +7,7 @@ import json
 import sys
 import types
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,12 @@ class FakeRuntime:
 
     def synchronize(self):
         self.syncs += 1
+
+    def clone(self, threads):
+        """A fresh session of the same kind (bench's concurrency mode opens one per stream)."""
+        twin = FakeRuntime(self.name, self.precision, self.device, classes=self.classes)
+        twin.threads = threads
+        return twin
 
 
 # ---- time_runtime ------------------------------------------------------------------------------
@@ -298,3 +305,124 @@ def test_openvino_unavailable_cases(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
     with pytest.raises(RuntimeUnavailable, match="cannot compile"):
         OpenVINORuntime(tmp_path / "bad.onnx", "fp32").load()
+
+
+# ---- the whole story: cold start, warm-up, memory, size, concurrency, competing load -------------
+class SlowStart(FakeRuntime):
+    """Loads for `load_s`, holds `mb` of memory, and its first `cold` calls take `cold_s`."""
+
+    def __init__(self, *a, load_s=0.05, mb=64, cold=4, cold_s=0.03, **k):
+        super().__init__(*a, **k)
+        self.load_s, self.mb, self.cold, self.cold_s, self.buf = load_s, mb, cold, cold_s, None
+
+    def load(self):
+        import time
+
+        time.sleep(self.load_s)
+        self.buf = np.ones(self.mb * 2**20 // 8)  # touched pages: resident
+        return self
+
+    def run(self, batch):
+        import time
+
+        if len(self.seen) < self.cold:
+            time.sleep(self.cold_s)
+        return super().run(batch)
+
+    def close(self):
+        self.buf = None
+
+
+@pytest.fixture
+def slow_layer(monkeypatch, tmp_path):
+    def discover(export_dir, **kw):
+        return [SlowStart("torch-eager", "fp32", cold=2), SlowStart("onnxruntime", "int8", cold=2)], []
+
+    fake = types.ModuleType("tlexport.runtimes")
+    fake.discover = discover
+    fake.RUNTIME_NAMES = ("torch-eager", "onnxruntime")
+    monkeypatch.setitem(sys.modules, "tlexport.runtimes", fake)
+    monkeypatch.setattr(tlexport, "runtimes", fake, raising=False)
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    return tmp_path
+
+
+def test_settled_compares_the_last_two_windows():
+    assert not B.settled([1.0] * 9)  # fewer than two windows
+    assert B.settled([1.0] * 10)
+    assert not B.settled([5.0] * 5 + [1.0] * 5)
+    assert B.settled([5.0] * 5 + [1.0] * 10)
+    assert not B.settled([1.0] * 5 + [1.2] * 5) and B.settled([1.0] * 5 + [1.04] * 5)
+
+
+def test_auto_warmup_outlasts_a_cold_start_and_is_bounded(monkeypatch):
+    rt = SlowStart(cold=4, cold_s=0.03)
+    r = B.time_runtime(rt, batch_size=1, warmup="auto", iters=5)
+    assert r.error is None and r.first_call_ms >= 25  # the first call, timed alone
+    assert r.warmup_calls >= 2 * B.WARMUP_WINDOW  # at least two windows to compare
+    assert r.warmup_calls >= rt.cold + B.WARMUP_WINDOW or r.warmup_stable is False
+    assert r.p50_ms < 25  # the timed calls come after the slow ones
+    monkeypatch.setattr(B, "settled", lambda times, *a, **k: False)  # latency never settles
+    r = B.time_runtime(FakeRuntime(), batch_size=1, warmup="auto", iters=3)
+    assert r.warmup_calls == B.WARMUP_MAX_CALLS and r.warmup_stable is False
+
+
+def test_bench_records_load_first_call_memory_and_size(slow_layer):
+    rep = B.bench(slow_layer, batch_sizes=(1, 2), warmup=0, iters=3)
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert all(tuple(r) == B.RESULT_FIELDS for r in d["results"])
+    for r in d["results"]:
+        assert r["load_s"] >= 0.04 and r["concurrency"] == 1 and r["error"] is None
+        assert r["competing_load"] is None or r["competing_load"] >= 0
+    first = {(r["runtime"], r["batch_size"]): r["first_call_ms"] for r in d["results"]}
+    assert first[("onnxruntime", 1)] >= 25 and first[("onnxruntime", 2)] < 25  # cold only once
+    if Path("/proc/self/clear_refs").exists():
+        assert all(r["peak_rss_mb"] >= 48 for r in d["results"])  # the 64 MB the runtime holds
+    assert "VmHWM" in d["environment"]["bench"]["memory"]
+    assert set(d["environment"]["load_check"]) >= {"before_cores", "threshold_cores", "noisy"}
+    md = rep.to_markdown()
+    assert "first ms" in md and "peak MB" in md
+
+
+def test_concurrency_runs_parallel_sessions(fake_layer):
+    export_dir, _ = fake_layer
+    rep = B.bench(export_dir, runtimes=["onnxruntime"], precisions=["fp32"], warmup=1, iters=4,
+                  concurrency=(1, 3))
+    cells = {(r.runtime, r.concurrency): r for r in rep.results}
+    multi = cells[("onnxruntime", 3)]
+    assert multi.error is None and multi.iters == 3 * 4  # every session made its calls
+    assert multi.throughput > 0 and multi.p50_ms > 0 and multi.first_call_ms is not None
+    assert multi.speedup_vs_eager is None and cells[("onnxruntime", 1)].speedup_vs_eager is not None
+    r = CliRunner().invoke(cli, ["bench", str(export_dir), "--concurrency", "0"])
+    assert r.exit_code == 2 and "--concurrency" in r.output
+
+
+@pytest.fixture
+def busy_neighbour():
+    """A second process spinning on one core, as another user's job would."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.3)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="competing load is read from Linux /proc")
+def test_competing_process_is_flagged_and_strict_refuses(busy_neighbour, fake_layer):
+    from tlexport import measure
+
+    load = measure.competing_load(0.5)
+    assert load is not None and load > 0.6 and measure.is_noisy(load)
+    export_dir, _ = fake_layer
+    rep = B.bench(export_dir, runtimes=["onnxruntime"], precisions=["fp32"], warmup=0, duration=0.3)
+    assert rep.noisy and rep.to_dict()["noisy"] is True
+    assert all(r.noisy and r.competing_load > measure.NOISE_CORES for r in rep.results if r.error is None)
+    assert "noisy" in rep.to_markdown()
+    r = CliRunner().invoke(cli, ["bench", str(export_dir), "--strict", "--iters", "2"])
+    assert r.exit_code == 1, r.output
+    assert "--strict" in r.output and "Traceback" not in r.output

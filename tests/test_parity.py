@@ -206,11 +206,13 @@ def test_missing_export_folder_exits_2(tmp_path):
 # ---- end to end on real artifacts ----------------------------------------------------------------
 @pytest.fixture(scope="session")
 def exported(fake_run, tmp_path_factory) -> Path:
-    """One export of the fake run (ONNX + TorchScript, fp32 + int8) shared by the tests below."""
+    """One export of the fake run (ONNX + TorchScript, fp32 + int8) shared by the tests below. The
+    classifier stays float in int8 (`int8_fallback="head"`): _negate_fc_row edits its weights."""
     from tlexport.exporters.pipeline import export
 
     out = tmp_path_factory.mktemp("parity") / "export"
-    export(fake_run, formats=("onnx", "torchscript"), precisions=("fp32", "int8"), out=out, verify=False)
+    export(fake_run, formats=("onnx", "torchscript"), precisions=("fp32", "int8"), out=out, verify=False,
+           int8_fallback="head")
     return out
 
 

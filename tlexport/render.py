@@ -277,16 +277,21 @@ def latency_vs_batch(report, path: Path | str, title: str | None = None) -> Path
 
 # ---- bench --------------------------------------------------------------------------------------
 BENCH_COLUMNS = ("runtime", "precision", "device", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms",
-           "std ms", "min ms", "img/s", "vs eager", "iters")
+           "std ms", "min ms", "img/s", "vs eager", "iters", "file", "size MB", "load s", "first ms",
+           "warm-up", "peak MB", "streams", "other load")
 
 
 def _bench_row(r) -> list[str]:
     f = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     speed = "—" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×"
     if r.error:
-        return [r.runtime, r.precision, r.device, str(r.batch_size), "error: " + r.error] + [""] * 8
+        return [r.runtime, r.precision, r.device, str(r.batch_size), "error: " + r.error] + [""] * 16
+    warm = "—" if r.warmup_calls is None else f"{r.warmup_calls}" + ("" if r.warmup_stable is not False else " (unsettled)")
+    load = f(r.competing_load) + (" noisy!" if r.noisy else "")
     return [r.runtime, r.precision, r.device, str(r.batch_size), f(r.p50_ms), f(r.p90_ms),
-            f(r.p99_ms), f(r.mean_ms), f(r.std_ms), f(r.min_ms), f(r.throughput, 1), speed, str(r.iters)]
+            f(r.p99_ms), f(r.mean_ms), f(r.std_ms), f(r.min_ms), f(r.throughput, 1), speed, str(r.iters),
+            r.artifact or "(weights)", f(r.size_bytes and r.size_bytes / 1e6, 1), f(r.load_s, 3),
+            f(r.first_call_ms), warm, f(r.peak_rss_mb, 1), str(r.concurrency), load]
 
 
 def environment_line(env: dict) -> str:
@@ -316,7 +321,13 @@ def bench_markdown(report) -> str:
     lines += ["", f"Warm-up {bench_env.get('warmup')} calls excluded; "
               f"{'%s iterations' % bench_env['iters'] if bench_env.get('iters') else '%s s per cell (min %s iterations)' % (bench_env.get('duration_s'), bench_env.get('min_iters'))}; "
               f"inputs rotate among {bench_env.get('inputs')} random-normal batches; "
-              "speed-up = torch-eager fp32 p50 / p50 (same device and batch size).", ""]
+              "speed-up = torch-eager fp32 p50 / p50 (same device and batch size). "
+              f"Warm-up rule: {bench_env.get('warmup_rule')}. Memory: {bench_env.get('memory')}. "
+              "Other load: CPU cores used by other processes while the cell ran.", ""]
+    check = report.environment.get("load_check") or {}
+    if getattr(report, "noisy", False):
+        lines += [f"**Noisy:** other processes used more than {check.get('threshold_cores')} cores while cells "
+                  f"marked noisy were measured (before the run: {check.get('before_cores')}); do not quote them.", ""]
     return "\n".join(lines)
 
 
@@ -333,17 +344,24 @@ def bench_table(report):
     caption = f"{env.get('cpu')}, {env.get('threads')} threads" + (f", {gpu}" if gpu else "")
     if env.get("load_average"):
         caption += f", load {env['load_average'][0]}"
+    if getattr(report, "noisy", False):
+        caption += "; ! = measured beside other busy processes (noisy)"
     table = Table(title="tlexport bench", caption=caption)
     table.add_column("runtime", no_wrap=True)
-    for c in ("batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup"):
+    for c in ("batch", "p50 ms", "p99 ms", "img/s", "speedup", "first ms", "peak MB"):
         table.add_column(c, justify="right", no_wrap=True)
     for r in report.results:
+        label = r.label + (f" ×{r.concurrency}" if r.concurrency > 1 else "") + (" !" if r.noisy else "")
+        if r.artifact and r.artifact.endswith(".xml"):
+            label += " (IR)"
         if r.error:
-            table.add_row(r.label, str(r.batch_size), "failed", style="red")
+            table.add_row(label, str(r.batch_size), "failed", style="red")
             continue
         speed = "—" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×"
-        table.add_row(r.label, str(r.batch_size), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
-                      f"{r.throughput:.1f}", speed, style="bold" if r.runtime == "torch-eager" else None)
+        mem = "—" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"
+        first = "—" if r.first_call_ms is None else _ms(r.first_call_ms)
+        table.add_row(label, str(r.batch_size), _ms(r.p50_ms), _ms(r.p99_ms), f"{r.throughput:.1f}", speed,
+                      first, mem, style="bold" if r.runtime == "torch-eager" else None)
     return table
 
 
@@ -400,7 +418,7 @@ def export_table(con, result) -> None:
         verified = ("[green]yes[/]" if a.verified else "[red]NO[/]") if a.verified is not None else "skipped"
         if v:
             verified += f" (max abs {v['max_abs']:.1e}, top-1 {v['top1_agreement']:.0%})"
-        table.add_row(a.file, a.format, a.precision, f"{a.size / 1e6:.1f} MB", verified)
+        table.add_row(a.file, a.format, a.precision, f"{(a.size + sum(c['size'] for c in a.companions)) / 1e6:.1f} MB", verified)
     con.print(table)
     for note in result.skipped:
         con.print(f"[yellow]not produced:[/] {note}")

@@ -15,9 +15,14 @@ from .common import console, error_boundary, int_list, list_option
 @list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]", help="cpu, cuda.")
 @list_option("--batch-size", "--batch-sizes", "batch_sizes", default=("1",), show_default=True, metavar="B[,B...]",
              callback=int_list, help="Batch sizes to measure, e.g. 1,8,32.")
-@click.option("--warmup", default=10, show_default=True, type=int, help="Untimed calls per cell.")
+@click.option("--warmup", default="auto", show_default=True, callback=lambda c, p, v: _warmup(v),
+              help="Untimed calls per cell: a count, or auto (until latency is stable, bounded).")
 @click.option("--iters", type=int, help="Timed calls per cell (default: a 2 s budget, at least 10 calls).")
 @click.option("--duration", type=float, help="Seconds of timed calls per cell (instead of --iters).")
+@list_option("--concurrency", "concurrency", default=("1",), show_default=True, metavar="N[,N...]",
+             callback=int_list, help="Parallel sessions per cell: throughput and latency under load (1: plain latency).")
+@click.option("--strict", is_flag=True, help="Refuse to measure when other processes load the CPU; exit 1 when a "
+              "cell was measured beside competing load (the report is still written).")
 @click.option("--threads", type=int, help="Intra-op threads for every runtime (default: library default).")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Run directory for torch-eager (default: the one recorded by the export).")
@@ -27,11 +32,13 @@ from .common import console, error_boundary, int_list, list_option
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write latency/throughput vs batch size (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 @error_boundary
-def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iters, duration, threads,
-            run_dir, trust_code, json_file, md_file, plot_file, quiet):
+def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iters, duration, concurrency, strict,
+            threads, run_dir, trust_code, json_file, md_file, plot_file, quiet):
     """Latency (p50/p90/p99, mean, std, min) and throughput of every exported artifact, per runtime,
     precision, device and batch size, with the speed-up over PyTorch eager fp32 measured in the
-    same run. TorchScript and .pt2 files are measured only with --trust-code."""
+    same run, plus load time, first-call latency, peak memory and size on disk. Cells measured
+    while other processes load the CPU are flagged noisy. TorchScript and .pt2 files are
+    measured only with --trust-code."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .. import render
@@ -47,7 +54,7 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
         report = bench(
             export_dir, runtimes=runtimes, precisions=precisions, devices=devices or (),
             batch_sizes=batch_sizes or (), warmup=warmup, iters=iters, duration=duration, threads=threads,
-            run_dir=run_dir, trust_code=trust_code,
+            run_dir=run_dir, trust_code=trust_code, concurrency=concurrency or (1,), strict=strict,
             progress=lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
         )
     if not quiet:
@@ -65,3 +72,17 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
         con.print(f"{r.label} batch {r.batch_size} failed: {r.error}", style="red", markup=False, highlight=False)
     if failed and len(failed) == len(report.results):
         raise TlexportError("every runtime failed; see the messages above")
+    if report.noisy:
+        con.print("noisy: other processes used the CPU while cells marked ! were measured; "
+                  "do not quote these numbers", style="yellow", markup=False, highlight=False)
+        if strict:
+            raise TlexportError("other processes loaded the CPU during the measurement (--strict)")
+
+
+def _warmup(value):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected 'auto' or a count, not {value!r}") from None

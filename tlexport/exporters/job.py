@@ -28,6 +28,8 @@ class Artifact:
     notes: list = field(default_factory=list)
     verified: bool | None = None
     verification: dict | None = None
+    int8: dict | None = None  # int8 only: which nodes stayed float, agreement reached, on which images
+    companions: list = field(default_factory=list)  # other files of the artifact: [{"file", "size", "sha256"}]
 
     def to_dict(self) -> dict:
         return asdict(self)

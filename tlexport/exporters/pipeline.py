@@ -25,9 +25,9 @@ from .job import Artifact, Job
 def _builders() -> dict[str, Callable]:
     """Format name -> builder(job, say) -> (artifacts, skipped notes). Each format's module is
     imported only when that format is exported."""
-    from . import onnx, pt2, torchscript
+    from . import onnx, openvino, pt2, torchscript
 
-    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build}
+    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build, "openvino": openvino.build}
 
 
 @dataclass
@@ -76,6 +76,12 @@ def check_options(formats, precisions, batch, device, calib_method, calib_size, 
     return formats, precisions, fixed
 
 
+def _fallback(value):
+    from .quantize import parse_fallback
+
+    return None if value is None else parse_fallback(value)
+
+
 def _prepare_out(run_dir: Path, out) -> Path:
     out = Path(out).expanduser() if out is not None else run_dir / "export"
     if out.exists() and not out.is_dir():
@@ -89,7 +95,7 @@ def _prepare_out(run_dir: Path, out) -> Path:
 
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method="minmax", calib_data=None, fp16_io=False,
-           bake_preprocess=False, verify=True, progress: Callable[[str], None] | None = None) -> ExportResult:
+           bake_preprocess=False, verify=True, int8_fallback=None, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
@@ -103,6 +109,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         calib_size, calib_method, calib_data: int8 calibration (see quantize.py).
         fp16_io: fp16 ONNX takes and returns float16 instead of float32.
         bake_preprocess: also write model.uint8.onnx (uint8 NHWC input, normalisation inside).
+        int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
         progress: called with a short description as each step starts.
     Returns:
@@ -133,7 +140,8 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
             result = _export_locked(run, spec, model, device, fixed, opset, out_dir, precisions, formats,
                                     arch_skipped, verify, say,
                                     dict(calib_size=int(calib_size), calib_method=calib_method,
-                                         calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess))
+                                         calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
+                                         int8_fallback=_fallback(int8_fallback)))
             published = True
     finally:
         if created and not published:
@@ -213,7 +221,7 @@ def _check_device(device: str) -> None:
 def _resolve_opset(formats, opset):
     from .onnx import resolve_opset
 
-    if "onnx" in formats:
+    if {"onnx", "openvino"} & set(formats):  # the IR is converted from ONNX
         return resolve_opset(opset)
     return None
 
@@ -240,6 +248,8 @@ def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None
     for a in artifacts:
         path = folder / a.file
         a.size, a.sha256 = path.stat().st_size, sha256(path)
+        a.companions = [{"file": c, "size": (folder / c).stat().st_size, "sha256": sha256(folder / c)}
+                        for c in table.companions_of(a.file)]
         if a.format == "onnx":
             a.opset = opset_of(path)
             a.inputs, a.outputs = io_spec(path)
@@ -265,14 +275,14 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
         "artifacts": [a.to_dict() for a in result.artifacts],
         "skipped": result.skipped,
         "verification": verification,
-        "versions": versions(("torch", "torchvision", "onnx", "onnxruntime", "numpy")),
+        "versions": versions(("torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy")),
     }
 
 
 def _publish(result: ExportResult, staging: Path, out_dir: Path) -> None:
     """Move the staged files into place, then write manifest.json last. Older tlexport artifacts
     that this export did not produce are removed so the folder matches its manifest."""
-    made = {a.file for a in result.artifacts}
+    made = {f for a in result.artifacts for f in (a.file, *table.companions_of(a.file))}
     with contextlib.suppress(FileNotFoundError):
         (out_dir / table.MANIFEST).unlink()
     for name in table.ALL_FILES:
@@ -280,7 +290,8 @@ def _publish(result: ExportResult, staging: Path, out_dir: Path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / name).unlink()
     for a in result.artifacts:
-        os.replace(staging / a.file, out_dir / a.file)
+        for name in (*table.companions_of(a.file), a.file):  # weights first: the graph names them
+            os.replace(staging / name, out_dir / name)
     table.write_manifest(out_dir, result.manifest)
 
 

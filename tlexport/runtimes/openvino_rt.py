@@ -9,9 +9,10 @@ from .base import Runtime
 
 
 class OpenVINORuntime(Runtime):
-    """OpenVINO on the CPU, reading the ONNX file itself (fp32, fp16 or int8 QDQ; no IR files to
-    keep in sync). Optional (`pip install "tlexport[openvino]"`): on x86 CPUs its int8 kernels are
-    often clearly faster than onnxruntime's, which is why parity and bench use it when present."""
+    """OpenVINO on the CPU, reading an OpenVINO IR (`model.xml`, its weights in the `.bin` beside
+    it) or an ONNX file directly (fp32, fp16 or int8 QDQ). Optional (`pip install
+    "tlexport[openvino]"`): on x86 CPUs its int8 kernels are often clearly faster than
+    onnxruntime's, which is why parity and bench use it when present. Torch-free."""
 
     name = "openvino"
 
@@ -27,11 +28,12 @@ class OpenVINORuntime(Runtime):
 
     def config(self) -> dict:
         """Latency mode (one request, all cores on it), optional thread count, and f32 inference
-        for fp32 files: on CPUs with bf16 OpenVINO would otherwise quietly run them in bf16."""
+        for fp32 and int8 files: on CPUs with bf16 OpenVINO would otherwise quietly run fp32 models,
+        and the layers an int8 model keeps in float for accuracy, in bf16."""
         cfg = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
             cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
-        if self.precision == "fp32":
+        if self.precision in ("fp32", "int8"):
             cfg["INFERENCE_PRECISION_HINT"] = "f32"
         return cfg
 
@@ -41,6 +43,9 @@ class OpenVINORuntime(Runtime):
             raise RuntimeUnavailable(reason)
         if self.artifact is None or not self.artifact.is_file():
             raise RuntimeUnavailable(f"{self.artifact} does not exist")
+        weights = self.artifact.with_suffix(".bin")
+        if self.artifact.suffix == ".xml" and not weights.is_file():
+            raise RuntimeUnavailable(f"{self.artifact.name}: its weights {weights.name} are missing beside it")
         import openvino as ov
 
         try:

@@ -18,10 +18,10 @@ from types import MappingProxyType
 
 from ..errors import UsageError
 
-# The int8 layers kept in float by default: "stem" (the first convolution, which sees raw
-# normalised pixels through three channels) and "head" (the classifier, whose logits decide the
-# label). `tlexport.exporters.quantize` turns these names into graph nodes.
-STEM_AND_HEAD = ("stem", "head")
+# int8 export's default fallback: every Conv/Gemm int8, then the fewest most sensitive layers kept
+# in float until the held-out gate passes (`tlexport.exporters.quantize`). A row may name layers
+# instead ("stem,head": the first convolution and the classifier) or say "none".
+INT8_AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ArchSpec:
         builder_kwargs: extra keyword arguments for torchvision's builder (e.g. no aux logits).
         ignore_keys: prefixes of pretrained keys that the built model does not have.
         position_embedding: pretrained position embeddings are resized to other input sizes.
-        int8_float: layers kept in float by int8 export by default ("stem", "head").
+        int8_fallback: default of `--int8-fallback`: "auto", "none" or comma-separated node names.
         atol, rtol: fp32 parity tolerance on logits (deeper nets sum in more orders).
         unsupported: "format" or "format/precision" -> the reason it cannot work.
         trace_size_checks: why TorchScript tracer warnings are harmless for this architecture
@@ -54,7 +54,7 @@ class ArchSpec:
     builder_kwargs: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     ignore_keys: tuple[str, ...] = ()
     position_embedding: bool = False
-    int8_float: tuple[str, ...] = STEM_AND_HEAD
+    int8_fallback: str = INT8_AUTO
     atol: float = 1e-4
     rtol: float = 1e-3
     unsupported: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
@@ -244,7 +244,7 @@ def describe(spec: ArchSpec) -> dict:
         "preprocess": {"resize": int(t.resize_size[0]), "crop": int(t.crop_size[0]),
                        "interpolation": t.interpolation.value},
         "head": spec.head, "min_size": spec.min_size, "size_multiple": spec.size_multiple,
-        "int8_float": list(spec.int8_float), "atol": spec.atol, "rtol": spec.rtol,
+        "int8_fallback": spec.int8_fallback, "atol": spec.atol, "rtol": spec.rtol,
         "unsupported": dict(spec.unsupported), "tested": spec.tested,
         "cached": hub_checkpoint_path(spec.name).is_file(),
     }

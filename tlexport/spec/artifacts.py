@@ -59,6 +59,8 @@ FORMATS: dict[str, Format] = {
                ("fp32", "fp16"), "TorchScript (traced, frozen) for LibTorch/C++"),
         Format("pt2", ".pt2", True, (("pt2", "cpu"), ("pt2", "cuda")),
                ("fp32",), "torch.export ExportedProgram"),
+        Format("openvino", ".xml", False, (("openvino", "cpu"),),
+               PRECISIONS, "OpenVINO IR: model.xml (graph) + model.bin (weights)"),
     )
 }
 
@@ -72,6 +74,8 @@ class ArtifactKind:
         file: its fixed name in an export folder.
         role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
         cuda_only: it can only be built and run on a GPU.
+        companions: other files that belong to it (OpenVINO's weights beside its graph): listed
+            with it in the manifest, published and removed with it.
     """
 
     format: str
@@ -79,6 +83,7 @@ class ArtifactKind:
     file: str
     role: str = MODEL
     cuda_only: bool = False
+    companions: tuple[str, ...] = ()
 
     @property
     def runs_code(self) -> bool:
@@ -93,9 +98,20 @@ KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind("torchscript", "fp32", "model.ts"),
     ArtifactKind("torchscript", "fp16", "model.fp16.ts", cuda_only=True),
     ArtifactKind("pt2", "fp32", "model.pt2"),
+    ArtifactKind("openvino", "fp32", "model.xml", companions=("model.bin",)),
+    ArtifactKind("openvino", "fp16", "model.fp16.xml", companions=("model.fp16.bin",)),
+    ArtifactKind("openvino", "int8", "model.int8.xml", companions=("model.int8.bin",)),
 )
 _BY_FILE = {k.file: k for k in KINDS}
-ALL_FILES = tuple(_BY_FILE)
+ALL_FILES = tuple(_BY_FILE) + tuple(c for k in KINDS for c in k.companions)
+
+
+def companions_of(file: str) -> tuple[str, ...]:
+    """The other files that belong to the artifact named `file` (by tlexport's fixed names, else
+    by suffix: an OpenVINO `x.xml` comes with `x.bin`)."""
+    if file in _BY_FILE:
+        return _BY_FILE[file].companions
+    return (str(Path(file).with_suffix(".bin")),) if Path(file).suffix == ".xml" else ()
 
 
 def kind(fmt: str, precision: str, role: str = MODEL) -> ArtifactKind | None:

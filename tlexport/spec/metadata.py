@@ -1,8 +1,10 @@
 """The metadata every artifact carries, so an app needs nothing but the model file.
 
-Written into ONNX `metadata_props` (keys `tlexport.*`), and into a `tlexport.json` extra file
-inside TorchScript and .pt2 zip archives. Reading never executes anything: ONNX is parsed with
-the `onnx` package (torch-free), the archives are opened with `zipfile`.
+Written into ONNX `metadata_props` (keys `tlexport.*`), into a `tlexport.json` extra file
+inside TorchScript and .pt2 zip archives, and into an OpenVINO IR's runtime info (`rt_info`, path
+`tlexport/metadata`, the same JSON). Reading never executes anything: ONNX is parsed with the
+`onnx` package (torch-free), the archives are opened with `zipfile`, the IR's XML with the
+standard library (no openvino needed).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ ONNX_KEYS = {
     "tlexport.batch": "batch",
 }
 JSON_VALUED = ("classes", "preprocess", "batch")
+IR_RT_INFO = ("tlexport", "metadata")  # rt_info path of the JSON in an OpenVINO IR
 FIELDS = tuple(ONNX_KEYS.values())
 
 # ---- the schema ---------------------------------------------------------------------------------
@@ -239,7 +242,7 @@ def read_metadata(path: Path | str) -> dict:
     """Read the embedded metadata of an artifact without running it.
 
     Args:
-        path: a `.onnx`, `.ts` (TorchScript) or `.pt2` file.
+        path: a `.onnx`, `.ts` (TorchScript), `.pt2` or OpenVINO `.xml` file.
     Returns:
         {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version"},
         validated (see `validate`); an empty dict when the file carries no tlexport metadata.
@@ -260,7 +263,23 @@ def read_metadata(path: Path | str) -> dict:
         return from_onnx_props({p.key: p.value for p in proto.metadata_props}, path)
     if path.suffix in (".ts", ".pt2"):
         return _read_zip_extra(path)
-    raise UsageError(f"{path}: unknown model type (expected .onnx, .ts or .pt2)")
+    if path.suffix == ".xml":
+        return read_ir_metadata(path)
+    raise UsageError(f"{path}: unknown model type (expected .onnx, .ts, .pt2 or .xml)")
+
+
+def read_ir_metadata(path: Path) -> dict:
+    """The JSON at rt_info `tlexport/metadata` of an OpenVINO IR's XML ({} when absent). The
+    model-level rt_info is a direct child of the root `<net>`; layers have their own, not read."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+        node = root.find("rt_info/" + "/".join(IR_RT_INFO))
+        meta = json.loads(node.get("value")) if node is not None else {}
+        return meta if isinstance(meta, dict) else {}
+    except (ET.ParseError, ValueError, TypeError, OSError) as e:
+        raise UsageError(f"{path} is not a readable OpenVINO IR ({first_line(e)})") from None
 
 
 def _read_zip_extra(path: Path) -> dict:

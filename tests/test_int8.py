@@ -1,0 +1,165 @@
+"""Accuracy-aware int8: calibration with any batch split, the fallback search, and the manifest
+record of which layers stayed float and what agreement was reached on which images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tlexport.cli import cli
+from tlexport.errors import UsageError
+from tlexport.exporters import quantize as Q
+
+META = {"classes": ["circle", "square", "triangle"], "preprocess": {"crop": 48}, "arch": "resnet18",
+        "weights_sha256": "0", "tlexport_version": "0", "torch_version": "0", "batch": "dynamic"}
+
+
+@pytest.fixture(scope="module")
+def prepared(fake_run, tmp_path_factory) -> Path:
+    """The fake run's fp32 ONNX after onnxruntime's quantization pre-processing."""
+    from tlexport.exporters.pipeline import export
+
+    out = tmp_path_factory.mktemp("int8") / "export"
+    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
+    return Q.prepare(out / "model.onnx", out.parent / "pre.onnx")
+
+
+def _train_files(fake_run, n):
+    from tlexport.models import load_run
+
+    run = load_run(fake_run)
+    return [p for p, _ in run.samples("train")][:n], run.preprocess
+
+
+def test_calibration_batches_keep_a_short_last_batch_unless_padded(fake_run):
+    files, pre = _train_files(fake_run, 7)
+    assert [len(b) for b in Q.calibration_batches(files, pre, 3)] == [3, 3, 1]
+    padded = Q.calibration_batches(files, pre, 3, pad=True)
+    assert [len(b) for b in padded] == [3, 3, 3]
+    assert np.array_equal(padded[-1][1], padded[-1][0])  # padding repeats the last image
+
+
+@pytest.mark.parametrize("method", Q.CALIB_METHODS)
+def test_every_calibration_method_takes_uneven_batches(prepared, fake_run, tmp_path, method):
+    """onnxruntime's percentile/entropy calibrators stack every batch into one array and fail
+    on a short last batch; one batch per collect_data call must work for all three methods."""
+    import onnx
+    import onnxruntime as ort
+
+    files, pre = _train_files(fake_run, 7)
+    batches = Q.calibration_batches(files, pre, 3)
+    cache = tmp_path / "ranges.json"
+    dst = tmp_path / f"{method}.onnx"
+    Q.to_int8(prepared, dst, batches=batches, method=method, meta=META, cache=cache)
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert cache.is_file() and json.loads(cache.read_text())  # ranges kept for the next trial
+    x = np.random.default_rng(0).standard_normal((2, 3, 48, 48), dtype=np.float32)
+    out = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert out.shape == (2, 3) and np.isfinite(out).all()
+    # A second quantization with the cache reuses the same ranges: identical file content.
+    again = tmp_path / f"{method}-again.onnx"
+    Q.to_int8(prepared, again, batches=[], method=method, meta=META, cache=cache)
+    assert again.read_bytes() == dst.read_bytes()
+
+
+def test_float_nodes_resolve_aliases_and_reject_unknown_names(prepared):
+    names = Q.candidate_nodes(prepared)
+    assert Q.float_nodes(prepared, ("stem", "head")) == [names[0], names[-1]]
+    assert Q.float_nodes(prepared, (names[3],)) == [names[3]]
+    with pytest.raises(UsageError, match="no quantizable node named nope"):
+        Q.float_nodes(prepared, ("nope",))
+
+
+def test_parse_fallback():
+    assert Q.parse_fallback("auto") == "auto" and Q.parse_fallback(" none ") == "none"
+    assert Q.parse_fallback("stem, head,stem") == ("stem", "head")
+    assert Q.parse_fallback(["node_Conv_1"]) == ("node_Conv_1",)
+    with pytest.raises(UsageError):
+        Q.parse_fallback(" , ")
+
+
+def test_fewest_float_finds_the_shortest_passing_prefix():
+    class Res:
+        def __init__(self, passed):
+            self.passed = passed
+
+    ranked = [f"n{i}" for i in range(40)]
+    calls = []
+
+    def trial(keep):  # the gate passes once n0..n6 are all float
+        calls.append(len(keep))
+        return "file", keep, Res(set(ranked[:7]) <= set(keep))
+
+    path, keep, res = Q.fewest_float(trial, ranked)
+    assert res.passed and keep == ranked[:7]
+    assert len(calls) <= 2 * int(np.ceil(np.log2(len(ranked)))) + 1  # logarithmic, not one per layer
+    _, keep, res = Q.fewest_float(lambda k: ("f", k, Res(False)), ranked)
+    assert not res.passed and keep == ranked  # nothing passes: the caller sees the all-float failure
+
+
+def test_held_out_images_are_the_val_split_or_labelled_random(fake_run):
+    from tlexport.models import load_run
+
+    run = load_run(fake_run)
+    inputs = Q.held_out(run)
+    val = [str(p) for p, _ in run.samples("val")]
+    train = {str(p) for p, _ in run.samples("train")}
+    assert len(inputs) == len(val) == 12 and not set(val) & train  # never the calibration images
+    assert all(any(v.endswith(n) for v in val) for n in inputs.names)
+    assert inputs.labels is not None
+
+    class NoSplit:
+        preprocess = run.preprocess
+
+        def samples(self, split):
+            return []
+
+    rnd = Q.held_out(NoSplit())
+    assert rnd.labels is None and "random" in rnd.source and "not on disk" in rnd.source
+
+
+def test_auto_fallback_keeps_the_most_sensitive_layers_and_records_them(fake_run, tmp_path, monkeypatch):
+    """A gate that needs two layers in float (simulated on top of the real measurement): the
+    export keeps exactly the two most sensitive layers float, says so in the manifest, and the
+    shipped graph really has those layers unquantized."""
+    import onnx
+
+    real = Q.Trials.__call__
+
+    def needs_two(self, keep):
+        path, keep, res = real(self, keep)
+        res.passed = len(keep) >= 2
+        return path, keep, res
+
+    monkeypatch.setattr(Q.Trials, "__call__", needs_two)
+    out = tmp_path / "export"
+    r = CliRunner().invoke(cli, ["export", str(fake_run), "--precision", "int8", "--out", str(out),
+                                 "--calib-size", "10", "--no-verify"])
+    assert r.exit_code == 0, r.output
+    (art,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    rec = art["int8"]
+    assert rec["fallback"] == "auto" and len(rec["float_nodes"]) == 2
+    assert rec["float_nodes"] == [n for n, _ in rec["sensitivity_db"][:2]]
+    assert rec["images"] == 12 and rec["images_source"] == "the run's val split" and rec["labelled"]
+    assert rec["trials"][0]["float_nodes"] == 0 and rec["trials"][-1]["passed"] in (True, False)
+    assert 0.0 <= rec["top1_agreement"] <= 1.0 and rec["calibration"]["images"] == 10
+    graph = onnx.load(str(out / "model.int8.onnx")).graph
+    produced_by = {o: n.op_type for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type in Q.CANDIDATE_OPS:
+            quantized = produced_by.get(node.input[1]) == "DequantizeLinear"
+            assert quantized == (node.name not in rec["float_nodes"]), node.name
+    assert "kept in float" in " ".join(art["notes"])
+
+
+def test_bad_fallback_is_a_one_line_usage_error(fake_run, tmp_path):
+    r = CliRunner().invoke(cli, ["export", str(fake_run), "--precision", "int8", "--out", str(tmp_path / "x"),
+                                 "--int8-fallback", " , "])
+    assert r.exit_code == 2, r.output
+    assert "--int8-fallback" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x").exists()
