@@ -146,11 +146,12 @@ def command(resume_dir, as_json, quiet, **options):
 
 def with_config_file(options: dict) -> dict:
     """`options` with the --config file's values for every option not typed on the command line
-    (flags given win over the file; the file wins over defaults)."""
+    (flags given win over the file; the file wins over defaults). File keys are TrainConfig
+    fields; a command with fewer flags (lr-find) still gets the file's other options."""
     from ..training.config import load_config_file
 
     path = options.get("config_file")
     if not path:
         return options
     values = load_config_file(path)
-    return {**options, **{k: v for k, v in values.items() if k in options and not given(k)}}
+    return {**options, **{k: v for k, v in values.items() if not (k in options and given(k))}}
