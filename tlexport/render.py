@@ -257,11 +257,13 @@ def plot_lr_find(path: Path | str, result) -> Path:
 
 
 def lr_find_summary(con, result) -> None:
-    """Two lines: the suggestion and the rule that chose it, then both rules' values."""
+    """The suggestion and the rule that chose it, both rules' values, and any warning."""
     con.print(f"suggested lr [bold]{result.suggested_lr:.3g}[/bold]: {result.rule_text}")
     con.print(f"min-loss/10 {result.min10_lr:.3g}   steepest {result.steepest_lr:.3g}   "
               f"lowest loss at {result.min_loss_lr:.3g}   swept {result.start_lr:.2g}..{result.lrs[-1]:.2g} "
               f"in {result.steps} steps" + ("   (stopped: loss diverged)" if result.diverged else ""))
+    if result.warning:
+        con.print(f"[yellow]warning:[/yellow] {result.warning}")
 
 
 def latency_vs_batch(report, path: Path | str, title: str | None = None) -> Path:

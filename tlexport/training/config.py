@@ -159,7 +159,7 @@ def _coerce(path: Path, key, type_text: str, value):
         if not isinstance(value, bool):
             raise bad
         return value
-    if isinstance(value, bool) or isinstance(value, (list, dict)) or value is None:
+    if isinstance(value, (bool, list, dict)) or value is None:
         raise bad
     try:
         if kind == "int":

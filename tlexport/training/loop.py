@@ -19,8 +19,16 @@ from ..fileio import write_json
 from ..models import build, default_preprocess
 from .checkpoint import restore_rng, save_checkpoint, save_weights, write_metrics
 from .config import TrainConfig
-from .recipe import (EarlyStopping, ema_state, hard_labels, make_criterion, make_ema, recipe_meta, train_collate,
-                     train_sampler)
+from .recipe import (
+    EarlyStopping,
+    ema_state,
+    hard_labels,
+    make_criterion,
+    make_ema,
+    recipe_meta,
+    train_collate,
+    train_sampler,
+)
 from .schedule import make_optimizer, make_scheduler
 from .torchutil import amp_dtype, predict_logits, resolve_device, set_backbone_frozen, set_train_mode, to_device
 

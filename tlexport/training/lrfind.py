@@ -33,6 +33,7 @@ class LrFindResult:
     end_lr: float
     diverged: bool  # stopped early because the smoothed loss blew up
     steps: int
+    warning: str | None = None  # why the suggestion may not be trusted
     extra: dict = field(default_factory=dict)  # arch, data, ... (filled by find_lr)
 
     @property
@@ -44,6 +45,7 @@ class LrFindResult:
             "suggested_lr": self.suggested_lr, "rule": self.rule, "rule_text": self.rule_text,
             "min10_lr": self.min10_lr, "steepest_lr": self.steepest_lr, "min_loss_lr": self.min_loss_lr,
             "start_lr": self.start_lr, "end_lr": self.end_lr, "diverged": self.diverged, "steps": self.steps,
+            "warning": self.warning,
             **self.extra, "lrs": self.lrs, "losses": self.losses, "smoothed": self.smoothed,
         }
 
@@ -123,8 +125,12 @@ def run_lr_find(model, optimizer, step_fn, start_lr: float = 1e-7, end_lr: float
         raise TlexportError(f"the loss diverged within {len(lrs) + 1} step(s) of the sweep; "
                             f"lower --start-lr (now {start_lr:g})")
     picks = suggest(lrs, smoothed)
+    warning = None
+    if picks["min_loss_lr"] == lrs[0]:
+        warning = ("the smoothed loss was lowest at the first LR (it never fell): "
+                   "lower --start-lr or raise --steps before trusting the suggestion")
     return LrFindResult(lrs, losses, smoothed, picks[f"{rule}_lr"], rule, picks["min10_lr"], picks["steepest_lr"],
-                        picks["min_loss_lr"], start_lr, end_lr, diverged, len(lrs))
+                        picks["min_loss_lr"], start_lr, end_lr, diverged, len(lrs), warning)
 
 
 def find_lr(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
