@@ -236,6 +236,36 @@ def plot_confusion(confusion, classes: list[str], path: Path | str) -> Path:
     return _save(fig, path)
 
 
+def plot_lr_find(path: Path | str, result) -> Path:
+    """The LR range test (an LrFindResult): raw and smoothed loss against the LR on a log axis,
+    with the suggested LR marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss")
+    ax.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed loss")
+    ax.axvline(result.suggested_lr, color="C3", ls="--", label=f"suggested {result.suggested_lr:.2g} ({result.rule})")
+    other = result.steepest_lr if result.rule == "min10" else result.min10_lr
+    ax.axvline(other, color="C2", ls=":", label=f"{'steepest' if result.rule == 'min10' else 'min10'} {other:.2g}")
+    ax.set_xscale("log")
+    low, high = min(result.smoothed), max(result.smoothed[0], min(result.smoothed) * 4)
+    ax.set(xlabel="learning rate", ylabel="loss", title="LR range test",
+           ylim=(low - 0.05 * (high - low), high + 0.1 * (high - low) + 1e-9))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def lr_find_summary(con, result) -> None:
+    """The suggestion and the rule that chose it, both rules' values, and any warning."""
+    con.print(f"suggested lr [bold]{result.suggested_lr:.3g}[/bold]: {result.rule_text}")
+    con.print(f"min-loss/10 {result.min10_lr:.3g}   steepest {result.steepest_lr:.3g}   "
+              f"lowest loss at {result.min_loss_lr:.3g}   swept {result.start_lr:.2g}..{result.lrs[-1]:.2g} "
+              f"in {result.steps} steps" + ("   (stopped: loss diverged)" if result.diverged else ""))
+    if result.warning:
+        con.print(f"[yellow]warning:[/yellow] {result.warning}")
+
+
 def latency_vs_batch(report, path: Path | str, title: str | None = None) -> Path:
     """PNG of p50 latency (with p90 whiskers) and throughput against batch size, one line per
     runtime/precision/device. Failed cells are left out.

@@ -25,9 +25,9 @@ def main():
 
 
 def _register() -> None:
-    from . import archs, bench, evaluate, export, parity, predict, quickstart, train
+    from . import archs, bench, evaluate, export, lrfind, parity, predict, quickstart, train
 
-    for module in (train, evaluate, export, predict, parity, bench, archs, quickstart):
+    for module in (train, evaluate, export, predict, parity, bench, archs, quickstart, lrfind):
         cli.add_command(module.command)
 
 

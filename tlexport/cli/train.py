@@ -110,6 +110,22 @@ class ArchType(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out (its run files are removed).")
+@click.option("--ema", default=0.0, show_default=True, type=float,
+              help="Keep an EMA of the weights with this decay per step (e.g. 0.9998); it is validated and saved. 0 = off.")
+@click.option("--mixup", default=0.0, show_default=True, type=float, help="MixUp Beta(alpha, alpha) per batch; 0 = off.")
+@click.option("--cutmix", default=0.0, show_default=True, type=float, help="CutMix Beta(alpha, alpha) per batch; 0 = off.")
+@click.option("--mixup-prob", default=1.0, show_default=True, type=float, help="Chance a batch is mixed at all.")
+@click.option("--mixup-switch-prob", default=0.5, show_default=True, type=float,
+              help="Chance of CutMix instead of MixUp when both are on.")
+@click.option("--auto-augment", default="none", show_default=True, type=click.Choice(["rand", "trivial", "none"]),
+              help="RandAugment or TrivialAugmentWide after the random crop and flip.")
+@click.option("--patience", default=0, show_default=True, type=int,
+              help="Stop when val accuracy has not improved for N epochs; 0 = off.")
+@click.option("--class-weights", default="none", show_default=True, type=click.Choice(["auto", "none"]),
+              help="auto: inverse-frequency class weights in the loss (imbalanced data).")
+@click.option("--balanced-sampler", is_flag=True, help="Draw every class equally often (seeded, with replacement).")
+@click.option("--config", "config_file", type=click.Path(),
+              help="YAML or JSON file of train options (keys as the flags: batch_size or batch-size); flags given win.")
 @error_boundary
 def command(resume_dir, as_json, quiet, overwrite, **options):
     """Fine-tune a pretrained torchvision classifier on a folder of labelled images."""
@@ -126,6 +142,7 @@ def command(resume_dir, as_json, quiet, overwrite, **options):
         picked = {k: options[k] for k in RESUME_OPTIONS if given(k)}
         run_training(lambda p: resume(resume_dir, progress=p, **picked), quiet, as_json)
         return
+    options = with_config_file(options)
     if not options["data"]:
         raise click.UsageError("--data DIR is required (or --resume RUN_DIR)")
     cfg = TrainConfig(**options)
@@ -133,3 +150,16 @@ def command(resume_dir, as_json, quiet, overwrite, **options):
 
 
 RESUME_OPTIONS = ("epochs", "device", "workers")
+
+
+def with_config_file(options: dict) -> dict:
+    """`options` with the --config file's values for every option not typed on the command line
+    (flags given win over the file; the file wins over defaults). File keys are TrainConfig
+    fields; a command with fewer flags (lr-find) still gets the file's other options."""
+    from ..training.config import load_config_file
+
+    path = options.get("config_file")
+    if not path:
+        return options
+    values = load_config_file(path)
+    return {**options, **{k: v for k, v in values.items() if not (k in options and given(k))}}

@@ -171,21 +171,33 @@ class Preprocess:
             ]
         )
 
-    def train_transform(self, augment: bool = True, min_scale: float = 0.08):
+    def train_transform(self, augment: bool = True, min_scale: float = 0.08, auto_augment: str = "none"):
         """Training transform: RandomResizedCrop (area fraction in [min_scale, 1]) + horizontal
-        flip, or the eval transform."""
+        flip, then optionally RandAugment (`auto_augment="rand"`: 2 ops at magnitude 9, the
+        torchvision defaults) or TrivialAugmentWide (`"trivial"`), from transforms.v2; or the
+        eval transform when `augment` is off."""
         if not augment:
             return self.eval_transform()
         from torchvision import transforms as T
 
-        return T.Compose(
-            [
-                T.RandomResizedCrop(self.crop, scale=(min_scale, 1.0), interpolation=_tv_interp(self.interpolation)),
-                T.RandomHorizontalFlip(),
-                T.ToTensor(),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+        steps = [
+            T.RandomResizedCrop(self.crop, scale=(min_scale, 1.0), interpolation=_tv_interp(self.interpolation)),
+            T.RandomHorizontalFlip(),
+        ]
+        if auto_augment != "none":
+            steps.append(_auto_augment(auto_augment, self.interpolation))
+        return T.Compose([*steps, T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+
+def _auto_augment(name: str, interpolation: str):
+    """A transforms.v2 policy on the PIL image (before ToTensor, as torchvision's references do)."""
+    from torchvision.transforms import v2
+
+    if name == "rand":
+        return v2.RandAugment(interpolation=_tv_interp(interpolation))
+    if name == "trivial":
+        return v2.TrivialAugmentWide(interpolation=_tv_interp(interpolation))
+    raise ValueError(f"unknown auto_augment {name!r}; use rand, trivial or none")
 
 
 def _tv_interp(name: str):

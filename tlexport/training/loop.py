@@ -20,6 +20,16 @@ from ..fileio import clean_stale, folder_lock, write_json
 from ..models import build, default_preprocess
 from .checkpoint import restore_rng, save_checkpoint, save_weights, write_metrics
 from .config import TrainConfig
+from .recipe import (
+    EarlyStopping,
+    ema_state,
+    hard_labels,
+    make_criterion,
+    make_ema,
+    recipe_meta,
+    train_collate,
+    train_sampler,
+)
 from .schedule import make_optimizer, make_scheduler
 from .torchutil import amp_dtype, predict_logits, resolve_device, set_backbone_frozen, set_train_mode, to_device
 
@@ -35,6 +45,7 @@ class EpochStats:
     val_acc: float
     images_per_s: float
     seconds: float
+    raw_val_acc: float | None = None  # with --ema: the raw (non-averaged) weights' val accuracy
 
 
 @dataclass
@@ -50,6 +61,7 @@ class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     skipped: int = 0
     notes: list[str] = field(default_factory=list)  # e.g. what --resume found changed on disk
+    stopped_epoch: int | None = None  # set when --patience ended the run early
 
     def to_dict(self) -> dict:
         return {
@@ -62,6 +74,7 @@ class TrainResult:
             "weights_source": self.weights_source,
             "device": self.device,
             "skipped_files": self.skipped,
+            "stopped_epoch": self.stopped_epoch,
             "history": [asdict(h) for h in self.history],
             "notes": self.notes,
         }
@@ -81,7 +94,7 @@ def make_loaders(scanned: ScanResult, pre: Preprocess, cfg: TrainConfig, device)
     """Train loader (augmented, shuffled by a per-epoch seeded sampler) and val loader (eval
     transform). Returns (train_loader, val_loader, sampler_generator)."""
     import torch
-    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data import DataLoader
 
     workers = cfg.workers if cfg.workers is not None else default_workers(device)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -91,9 +104,10 @@ def make_loaders(scanned: ScanResult, pre: Preprocess, cfg: TrainConfig, device)
     )
     if workers > 0:
         common["prefetch_factor"] = 4
-    train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment, cfg.crop_scale))
+    train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment, cfg.crop_scale, cfg.auto_augment))
     val_ds = ImageDataset(scanned.val, pre.eval_transform())
-    train = DataLoader(train_ds, sampler=RandomSampler(train_ds, generator=generator), drop_last=False, **common)
+    train = DataLoader(train_ds, sampler=train_sampler(train_ds, cfg, generator), drop_last=False,
+                       **{**common, "collate_fn": train_collate(cfg, len(scanned.classes))})
     val = DataLoader(val_ds, shuffle=False, **common)
     return train, val, generator
 
@@ -127,9 +141,11 @@ def train_step(model, x, y, optimizer, scaler, criterion, dtype):
 
 
 def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, scheduler, progress,
-                max_steps: int | None = None):
-    """One pass over the training data (at most `max_steps` steps), stepping `scheduler` after
-    every optimisation step. Returns (mean loss, accuracy, images/s)."""
+                max_steps: int | None = None, ema=None):
+    """One pass over the training data (at most `max_steps` steps), stepping `scheduler` (and
+    updating the `ema` model, if any) after every optimisation step. Labels may be soft (mixup /
+    cutmix); accuracy then counts the dominant class of each mix. Returns (mean loss, accuracy,
+    images/s)."""
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     for i, batch in enumerate(loader):
         if max_steps is not None and i >= max_steps:
@@ -148,6 +164,9 @@ def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, sche
             raise UsageError("a training batch of one image is too small for this model at this image size "
                              "(BatchNorm needs more than one value per channel); use --batch-size 2 or more") from None
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        y = hard_labels(y)
         n = y.numel()
         loss_sum += loss.item() * n
         correct += (logits.argmax(1) == y).sum().item()
@@ -246,7 +265,9 @@ class _Session:
             torch.backends.cudnn.benchmark = True
         self.train_loader, self.val_loader, self.generator = make_loaders(self.scanned, self.pre, cfg, self.device)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.steps_per_epoch)
-        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.criterion = make_criterion(cfg, self.scanned.train, len(self.scanned.classes), self.device)
+        self.ema = make_ema(self.model, cfg)  # None unless --ema
+        self.stopper = EarlyStopping(cfg.patience)
         self.epoch, self.step, self.best_acc, self.best_epoch = 0, 0, -1.0, 0
         self.history: list[EpochStats] = []
 
@@ -265,6 +286,9 @@ class _Session:
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.best_acc, self.best_epoch = float(ckpt["best_acc"]), int(ckpt["best_epoch"])
         self.history = [EpochStats(**h) for h in ckpt["history"]]
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.stopper.load_state_dict(ckpt.get("early_stopping", {}))
         restore_rng(ckpt["rng"])
 
     def run_meta(self) -> dict:
@@ -287,6 +311,7 @@ class _Session:
                 "last_val_accuracy": self.history[-1].val_acc if self.history else None,
             },
             "options": asdict(self.cfg),
+            "recipe": recipe_meta(self.cfg, self.scanned.train, len(self.scanned.classes), self.stopper),
             "versions": versions(("torch", "torchvision")),
         }
 
@@ -315,18 +340,24 @@ class _Session:
         start = time.perf_counter()
         loss, acc, rate = train_epoch(self.model, self.train_loader, self.optimizer, self.scaler,
                                       self.criterion, self.device, self.dtype, self.scheduler, self.progress,
-                                      max_steps=self.steps_per_epoch)
+                                      max_steps=self.steps_per_epoch, ema=self.ema)
         self.step += self.steps_per_epoch
-        val_loss, val_acc = self.validate()
+        val_loss, val_acc = self.validate(self.eval_model)
+        raw_acc = self.validate(self.model)[1] if self.ema is not None else None
         stats = EpochStats(epoch + 1, phase, lr, loss, acc, val_loss, val_acc,
-                           rate, time.perf_counter() - start)
+                           rate, time.perf_counter() - start, raw_acc)
         self.progress.end_epoch(stats)
         return stats
 
-    def validate(self) -> tuple[float, float]:
+    @property
+    def eval_model(self):
+        """The weights that are validated and saved: the EMA model's when --ema is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def validate(self, model) -> tuple[float, float]:
         import torch
 
-        logits, labels = predict_logits(self.model, self.val_loader, self.device, self.dtype)
+        logits, labels = predict_logits(model, self.val_loader, self.device, self.dtype)
         if labels.numel() == 0:
             raise TlexportError("no validation image could be read")
         loss = torch.nn.functional.cross_entropy(logits, labels).item()
@@ -336,20 +367,28 @@ class _Session:
         self.history.append(stats)
         self.epoch += 1
         meta = self.weights_meta()
-        if stats.val_acc > self.best_acc:
+        improved = stats.val_acc > self.best_acc
+        if improved:
             self.best_acc, self.best_epoch = stats.val_acc, stats.epoch
-            save_weights(self.model, self.run_dir / "best.safetensors", meta)
-        save_weights(self.model, self.run_dir / "last.safetensors", meta)
+            save_weights(self.eval_model, self.run_dir / "best.safetensors", meta)
+        save_weights(self.eval_model, self.run_dir / "last.safetensors", meta)
+        self.stopper.update(stats.epoch, improved)
         state = {"epoch": self.epoch, "step": self.step, "best_acc": self.best_acc,
-                 "best_epoch": self.best_epoch, "history": [asdict(h) for h in self.history]}
+                 "best_epoch": self.best_epoch, "history": [asdict(h) for h in self.history],
+                 "early_stopping": self.stopper.state_dict()}
+        if self.ema is not None:
+            state["ema"] = ema_state(self.ema)
         save_checkpoint(self.run_dir / "checkpoint.pt", self.model, self.optimizer, self.scaler, self.scheduler,
                         state)
         write_metrics(self.run_dir, self.history)
         write_json(self.run_dir / "run.json", self.run_meta())
 
     def loop(self) -> TrainResult:
-        while self.epoch < self.cfg.epochs:
+        while self.epoch < self.cfg.epochs and not self.stopper.stopped:
             self.finish_epoch(self.run_epoch())
+        if self.stopper.stopped:
+            self.progress.message(f"early stop after epoch {self.stopper.stopped_epoch}: no val accuracy gain "
+                                  f"for {self.cfg.patience} epoch(s); best {self.best_acc:.1%} at epoch {self.best_epoch}")
         from ..render import plot_curves
 
         plot_curves(self.run_dir / "curves.png", self.history)
@@ -357,7 +396,7 @@ class _Session:
             run_dir=self.run_dir, classes=self.scanned.classes, best_val_accuracy=self.best_acc,
             best_epoch=self.best_epoch, epochs=self.epoch, weights_file=self.run_dir / "best.safetensors",
             weights_source=self.source.kind, device=str(self.device), history=self.history,
-            skipped=len(self.scanned.skipped), notes=self.notes,
+            skipped=len(self.scanned.skipped), notes=self.notes, stopped_epoch=self.stopper.stopped_epoch,
         )
 
 
@@ -415,6 +454,9 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
             return session.loop()
         session.source.kind, session.source.file = _stored_source(meta)
         session.resume_from(ckpt)
+        if session.stopper.stopped:
+            raise UsageError(f"{run_dir} stopped early at epoch {session.stopper.stopped_epoch} "
+                             f"(--patience {cfg.patience}); there is nothing to resume")
         if session.epoch >= cfg.epochs:
             raise UsageError(f"{run_dir} already finished {session.epoch} epoch(s); pass --epochs N (> {session.epoch}) to train on")
         progress.message(f"resuming {run_dir} at epoch {session.epoch + 1}/{cfg.epochs}")
