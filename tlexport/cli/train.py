@@ -109,17 +109,124 @@ class ArchType(click.ParamType):
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue RUN_DIR from its checkpoint with its stored options.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--linear-probe", is_flag=True, help="Train only the new head, every epoch (frozen backbone).")
+@click.option("--cache-views", default=0, show_default=True, type=int,
+              help="Head stage: augmented views cached per image (0: one view, eval preprocessing).")
+@click.option("--feature-cache", default="auto", show_default=True, type=click.Choice(["auto", "memory", "disk", "off"]),
+              help="Head stage (frozen backbone) trains on backbone features computed once per image, kept in "
+                   "memory or in RUN/feature-cache (auto: disk above 2 GiB); off runs the frozen model every epoch.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+              help="Autocast: auto = AMP on CUDA, bf16 on CPUs with AVX-512 BF16/AMX where a probe finds it faster.")
+@click.option("--dist-timeout", default=900.0, show_default=True, type=float,
+              help="Distributed: seconds a rank waits for the others before the job fails.")
+@click.option("--nproc", type=int, help="Train data-parallel in N processes on this machine (torchrun's launcher).")
 @error_boundary
-def command(resume_dir, as_json, quiet, **options):
+def command(resume_dir, as_json, quiet, nproc, **options):
     """Fine-tune a pretrained torchvision classifier on a folder of labelled images."""
+    from ..training import distributed as D
+
+    if not resume_dir and not options["data"]:
+        raise click.UsageError("--data DIR is required (or --resume RUN_DIR)")
+    if nproc is not None and D.env_info().world_size == 1:
+        launch_training(resume_dir, nproc, quiet, as_json, options)
+        return
+    if D.env_info().world_size > 1:  # a worker of torchrun (or of --nproc): rank 0 alone speaks
+        quiet, as_json = quiet or D.env_info().rank != 0, as_json and D.env_info().rank == 0
+    result = as_worker(lambda: train_or_resume(resume_dir, quiet, as_json, options))
+    D.write_result(result.to_dict())
+    D.cleanup()
+
+
+def train_or_resume(resume_dir, quiet, as_json, options):
     from ..training.config import TrainConfig
     from ..training.loop import resume, train
 
     if resume_dir:
         epochs = options["epochs"] if given("epochs") else None
-        run_training(lambda p: resume(resume_dir, epochs=epochs, progress=p), quiet, as_json)
-        return
-    if not options["data"]:
-        raise click.UsageError("--data DIR is required (or --resume RUN_DIR)")
+        return run_training(lambda p: resume(resume_dir, epochs=epochs, progress=p), quiet, as_json)
     cfg = TrainConfig(**options)
-    run_training(lambda p: train(cfg, progress=p), quiet, as_json)
+    return run_training(lambda p: train(cfg, progress=p), quiet, as_json)
+
+
+def as_worker(fn):
+    """Run `fn`; in a worker of `--nproc` an error goes to torchelastic's error file for the
+    launcher's one-line report (instead of one line from every rank)."""
+    import sys
+
+    from ..errors import TlexportError, first_line
+    from ..training import distributed as D
+
+    if not D.launched():
+        return fn()
+    try:
+        return fn()
+    except TlexportError as e:
+        D.report_worker_error(str(e))
+        sys.exit(e.exit_code)
+    except Exception as e:
+        D.report_worker_error(f"unexpected {type(e).__name__}: {first_line(e, 300)}")
+        sys.exit(1)
+
+
+def launch_training(resume_dir, nproc, quiet, as_json, options):
+    """`--nproc N`: check what can be checked here, start N workers with the same options (and
+    one --out for all), then print the main worker's result or the failure in one line."""
+    from pathlib import Path
+
+    from ..errors import TlexportError
+    from ..training import distributed as D
+    from ..training.config import TrainConfig
+    from ..training.loop import check_new_run_dir, default_run_dir
+
+    if resume_dir:
+        run_dir = Path(resume_dir).expanduser()
+        args = forward_args(exclude={"nproc", "as_json", "quiet"})
+    else:
+        cfg = TrainConfig(**options)
+        cfg.validate()
+        run_dir = default_run_dir(cfg)
+        check_new_run_dir(run_dir)
+        args = forward_args(exclude={"nproc", "as_json", "quiet", "out"}) + ["--out", str(run_dir)]
+    args += ["--quiet"] if quiet or as_json else []
+    try:
+        result = D.launch(nproc, args)
+    except TlexportError as e:
+        if (run_dir / "checkpoint.pt").is_file():
+            raise TlexportError(f"{e}; the job stopped. Its last finished epoch is saved: "
+                                f"tlexport train --resume {run_dir} --nproc {nproc}") from None
+        raise TlexportError(f"{e}; the job stopped") from None
+    show_result(result, quiet, as_json)
+
+
+def forward_args(exclude: set) -> list[str]:
+    """The options the user typed, as command-line arguments again (for the workers)."""
+    ctx = click.get_current_context()
+    args = []
+    for param in ctx.command.params:
+        if param.name in exclude or not given(param.name):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag and param.secondary_opts:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            args += [param.opts[0]] if value else []
+        else:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+def show_result(result: dict, quiet: bool, as_json: bool) -> None:
+    from pathlib import Path
+
+    from ..render import train_summary
+    from ..training.loop import EpochStats, TrainResult
+
+    if as_json:
+        emit_json(result)
+    elif not quiet:
+        train_summary(console(), TrainResult(
+            run_dir=Path(result["run_dir"]), classes=result["classes"],
+            best_val_accuracy=result["best_val_accuracy"], best_epoch=result["best_epoch"],
+            epochs=result["epochs"], weights_file=Path(result["weights_file"]),
+            weights_source=result["weights_source"], device=result["device"],
+            history=[EpochStats(**h) for h in result["history"]], skipped=result["skipped_files"]))
