@@ -43,8 +43,9 @@ class RichTrainProgress:
             self.bar.stop()
 
 
-def run_training(fn, quiet, as_json):
-    """Run `fn(progress)` with a progress bar, then print its TrainResult (table or JSON)."""
+def run_training(fn, quiet, as_json, summary=True):
+    """Run `fn(progress)` with a progress bar, then print its TrainResult (table or JSON; none
+    without `summary`)."""
     from ..render import train_summary
 
     con = console(quiet or as_json)
@@ -55,7 +56,7 @@ def run_training(fn, quiet, as_json):
         progress.close()
     if as_json:
         emit_json(result.to_dict())
-    elif not quiet:
+    elif not quiet and summary:
         train_summary(con, result)
     return result
 
@@ -138,14 +139,17 @@ def command(resume_dir, as_json, quiet, nproc, **options):
 
 
 def train_or_resume(resume_dir, quiet, as_json, options):
+    from ..training import distributed as D
     from ..training.config import TrainConfig
     from ..training.loop import resume, train
 
+    summary = not D.launched()  # under --nproc the launcher prints it
+
     if resume_dir:
         epochs = options["epochs"] if given("epochs") else None
-        return run_training(lambda p: resume(resume_dir, epochs=epochs, progress=p), quiet, as_json)
+        return run_training(lambda p: resume(resume_dir, epochs=epochs, progress=p), quiet, as_json, summary)
     cfg = TrainConfig(**options)
-    return run_training(lambda p: train(cfg, progress=p), quiet, as_json)
+    return run_training(lambda p: train(cfg, progress=p), quiet, as_json, summary)
 
 
 def as_worker(fn):

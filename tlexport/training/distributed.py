@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -266,8 +267,12 @@ def launch(nproc: int, cli_args: list[str]) -> dict:
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1, got {nproc}")
     budget = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    # The workers run this very tlexport (not whichever a `-m tlexport` would find from their cwd).
+    root = str(Path(__file__).resolve().parents[2])
+    code = f"import sys; sys.path.insert(0, {root!r}); from tlexport.cli import main; main()"
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
-                                "--monitor-interval=0.2", "-m", "tlexport", "train", *cli_args])
+                                "--monitor-interval=0.2", "--no-python", sys.executable, "-c", code,
+                                "train", *cli_args])
     with tempfile.TemporaryDirectory(prefix="tlexport-launch-") as tmp:
         result_file = Path(tmp) / "result.json"
         env = {LAUNCHED_ENV: "1", RESULT_FILE_ENV: str(result_file),
@@ -333,18 +338,17 @@ class _environ:
 
 
 class _quiet_torchelastic:
-    """torchelastic logs its agent's life (and every failure, as a table) to stderr; the launcher
-    reports a failure as one line instead, so those records stop at the torch.distributed logger."""
+    """torchelastic logs its agent's life (and every failure, as a table) to stderr through torch's
+    handler on the torch.distributed logger; the launcher reports a failure as one line instead,
+    so that logger has no handler and does not propagate while the job runs."""
 
     def __enter__(self):
         import logging
 
         self.logger = logging.getLogger("torch.distributed")
-        self.saved = self.logger.propagate
-        self.handler = logging.NullHandler()
+        self.saved = self.logger.handlers[:], self.logger.propagate
+        self.logger.handlers = [logging.NullHandler()]
         self.logger.propagate = False
-        self.logger.addHandler(self.handler)
 
     def __exit__(self, *exc):
-        self.logger.propagate = self.saved
-        self.logger.removeHandler(self.handler)
+        self.logger.handlers, self.logger.propagate = self.saved

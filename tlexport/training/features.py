@@ -144,10 +144,10 @@ class FeatureStore:
 
         if self.directory is None or not self.directory.is_dir():
             return
-        known = {getattr(a, "filename", None) for a in self.arrays}
+        known = {str(Path(a.filename).resolve()) for a in self.arrays}
         for keys_file in sorted(self.directory.glob("*.keys.json")):
             npy = keys_file.with_name(keys_file.name[: -len(".keys.json")] + ".npy")
-            if str(npy) in known or not npy.is_file():
+            if str(npy.resolve()) in known or not npy.is_file():
                 continue
             arr = np.load(npy, mmap_mode="r")
             self._register(arr, json.loads(keys_file.read_text()))
@@ -168,7 +168,7 @@ class FeatureStore:
         if self.directory is None:
             self._register(feats, keys)
             return
-        if write:
+        if write:  # the chunk is mapped by refresh(), in this process as in the others
             self.directory.mkdir(parents=True, exist_ok=True)
             stem = self.directory / f"part-{uuid.uuid4().hex[:12]}"
             with atomic_path(stem.with_suffix(".npy")) as tmp, open(tmp, "wb") as f:
@@ -265,12 +265,14 @@ def fill(store: FeatureStore, model, arch, wanted: dict, pre, cfg, device, dtype
     mine = [(k, *wanted[k]) for k in missing[D.rank()::D.world_size()]]
     keys, feats = compute(model, arch, mine, pre, cfg, device, dtype)
     store.computed += len(missing)
-    on_disk = store.directory is not None
-    for rank_keys, rank_feats in D.all_gather_objects((keys, feats)):
-        if on_disk and not D.is_main():
-            continue  # only rank 0 writes the run folder; the others read its chunk below
-        store.add(rank_keys, rank_feats, write=D.is_main())
-    if on_disk:
+    import torch
+
+    shares = [(k, f) for k, f in D.all_gather_objects((keys, feats)) if k]
+    if shares:
+        all_keys = [k for share_keys, _ in shares for k in share_keys]
+        # on disk only rank 0 writes (one chunk); the others map it after the barrier
+        store.add(all_keys, torch.cat([f for _, f in shares]), write=D.is_main())
+    if store.directory is not None:
         D.barrier()
         store.refresh()
 
