@@ -303,8 +303,9 @@ def describe_failure(failures: dict) -> str:
     def killed(f):
         return f.exitcode < 0 and f.signal_name() != "SIGTERM"
 
-    def has_message(f):
-        return isinstance(f.message, str) and not f.message.startswith("To enable traceback")
+    def has_message(f):  # a worker's own one line (a signal's death has torch's made-up message)
+        return (f.exitcode > 0 and isinstance(f.message, str) and bool(f.message)
+                and not f.message.startswith("To enable traceback"))
 
     ordered = sorted(failures.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
     for test in (killed, has_message, lambda f: True):
