@@ -123,12 +123,12 @@ def test_two_process_job_dies_cleanly_resumes_and_exports(tmp_path, tiny_data, m
     while not (run / "checkpoint.pt").exists() and job.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     killed = _kill_rank(1, f"TEST_JOB={marker}")
-    out, err = job.communicate(timeout=120)
+    _, err = job.communicate(timeout=120)
     assert killed, err
     assert job.returncode == 1
-    assert err.strip().splitlines() == [
-        f"Error: rank 1 died (SIGKILL); the job stopped. Its last finished epoch is saved: "
-        f"tlexport train --resume {run} --nproc 2"], err
+    expected = (f"Error: rank 1 died (SIGKILL); the job stopped. Its last finished epoch is saved: "
+                f"tlexport train --resume {run} --nproc 2")
+    assert err.strip().splitlines() == [expected], err
     done = torch.load(run / "checkpoint.pt", weights_only=True)["epoch"]
     assert 1 <= done < 40 and not list(run.glob(".*tmp*"))
 

@@ -5,7 +5,6 @@ import csv
 import json
 import shutil
 
-import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image

@@ -5,6 +5,11 @@ one-machine launcher behind `tlexport train --nproc N`.
 
 Without torchrun's variables every helper is a no-op for a single process, so the training loop
 calls them unconditionally. Torch is imported inside functions (the package stays cheap to import).
+
+BatchNorm stays per-rank BatchNorm (no SyncBatchNorm): torch's SyncBatchNorm runs on GPUs only
+(it raises for CPU tensors in training), and fine-tuning batches per rank (16-64 images) give
+statistics as good as one process's. DDP broadcasts rank 0's running statistics with every
+forward, and validation takes rank 0's (sync_module), so what is saved is what was measured.
 """
 
 from __future__ import annotations
@@ -211,7 +216,7 @@ class EpochSampler:
         else:
             order = list(range(self.n))
         if self.world > 1 and self.pad and self.n:
-            total = -(-self.n // self.world) * self.world
+            total = len(self) * self.world
             order = (order * (total // self.n + 1))[:total]
         return order[self.rank::self.world]
 
@@ -222,7 +227,7 @@ class EpochSampler:
         if self.world <= 1:
             return self.n
         if self.pad:
-            return -(-self.n // self.world)
+            return (self.n + self.world - 1) // self.world
         return len(range(self.rank, self.n, self.world))
 
 

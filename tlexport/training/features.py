@@ -304,7 +304,7 @@ def prepare(model, arch: str, scanned, pre, cfg, device, dtype, run_dir: Path, s
     Args:
         stores: the run's FeatureStores by mode, kept by the caller across epochs and calls.
     """
-    block, why_not = head_block(model, arch)
+    block, _ = head_block(model, arch)
     if block is None or cfg.feature_cache == "off":
         return None
     start = time.perf_counter()

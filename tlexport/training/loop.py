@@ -323,6 +323,8 @@ class _Session:
         if data is not None and data.computed:
             self.progress.message(f"cached backbone features of {data.computed} image view(s) "
                                   f"({data.cache}, {data.seconds:.1f} s)")
+        elif data is None and self.cfg.feature_cache != "off":
+            self.progress.message(f"head epochs run the frozen model: {F.head_block(self.model, self.cfg.arch)[1]}")
         self.prepared = data or False
         return data
 
