@@ -14,6 +14,7 @@ forward, and validation takes rank 0's (sync_module), so what is saved is what w
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -91,7 +92,11 @@ def setup(device_spec: str, timeout_s: float):
     backend = "nccl" if device.type == "cuda" else "gloo"
     # Python's default SIGTERM ends the process without running `finally` blocks; the launcher
     # sends SIGTERM to the survivors when a rank dies, and atomic writes must clean up.
+    # While Python shuts down (atexit callbacks) the default is right again: an exception raised
+    # there only prints a traceback. atexit runs callbacks last-in first-out, so this one runs
+    # before the finalizers torch registered at import.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    atexit.register(signal.signal, signal.SIGTERM, signal.SIG_DFL)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
                             device_id=device if device.type == "cuda" else None)
     return device
