@@ -107,16 +107,21 @@ def test_balanced_sampler_draws_classes_evenly_and_repeats_with_the_seed():
     class Data:
         samples = [("a", 0)] * 90 + [("b", 1)] * 10
 
+    from tlexport.training.distributed import EpochSampler
+
     cfg = TrainConfig(data="x", balanced_sampler=True)
-    draws = []
-    for _ in range(2):
-        g = torch.Generator().manual_seed(7)
-        draws.append(list(recipe.train_sampler(Data(), cfg, g)))
+    assert recipe.sampling_weights(Data(), TrainConfig(data="x")) is None  # plain shuffle without the flag
+    weights = recipe.sampling_weights(Data(), cfg)
+    draws = [list(EpochSampler(100, seed=7, weights=weights, rank_=0, world=1)) for _ in range(2)]
     assert draws[0] == draws[1] and len(draws[0]) == 100
     rare = sum(Data.samples[i][1] for i in draws[0])
     assert 30 <= rare <= 70  # ~50 of 100 draws, not ~10
-    g = torch.Generator().manual_seed(8)
-    assert list(recipe.train_sampler(Data(), cfg, g)) != draws[0]
+    later = EpochSampler(100, seed=7, weights=weights, rank_=0, world=1)
+    later.set_epoch(1)
+    assert list(later) != draws[0]  # a new epoch draws anew
+    # two ranks split one epoch's draws between them, nothing drawn twice or lost
+    shards = [list(EpochSampler(100, seed=7, weights=weights, rank_=r, world=2)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(draws[0])
 
 
 # ---- early stopping -------------------------------------------------------------------------------

@@ -43,8 +43,9 @@ class RichTrainProgress:
             self.bar.stop()
 
 
-def run_training(fn, quiet, as_json):
-    """Run `fn(progress)` with a progress bar, then print its TrainResult (table or JSON)."""
+def run_training(fn, quiet, as_json, summary=True):
+    """Run `fn(progress)` with a progress bar, then print its TrainResult (table or JSON; none
+    without `summary`)."""
     from ..render import train_summary
 
     con = console(quiet or as_json)
@@ -55,7 +56,7 @@ def run_training(fn, quiet, as_json):
         progress.close()
     if as_json:
         emit_json(result.to_dict())
-    elif not quiet:
+    elif not quiet and summary:
         train_summary(con, result)
     return result
 
@@ -126,30 +127,48 @@ class ArchType(click.ParamType):
 @click.option("--balanced-sampler", is_flag=True, help="Draw every class equally often (seeded, with replacement).")
 @click.option("--config", "config_file", type=click.Path(),
               help="YAML or JSON file of train options (keys as the flags: batch_size or batch-size); flags given win.")
+@click.option("--linear-probe", is_flag=True, help="Train only the new head, every epoch (frozen backbone).")
+@click.option("--cache-views", default=0, show_default=True, type=int,
+              help="Head stage: augmented views cached per image (0: one view, eval preprocessing).")
+@click.option("--feature-cache", default="auto", show_default=True, type=click.Choice(["auto", "memory", "disk", "off"]),
+              help="Head stage (frozen backbone) trains on backbone features computed once per image, kept in "
+                   "memory or in RUN/feature-cache (auto: disk above 2 GiB); off runs the frozen model every epoch.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+              help="Autocast: auto = AMP on CUDA, bf16 on CPUs with AVX-512 BF16/AMX where a probe finds it faster.")
+@click.option("--dist-timeout", default=900.0, show_default=True, type=float,
+              help="Distributed: seconds a rank waits for the others before the job fails.")
+@click.option("--nproc", type=int, help="Train data-parallel in N processes on this machine (torchrun's launcher).")
 @error_boundary
-def command(resume_dir, as_json, quiet, overwrite, **options):
+def command(resume_dir, as_json, quiet, overwrite, nproc, **options):
     """Fine-tune a pretrained torchvision classifier on a folder of labelled images."""
-    from ..training.config import TrainConfig
-    from ..training.loop import resume, train
+    from ..training import distributed as D
 
     if resume_dir:
-        # Where and how fast it runs may change on resume; what it computes may not.
-        fixed = [name for name in options if name not in RESUME_OPTIONS and given(name)]
-        if fixed or overwrite:
-            flags = ", ".join("--" + n.replace("_", "-") for n in fixed + (["overwrite"] if overwrite else []))
-            raise click.UsageError(f"{flags} cannot be given with --resume (the run keeps its stored options; "
-                                   "only --epochs, --device and --workers can change)")
-        picked = {k: options[k] for k in RESUME_OPTIONS if given(k)}
-        run_training(lambda p: resume(resume_dir, progress=p, **picked), quiet, as_json)
+        check_resume_flags(options, overwrite)
+    else:
+        options = with_config_file(options)
+        if not options["data"]:
+            raise click.UsageError("--data DIR is required (or --resume RUN_DIR)")
+    if nproc is not None and D.env_info().world_size == 1:
+        launch_training(resume_dir, nproc, quiet, as_json, overwrite, options)
         return
-    options = with_config_file(options)
-    if not options["data"]:
-        raise click.UsageError("--data DIR is required (or --resume RUN_DIR)")
-    cfg = TrainConfig(**options)
-    run_training(lambda p: train(cfg, progress=p, overwrite=overwrite), quiet, as_json)
+    if D.env_info().world_size > 1:  # a worker of torchrun (or of --nproc): rank 0 alone speaks
+        quiet, as_json = quiet or D.env_info().rank != 0, as_json and D.env_info().rank == 0
+    result = as_worker(lambda: train_or_resume(resume_dir, quiet, as_json, overwrite, options))
+    D.write_result(result.to_dict())
+    D.cleanup()
 
 
-RESUME_OPTIONS = ("epochs", "device", "workers")
+# Where and how fast a resumed run goes may change; what it computes may not.
+RESUME_OPTIONS = ("epochs", "device", "workers", "dist_timeout")
+
+
+def check_resume_flags(options: dict, overwrite: bool) -> None:
+    fixed = [name for name in options if name not in RESUME_OPTIONS and given(name)]
+    if fixed or overwrite:
+        flags = ", ".join("--" + n.replace("_", "-") for n in fixed + (["overwrite"] if overwrite else []))
+        raise click.UsageError(f"{flags} cannot be given with --resume (the run keeps its stored options; "
+                               "only --epochs, --device, --workers, --dist-timeout and --nproc can change)")
 
 
 def with_config_file(options: dict) -> dict:
@@ -163,3 +182,101 @@ def with_config_file(options: dict) -> dict:
         return options
     values = load_config_file(path)
     return {**options, **{k: v for k, v in values.items() if not (k in options and given(k))}}
+
+
+def train_or_resume(resume_dir, quiet, as_json, overwrite, options):
+    from ..training import distributed as D
+    from ..training.config import TrainConfig
+    from ..training.loop import resume, train
+
+    summary = not D.launched()  # under --nproc the launcher prints it
+    if resume_dir:
+        picked = {k: options[k] for k in ("epochs", "device", "workers") if given(k)}
+        return run_training(lambda p: resume(resume_dir, progress=p, **picked), quiet, as_json, summary)
+    cfg = TrainConfig(**options)
+    return run_training(lambda p: train(cfg, progress=p, overwrite=overwrite), quiet, as_json, summary)
+
+
+def as_worker(fn):
+    """Run `fn`; in a worker of `--nproc` an error goes to torchelastic's error file for the
+    launcher's one-line report (instead of one line from every rank)."""
+    import sys
+
+    from ..errors import TlexportError, first_line
+    from ..training import distributed as D
+
+    if not D.launched():
+        return fn()
+    try:
+        return fn()
+    except TlexportError as e:
+        D.report_worker_error(str(e))
+        sys.exit(e.exit_code)
+    except Exception as e:
+        D.report_worker_error(f"unexpected {type(e).__name__}: {first_line(e, 300)}")
+        sys.exit(1)
+
+
+def launch_training(resume_dir, nproc, quiet, as_json, overwrite, options):
+    """`--nproc N`: check what can be checked here, start N workers with the same options (and
+    one --out for all), then print the main worker's result or the failure in one line."""
+    from pathlib import Path
+
+    from ..errors import TlexportError
+    from ..training import distributed as D
+    from ..training.config import TrainConfig
+    from ..training.loop import check_new_run_dir, default_run_dir
+
+    if resume_dir:
+        run_dir = Path(resume_dir).expanduser()
+        args = forward_args(exclude={"nproc", "as_json", "quiet"})
+    else:
+        cfg = TrainConfig(**options)
+        cfg.validate()
+        run_dir = default_run_dir(cfg)
+        check_new_run_dir(run_dir, overwrite)
+        args = forward_args(exclude={"nproc", "as_json", "quiet", "out"}) + ["--out", str(run_dir)]
+    args += ["--quiet"] if quiet or as_json else []
+    try:
+        result = D.launch(nproc, args)
+    except TlexportError as e:
+        if (run_dir / "checkpoint.pt").is_file():
+            raise TlexportError(f"{e}; the job stopped. Its last finished epoch is saved: "
+                                f"tlexport train --resume {run_dir} --nproc {nproc}") from None
+        raise TlexportError(f"{e}; the job stopped") from None
+    show_result(result, quiet, as_json)
+
+
+def forward_args(exclude: set) -> list[str]:
+    """The options the user typed, as command-line arguments again (for the workers)."""
+    ctx = click.get_current_context()
+    args = []
+    for param in ctx.command.params:
+        if param.name in exclude or not given(param.name):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag and param.secondary_opts:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            args += [param.opts[0]] if value else []
+        else:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+def show_result(result: dict, quiet: bool, as_json: bool) -> None:
+    from pathlib import Path
+
+    from ..render import train_summary
+    from ..training.loop import EpochStats, TrainResult
+
+    if as_json:
+        emit_json(result)
+    elif not quiet:
+        train_summary(console(), TrainResult(
+            run_dir=Path(result["run_dir"]), classes=result["classes"],
+            best_val_accuracy=result["best_val_accuracy"], best_epoch=result["best_epoch"],
+            epochs=result["epochs"], weights_file=Path(result["weights_file"]),
+            weights_source=result["weights_source"], device=result["device"],
+            history=[EpochStats(**h) for h in result["history"]], skipped=result["skipped_files"],
+            notes=result.get("notes", []), stopped_epoch=result.get("stopped_epoch")))

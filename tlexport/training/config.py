@@ -51,6 +51,12 @@ class TrainConfig:
     class_weights: str = "none"  # auto (inverse frequency) | none
     balanced_sampler: bool = False
     config_file: str | None = None  # the --config file the values came from (provenance only)
+    # ---- how it runs: stages, precision, processes ----
+    linear_probe: bool = False  # train only the head, every epoch
+    cache_views: int = 0  # head stage: augmented views cached per image (0: one eval-preprocessed view)
+    feature_cache: str = "auto"  # head stage features: auto | memory | disk | off
+    precision: str = "auto"  # autocast: auto | fp32 | bf16
+    dist_timeout: float = 900.0  # seconds a rank waits for the others before the job fails
 
     def validate(self) -> None:
         """Raise UsageError for options that cannot work, before anything is written."""
@@ -72,6 +78,10 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
             *self._recipe_checks(),
+            (0 <= self.cache_views <= 64, "--cache-views must be in [0, 64]"),
+            (self.feature_cache in ("auto", "memory", "disk", "off"), f"unknown --feature-cache {self.feature_cache!r}"),
+            (self.precision in ("auto", "fp32", "bf16"), f"unknown --precision {self.precision!r}"),
+            (self.dist_timeout > 0, "--dist-timeout must be positive"),
         ]
         for ok, message in checks:
             if not ok:

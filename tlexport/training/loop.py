@@ -18,6 +18,8 @@ from ..envinfo import versions
 from ..errors import TlexportError, UsageError, first_line
 from ..fileio import clean_stale, folder_lock, write_json
 from ..models import build, default_preprocess
+from . import distributed as D
+from . import features as F
 from .checkpoint import restore_rng, save_checkpoint, save_weights, write_metrics
 from .config import TrainConfig
 from .recipe import (
@@ -28,10 +30,10 @@ from .recipe import (
     make_ema,
     recipe_meta,
     train_collate,
-    train_sampler,
+    sampling_weights,
 )
 from .schedule import make_optimizer, make_scheduler
-from .torchutil import amp_dtype, predict_logits, resolve_device, set_backbone_frozen, set_train_mode, to_device
+from .torchutil import predict_logits, resolve_precision, set_backbone_frozen, set_train_mode, to_device
 
 
 @dataclass
@@ -92,12 +94,11 @@ class Progress:
 # ---- data loaders ---------------------------------------------------------------------------------------
 def make_loaders(scanned: ScanResult, pre: Preprocess, cfg: TrainConfig, device):
     """Train loader (augmented, shuffled by a per-epoch seeded sampler) and val loader (eval
-    transform). Returns (train_loader, val_loader, sampler_generator)."""
-    import torch
+    transform), both sharded over the ranks of a process group. Returns (train_loader, val_loader,
+    train_sampler); call train_sampler.set_epoch(epoch) before each epoch."""
     from torch.utils.data import DataLoader
 
     workers = cfg.workers if cfg.workers is not None else default_workers(device)
-    generator = torch.Generator().manual_seed(cfg.seed)
     common = dict(
         batch_size=cfg.batch_size, num_workers=workers, collate_fn=collate_skip_none,
         pin_memory=device.type == "cuda", persistent_workers=workers > 0,
@@ -106,10 +107,11 @@ def make_loaders(scanned: ScanResult, pre: Preprocess, cfg: TrainConfig, device)
         common["prefetch_factor"] = 4
     train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment, cfg.crop_scale, cfg.auto_augment))
     val_ds = ImageDataset(scanned.val, pre.eval_transform())
-    train = DataLoader(train_ds, sampler=train_sampler(train_ds, cfg, generator), drop_last=False,
+    sampler = D.EpochSampler(len(train_ds), cfg.seed, weights=sampling_weights(train_ds, cfg))
+    train = DataLoader(train_ds, sampler=sampler, drop_last=False,
                        **{**common, "collate_fn": train_collate(cfg, len(scanned.classes))})
-    val = DataLoader(val_ds, shuffle=False, **common)
-    return train, val, generator
+    val = DataLoader(val_ds, sampler=D.EpochSampler(len(val_ds), shuffle=False, pad=False), **common)
+    return train, val, sampler
 
 
 def default_workers(device) -> int:
@@ -141,7 +143,7 @@ def train_step(model, x, y, optimizer, scaler, criterion, dtype):
 
 
 def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, scheduler, progress,
-                max_steps: int | None = None, ema=None):
+                max_steps: int | None = None, ema=None, ema_source=None):
     """One pass over the training data (at most `max_steps` steps), stepping `scheduler` (and
     updating the `ema` model, if any) after every optimisation step. Labels may be soft (mixup /
     cutmix); accuracy then counts the dominant class of each mix. Returns (mean loss, accuracy,
@@ -164,8 +166,8 @@ def train_epoch(model, loader, optimizer, scaler, criterion, device, dtype, sche
             raise UsageError("a training batch of one image is too small for this model at this image size "
                              "(BatchNorm needs more than one value per channel); use --batch-size 2 or more") from None
         scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
+        if ema is not None:  # averages the plain model (under DDP `model` is its wrapper)
+            ema.update_parameters(ema_source if ema_source is not None else model)
         y = hard_labels(y)
         n = y.numel()
         loss_sum += loss.item() * n
@@ -240,7 +242,7 @@ class _Session:
         import torch
 
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
-        self.device = resolve_device(cfg.device)
+        self.device = D.setup(cfg.device, cfg.dist_timeout)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.pre = default_preprocess(cfg.arch)
@@ -257,13 +259,19 @@ class _Session:
         self.model, self.source = build(cfg.arch, len(self.scanned.classes), cfg.weights if pretrained else "none",
                                         image_size=self.pre.crop)
         self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
+        D.sync_module(self.model)  # every rank starts from rank 0's weights
         self.optimizer = make_optimizer(self.model, cfg)
-        self.dtype = amp_dtype(self.device)
+        # one choice for all ranks (each rank's speed probe may see a different load)
+        self.dtype, self.precision_reason = D.broadcast_object(resolve_precision(self.device, cfg.precision))
+        # CPU validation stays fp32, so best-epoch accuracy is that of the fp32 model that is exported
+        self.val_dtype = self.dtype if self.device.type == "cuda" else None
+        self.net, self.net_phase = None, None
+        self.head_data, self.prepared, self.feature_stores = None, None, {}
         use_scaler = self.dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.train_loader, self.val_loader, self.generator = make_loaders(self.scanned, self.pre, cfg, self.device)
+        self.train_loader, self.val_loader, self.sampler = make_loaders(self.scanned, self.pre, cfg, self.device)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.criterion = make_criterion(cfg, self.scanned.train, len(self.scanned.classes), self.device)
         self.ema = make_ema(self.model, cfg)  # None unless --ema
@@ -305,6 +313,8 @@ class _Session:
             },
             "device": str(self.device),
             "mixed_precision": str(self.dtype).replace("torch.", "") if self.dtype else None,
+            "precision_reason": self.precision_reason,
+            "world_size": D.world_size(),
             "metrics": {
                 "best_val_accuracy": max(self.best_acc, 0.0), "best_epoch": self.best_epoch,
                 "epochs_done": self.epoch,
@@ -330,17 +340,25 @@ class _Session:
 
     def run_epoch(self) -> EpochStats:
         cfg, epoch = self.cfg, self.epoch
-        frozen = epoch < cfg.freeze_epochs
+        frozen = cfg.linear_probe or epoch < cfg.freeze_epochs
         set_backbone_frozen(self.model, cfg.arch, frozen)
         set_train_mode(self.model, cfg.arch, frozen)
         phase = "head" if frozen else "full"
-        self.generator.manual_seed(cfg.seed * 1000 + epoch)  # same order on resume
+        self.sampler.set_epoch(epoch)  # same order on resume
+        D.reseed_rank(cfg.seed, epoch)
         lr = self.optimizer.param_groups[-1]["lr"]  # the head's, at the epoch's first step
-        self.progress.start_epoch(epoch + 1, cfg.epochs, self.steps_per_epoch, phase)
         start = time.perf_counter()
-        loss, acc, rate = train_epoch(self.model, self.train_loader, self.optimizer, self.scaler,
-                                      self.criterion, self.device, self.dtype, self.scheduler, self.progress,
-                                      max_steps=self.steps_per_epoch, ema=self.ema)
+        self.head_data = self.cached_features() if frozen else None
+        self.progress.start_epoch(epoch + 1, cfg.epochs, self.steps_per_epoch, phase)
+        if self.head_data is not None:
+            loss, acc, rate = F.head_epoch(self.network("features"), self.head_data, self.sampler, self.optimizer,
+                                           self.scheduler, self.criterion, self.progress, cfg.batch_size,
+                                           self.steps_per_epoch, cfg.seed, ema=self.ema, ema_source=self.model)
+        else:
+            loss, acc, rate = train_epoch(self.network(phase), self.train_loader, self.optimizer, self.scaler,
+                                          self.criterion, self.device, self.dtype, self.scheduler, self.progress,
+                                          max_steps=self.steps_per_epoch, ema=self.ema, ema_source=self.model)
+        loss, acc, rate = D.reduce_epoch(loss, acc, rate, self.device)
         self.step += self.steps_per_epoch
         val_loss, val_acc = self.validate(self.eval_model)
         raw_acc = self.validate(self.model)[1] if self.ema is not None else None
@@ -355,24 +373,64 @@ class _Session:
         return self.ema.module if self.ema is not None else self.model
 
     def validate(self, model) -> tuple[float, float]:
+        """Val loss and accuracy of `model`: on the cached features when it is the model whose
+        head trains on them, else over this rank's share of the val images, summed over the ranks."""
         import torch
 
-        logits, labels = predict_logits(model, self.val_loader, self.device, self.dtype)
-        if labels.numel() == 0:
+        if self.head_data is not None and model is self.model:
+            loss_sum, correct, n = F.head_validate(self.head_data.block, self.head_data)
+        else:
+            D.sync_module(model, buffers_only=True)  # rank 0's BatchNorm statistics, as saved
+            logits, labels = predict_logits(model, self.val_loader, self.device, self.val_dtype)
+            local = [0.0, 0.0, 0.0]
+            if labels.numel():
+                local = [torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item(),
+                         (logits.argmax(1) == labels).sum().item(), labels.numel()]
+            loss_sum, correct, n = D.all_reduce_sum(local, self.device)
+        if n == 0:
             raise TlexportError("no validation image could be read")
-        loss = torch.nn.functional.cross_entropy(logits, labels).item()
-        return loss, (logits.argmax(1) == labels).float().mean().item()
+        return loss_sum / n, correct / n
+
+    def network(self, phase: str):
+        """What the epoch trains: the model (or the head block on features), wrapped in DDP in a
+        process group; wrapped again when the phase, and so the trainable set, changes."""
+        if phase != self.net_phase:
+            module = self.head_data.block if phase == "features" else self.model
+            self.net, self.net_phase = D.wrap(module, self.device), phase
+        return self.net
+
+    def cached_features(self):
+        """The head stage's features (None: the head trains through the frozen model), prepared
+        once per session: the frozen backbone does not change between head epochs."""
+        if self.prepared is not None:
+            return self.prepared or None
+        data = F.prepare(self.model, self.cfg.arch, self.scanned, self.pre, self.cfg, self.device, self.val_dtype,
+                         self.run_dir, self.feature_stores)
+        if data is not None and data.computed:
+            self.progress.message(f"cached backbone features of {data.computed} image view(s) "
+                                  f"({data.cache}, {data.seconds:.1f} s)")
+        elif data is None and self.cfg.feature_cache != "off":
+            self.progress.message(f"head epochs run the frozen model: {F.head_block(self.model, self.cfg.arch)[1]}")
+        self.prepared = data or False
+        return data
 
     def finish_epoch(self, stats: EpochStats) -> None:
         self.history.append(stats)
         self.epoch += 1
-        meta = self.weights_meta()
-        improved = stats.val_acc > self.best_acc
-        if improved:
+        # val metrics are summed over the ranks, so every rank takes the same decisions here
+        is_best = stats.val_acc > self.best_acc
+        if is_best:
             self.best_acc, self.best_epoch = stats.val_acc, stats.epoch
+        self.stopper.update(stats.epoch, is_best)
+        if D.is_main():  # save_on_master: the other ranks never write
+            self.save_epoch(is_best)
+        D.barrier()  # the checkpoint is complete before any rank trains on
+
+    def save_epoch(self, is_best: bool) -> None:
+        meta = self.weights_meta()
+        if is_best:
             save_weights(self.eval_model, self.run_dir / "best.safetensors", meta)
         save_weights(self.eval_model, self.run_dir / "last.safetensors", meta)
-        self.stopper.update(stats.epoch, improved)
         state = {"epoch": self.epoch, "step": self.step, "best_acc": self.best_acc,
                  "best_epoch": self.best_epoch, "history": [asdict(h) for h in self.history],
                  "early_stopping": self.stopper.state_dict()}
@@ -391,7 +449,8 @@ class _Session:
                                   f"for {self.cfg.patience} epoch(s); best {self.best_acc:.1%} at epoch {self.best_epoch}")
         from ..render import plot_curves
 
-        plot_curves(self.run_dir / "curves.png", self.history)
+        if D.is_main():
+            plot_curves(self.run_dir / "curves.png", self.history)
         return TrainResult(
             run_dir=self.run_dir, classes=self.scanned.classes, best_val_accuracy=self.best_acc,
             best_epoch=self.best_epoch, epochs=self.epoch, weights_file=self.run_dir / "best.safetensors",
@@ -414,16 +473,24 @@ def train(cfg: TrainConfig, progress: Progress | None = None, overwrite: bool = 
         FolderLocked: another process is writing the run folder.
     """
     cfg.validate()
+    D.setup(cfg.device, cfg.dist_timeout)  # under torchrun: join the other ranks first
     progress = progress or Progress()
-    run_dir = default_run_dir(cfg)
+    run_dir = D.broadcast_object(default_run_dir(cfg))  # rank 0's (the default name has the time)
     check_new_run_dir(run_dir, overwrite)
-    with _locked_run_dir(run_dir):
-        check_new_run_dir(run_dir, overwrite)  # again under the lock: a concurrent run may have won
+    with _main_rank_lock(run_dir):  # rank 0 alone writes, so rank 0 alone holds the folder
+        if D.is_main():
+            check_new_run_dir(run_dir, overwrite)  # again under the lock: a concurrent run may have won
         session = _Session(cfg, run_dir, progress)  # scans and builds before any run file is written
-        if overwrite:
-            _remove_run_files(run_dir)
-        session.write_start_files()
+        D.barrier()  # every rank checked the folder before rank 0 writes into it
+        if D.is_main():
+            if overwrite:
+                _remove_run_files(run_dir)
+            session.write_start_files()
         return session.loop()
+
+
+def _main_rank_lock(run_dir: Path):
+    return _locked_run_dir(run_dir) if D.is_main() else contextlib.nullcontext()
 
 
 def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | None = None,
@@ -442,15 +509,19 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
     if not meta_file.is_file():
         raise UsageError(f"{run_dir} has no run.json to resume from (not a tlexport run)")
     progress = progress or Progress()
-    with folder_lock(run_dir, "training run"):
-        clean_stale(run_dir)
+    main = D.env_info().rank == 0  # rank 0 alone writes, so it alone holds the folder's lock
+    with folder_lock(run_dir, "training run") if main else contextlib.nullcontext():
+        if main:
+            clean_stale(run_dir)
         meta = _read_json(meta_file)
         cfg = _stored_config(meta, run_dir, epochs, device, workers)
+        _check_world_size(meta, run_dir, cfg)
         ckpt = _load_checkpoint(run_dir / "checkpoint.pt")
         session = _Session(cfg, run_dir, progress, pretrained=ckpt is None, recorded=_recorded_split(run_dir, meta, cfg))
         if ckpt is None:
             progress.message(f"{run_dir} has no checkpoint yet: starting it again from epoch 1")
-            session.write_start_files()
+            if D.is_main():
+                session.write_start_files()
             return session.loop()
         session.source.kind, session.source.file = _stored_source(meta)
         session.resume_from(ckpt)
@@ -460,9 +531,11 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
         if session.epoch >= cfg.epochs:
             raise UsageError(f"{run_dir} already finished {session.epoch} epoch(s); pass --epochs N (> {session.epoch}) to train on")
         progress.message(f"resuming {run_dir} at epoch {session.epoch + 1}/{cfg.epochs}")
-        # split.json and run.json describe the files this run now trains on, and its device.
-        write_json(run_dir / "split.json", session.scanned.split_record())
-        write_json(run_dir / "run.json", session.run_meta())
+        if D.is_main():
+            # split.json and run.json describe the files this run now trains on, and its device.
+            write_json(run_dir / "split.json", session.scanned.split_record())
+            write_json(run_dir / "run.json", session.run_meta())
+        D.barrier()
         return session.loop()
 
 
@@ -512,6 +585,20 @@ def _recorded_split(run_dir: Path, meta: dict, cfg: TrainConfig) -> tuple | None
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     root = data.get("root") or record.get("root") or cfg.data
     return record, meta["classes"], root
+
+
+def _check_world_size(meta: dict, run_dir: Path, cfg: TrainConfig) -> None:
+    """The schedule counts steps per epoch, which depend on the number of processes: a run
+    resumes with the world size it was started with."""
+    D.setup(cfg.device, cfg.dist_timeout)
+    try:
+        stored = int(meta.get("world_size", 1))
+    except (TypeError, ValueError):
+        raise TlexportError(f"{run_dir / 'run.json'}: world_size must be an integer") from None
+    if stored != D.world_size():
+        how = f"--nproc {stored} (or torchrun with {stored} processes in all)" if stored > 1 else "one process"
+        raise UsageError(f"{run_dir} was trained with {stored} process(es), this job has "
+                         f"{D.world_size()}; resume it with {how}")
 
 
 def _stored_source(meta: dict) -> tuple[str, str | None]:

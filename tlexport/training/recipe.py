@@ -100,19 +100,16 @@ def make_criterion(cfg: TrainConfig, samples, num_classes: int, device):
     return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 
-def train_sampler(dataset, cfg: TrainConfig, generator):
-    """A RandomSampler, or with `--balanced-sampler` a WeightedRandomSampler that draws every
-    class equally often (with replacement, one epoch = as many draws as training images). Both
-    draw from `generator`, which the loop reseeds from --seed and the epoch, so a resumed run
-    draws the same batches as an uninterrupted one."""
-    from torch.utils.data import RandomSampler, WeightedRandomSampler
-
+def sampling_weights(dataset, cfg: TrainConfig):
+    """None (a shuffled pass over the training images), or with `--balanced-sampler` one weight
+    per image that draws every class equally often. The loop's EpochSampler draws with
+    replacement from these weights, as many draws as training images, seeded from --seed and the
+    epoch (so a resumed run draws the same batches) and split across the ranks of a process group."""
     if not cfg.balanced_sampler:
-        return RandomSampler(dataset, generator=generator)
+        return None
     labels = [label for _, label in dataset.samples]
     counts = Counter(labels)
-    weights = [1.0 / counts[label] for label in labels]
-    return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
+    return [1.0 / counts[label] for label in labels]
 
 
 # ---- early stopping -----------------------------------------------------------------------------
