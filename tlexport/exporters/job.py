@@ -12,6 +12,8 @@ class Artifact:
     """One exported file, as recorded in manifest.json.
 
     `devices` are the devices the file is meant to run on (and is verified on where present).
+    `extras` are files that travel with it ({"file": relative path}; size and sha256 are filled in
+    by the pipeline), e.g. ORT's operator config or a Triton model's config.pbtxt and labels.
     """
 
     file: str
@@ -26,6 +28,7 @@ class Artifact:
     device: str = "cpu"
     devices: list = field(default_factory=lambda: ["cpu", "cuda"])
     notes: list = field(default_factory=list)
+    extras: list = field(default_factory=list)
     verified: bool | None = None
     verification: dict | None = None
 

@@ -24,9 +24,11 @@ from .job import Artifact, Job
 def _builders() -> dict[str, Callable]:
     """Format name -> builder(job, say) -> (artifacts, skipped notes). Each format's module is
     imported only when that format is exported."""
-    from . import onnx, pt2, torchscript
+    from . import executorch, onnx, ortmobile, pt2, tflite, torchscript, triton
 
-    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build}
+    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build,
+            "executorch": executorch.build, "tflite": tflite.build, "ort": ortmobile.build,
+            "triton": triton.build}
 
 
 @dataclass
@@ -50,10 +52,11 @@ def check_options(formats, precisions, batch, device, calib_method, calib_size, 
     Returns:
         (formats tuple, precisions tuple, fixed batch or None)
     """
+    from .extras import require
     from .quantize import CALIB_METHODS
 
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
-    formats = tuple(table.FORMATS) if "all" in formats else formats
+    formats = tuple(dict.fromkeys(table.formats_in_all() + formats)) if "all" in formats else formats
     formats = table.check_choices(formats, tuple(table.FORMATS) + ("all",), "format")
     precisions = table.check_precisions(precisions)
     if not formats or not precisions:
@@ -72,6 +75,8 @@ def check_options(formats, precisions, batch, device, calib_method, calib_size, 
         raise UsageError("--calib-size must be at least 1")
     if bake_preprocess and "onnx" not in formats:
         raise UsageError("--bake-preprocess makes an ONNX model: add --format onnx")
+    formats = tuple(f for f in formats if f != "all")
+    require(formats)  # a missing optional extra is named before any heavy work
     return formats, precisions, fixed
 
 
@@ -167,7 +172,8 @@ def _supported(spec, formats) -> tuple[tuple, list[str]]:
 def _build_all(job: Job, formats, say) -> tuple[list[Artifact], list[str]]:
     builders = _builders()
     made, skipped = [], []
-    for name in formats:
+    # Table order: formats made from ONNX (ort, triton) reuse the ONNX files already staged.
+    for name in sorted(formats, key=list(table.FORMATS).index):
         for precision in job.precisions:
             reason = job.spec.unsupported_reason(name, precision)
             if reason:
@@ -180,7 +186,18 @@ def _build_all(job: Job, formats, say) -> tuple[list[Artifact], list[str]]:
         skipped += notes
     if not made:
         raise ExportError("nothing could be exported: " + "; ".join(skipped))
+    _drop_intermediates(job.staging, made)
     return made, skipped
+
+
+def _drop_intermediates(staging: Path, made: list[Artifact]) -> None:
+    """ONNX files staged only as the source of another format are not artifacts: remove them so
+    that verification (which lists the staging folder) does not run them for nothing."""
+    keep = {a.file for a in made} | {e["file"] for a in made for e in a.extras}
+    for name in table.ALL_FILES:
+        if name not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                (staging / name).unlink()
 
 
 def _with_precisions(job: Job, precisions: tuple) -> Job:
@@ -200,7 +217,7 @@ def _check_device(device: str) -> None:
 def _resolve_opset(formats, opset):
     from .onnx import resolve_opset
 
-    if "onnx" in formats:
+    if any(f == "onnx" or table.FORMATS[f].from_onnx for f in formats):
         return resolve_opset(opset)
     return None
 
@@ -227,10 +244,12 @@ def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None
     for a in artifacts:
         path = folder / a.file
         a.size, a.sha256 = path.stat().st_size, sha256(path)
-        if a.format == "onnx":
+        for extra in a.extras:
+            extra["size"], extra["sha256"] = (folder / extra["file"]).stat().st_size, sha256(folder / extra["file"])
+        if path.suffix == ".onnx":
             a.opset = opset_of(path)
             a.inputs, a.outputs = io_spec(path)
-        else:
+        elif not a.inputs:  # a builder that knows its file's spec (ORT: its source ONNX) set it
             dtype = "float16" if a.precision == "fp16" else "float32"
             a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, crop, crop]}]
             a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
@@ -259,16 +278,42 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
 def _publish(result: ExportResult, staging: Path, out_dir: Path) -> None:
     """Move the staged files into place, then write manifest.json last. Older tlexport artifacts
     that this export did not produce are removed so the folder matches its manifest."""
-    made = {a.file for a in result.artifacts}
+    files = [f for a in result.artifacts for f in (a.file, *(e["file"] for e in a.extras))]
     with contextlib.suppress(FileNotFoundError):
         (out_dir / table.MANIFEST).unlink()
     for name in table.ALL_FILES:
-        if name not in made:
+        if name not in files:
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / name).unlink()
-    for a in result.artifacts:
-        os.replace(staging / a.file, out_dir / a.file)
+    for name in files:  # Triton's files live in sub-folders of model_repository/
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, out_dir / name)
+    _prune_empty(out_dir / table.TRITON_REPO)
     table.write_manifest(out_dir, result.manifest)
+
+
+def _prune_empty(folder: Path) -> None:
+    """Remove empty folders left under `folder` (a model dropped from the repository)."""
+    if not folder.is_dir():
+        return
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _not_run_reason(artifact: Artifact, devices) -> str | None:
+    """One line saying why no runtime here could check `artifact` (None when nothing says why)."""
+    from ..runtimes import runtime_class
+
+    fmt = table.FORMATS[artifact.format]
+    for name, device in fmt.runtimes:
+        if device in devices and device in artifact.devices:
+            reason = runtime_class(name).unavailable_reason(device, artifact.precision)
+            if reason:
+                return f"not verified: {name} cannot run here ({reason})"
+    return None
 
 
 VERIFY_IMAGES = 128  # one flip is < 1 point of accuracy, so a single near-tie cannot fail int8
@@ -294,11 +339,16 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     rows = {}
     for r in report.results:
         if r.skipped_reason is None:
-            rows.setdefault((r.artifact and Path(r.artifact).name, r.precision), []).append(r)
+            name = r.artifact and Path(r.artifact).relative_to(folder).as_posix()
+            rows.setdefault((name, r.precision), []).append(r)
     for a in models:
         checked = rows.get((a.file, a.precision), [])
-        if not checked:
-            continue  # e.g. a CUDA-only file on a machine parity could not use: stays unverified
+        if not checked:  # e.g. a CUDA-only file, or a runtime not installed here: stays unverified
+            why = _not_run_reason(a, devices)
+            if why:
+                a.verification = {"passed": None, "reason": why}
+                a.notes.append(why)
+            continue
         a.verified = all(bool(r.passed) for r in checked)
         worst = max(checked, key=lambda r: (not r.passed, r.max_abs or 0.0))
         a.verification = {

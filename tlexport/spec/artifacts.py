@@ -35,6 +35,9 @@ class Format:
         runtimes: (runtime name, device) pairs that run it, the default runtime of a device first.
         precisions: the precisions tlexport exports in this format.
         description: one line for tables and help.
+        in_all: part of `--format all` (the edge and serving formats need optional extras and
+            are asked for by name).
+        from_onnx: made from tlexport's ONNX export (needs an opset).
     """
 
     name: str
@@ -43,6 +46,8 @@ class Format:
     runtimes: tuple[tuple[str, str], ...]
     precisions: tuple[str, ...]
     description: str
+    in_all: bool = True
+    from_onnx: bool = False
 
     def runtimes_on(self, device: str) -> list[str]:
         return [name for name, d in self.runtimes if d == device]
@@ -58,8 +63,22 @@ FORMATS: dict[str, Format] = {
                ("fp32", "fp16"), "TorchScript (traced, frozen) for LibTorch/C++"),
         Format("pt2", ".pt2", True, (("pt2", "cpu"), ("pt2", "cuda")),
                ("fp32",), "torch.export ExportedProgram"),
+        # A .pte is a flatbuffer program of operator calls and constant data: loading it
+        # deserialises data and calls kernels registered in the runtime, nothing from the file is
+        # executed as Python (unlike TorchScript or pickled .pt2), so it does not runs_code.
+        Format("executorch", ".pte", False, (("executorch", "cpu"),), ("fp32", "int8"),
+               "ExecuTorch program, XNNPACK delegate (phones, boards)", in_all=False),
+        Format("tflite", ".tflite", False, (("litert", "cpu"),), ("fp32", "int8"),
+               "LiteRT / TFLite flatbuffer via litert-torch (Android, microcontrollers)", in_all=False),
+        Format("ort", ".ort", False, (("onnxruntime", "cpu"),), ("fp32", "int8"),
+               "ONNX Runtime mobile format + reduced-operator config", in_all=False, from_onnx=True),
+        # A Triton model repository: the artifact is the ONNX model inside it; config.pbtxt and the
+        # labels file travel beside it as the row's extras.
+        Format("triton", ".onnx", False, (("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda")),
+               ("fp32", "int8"), "Triton model repository (onnxruntime backend)", in_all=False, from_onnx=True),
     )
 }
+TRITON_REPO = "model_repository"
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,7 @@ class ArtifactKind:
         file: its fixed name in an export folder.
         role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
         cuda_only: it can only be built and run on a GPU.
+        extras: files that travel with it (written, listed, replaced and removed together).
     """
 
     format: str
@@ -78,6 +98,7 @@ class ArtifactKind:
     file: str
     role: str = MODEL
     cuda_only: bool = False
+    extras: tuple[str, ...] = ()
 
     @property
     def runs_code(self) -> bool:
@@ -92,9 +113,25 @@ KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind("torchscript", "fp32", "model.ts"),
     ArtifactKind("torchscript", "fp16", "model.fp16.ts", cuda_only=True),
     ArtifactKind("pt2", "fp32", "model.pt2"),
+    ArtifactKind("executorch", "fp32", "model.pte"),
+    ArtifactKind("executorch", "int8", "model.int8.pte"),
+    ArtifactKind("tflite", "fp32", "model.tflite"),
+    ArtifactKind("tflite", "int8", "model.int8.tflite"),
+    ArtifactKind("ort", "fp32", "model.ort", extras=("model.required_operators.config",)),
+    ArtifactKind("ort", "int8", "model.int8.ort", extras=("model.int8.required_operators.config",)),
+    *(ArtifactKind("triton", p, f"{TRITON_REPO}/{name}/1/model.onnx",
+                   extras=(f"{TRITON_REPO}/{name}/config.pbtxt", f"{TRITON_REPO}/{name}/configs/gpu.pbtxt",
+                           f"{TRITON_REPO}/{name}/labels.txt"))
+      for p, name in (("fp32", "classifier"), ("int8", "classifier_int8"))),
 )
 _BY_FILE = {k.file: k for k in KINDS}
-ALL_FILES = tuple(_BY_FILE)
+# Every file (models and their extras) tlexport may have written into an export folder.
+ALL_FILES = tuple(_BY_FILE) + tuple(e for k in KINDS for e in k.extras)
+
+
+def formats_in_all() -> tuple[str, ...]:
+    """What `--format all` means: the formats that need no optional extra."""
+    return tuple(name for name, f in FORMATS.items() if f.in_all)
 
 
 def kind(fmt: str, precision: str, role: str = MODEL) -> ArtifactKind | None:
@@ -129,7 +166,7 @@ def format_of_suffix(path: Path | str) -> str:
     for f in FORMATS.values():
         if f.suffix == suffix:
             return f.name
-    known = ", ".join(f.suffix for f in FORMATS.values())
+    known = ", ".join(dict.fromkeys(f.suffix for f in FORMATS.values()))
     raise UsageError(f"{path}: unknown model type (expected {known} or an export folder)")
 
 
