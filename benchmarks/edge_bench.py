@@ -49,7 +49,8 @@ def bench_format(arch, fmt, run_dir, work, args) -> dict:
     t0 = time.perf_counter()
     result = export(run_dir, formats=(fmt,), precisions=("fp32", "int8"), out=out, calib_size=args.calib_size)
     export_s = time.perf_counter() - t0
-    report = bench(out, runtimes=["torch-eager", TARGETS[fmt]], batch_sizes=args.batch_sizes, duration=args.duration,
+    report = bench(out, runtimes=["torch-eager", TARGETS[fmt]], batch_sizes=args.batch_sizes,
+                   duration=None if args.iters else args.duration,
                    iters=args.iters, warmup=args.warmup, threads=args.threads, run_dir=run_dir)
     return {"format": fmt, "runtime": TARGETS[fmt], "export_seconds": round(export_s, 1),
             "artifacts": [{"file": a.file, "precision": a.precision, "bytes": a.size,
