@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import click
 
+from ..spec.artifacts import FORMATS, formats_in_all
 from .common import console, emit_json, error_boundary, list_option
 
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path())
 @list_option("--format", "--formats", "formats", default=("onnx",), show_default=True, metavar="F[,F...]",
-             help="onnx, torchscript, pt2, openvino (IR: .xml + .bin) or all; repeatable or comma-separated.")
+             help=f"{', '.join(FORMATS)} or all (= {', '.join(formats_in_all())}); repeatable or "
+                  "comma-separated. openvino needs the openvino extra; executorch, tflite and triton the edge extra.")
 @list_option("--precision", "--precisions", "precisions", default=("fp32",), show_default=True, metavar="P[,P...]",
-             help="fp32, fp16, int8; repeatable or comma-separated. int8: ONNX and OpenVINO; fp16 TorchScript: --device cuda.")
+             help="fp32, fp16, int8; repeatable or comma-separated. int8: ONNX, OpenVINO and the edge formats; "
+                  "fp16: ONNX, OpenVINO, TorchScript (--device cuda).")
 @click.option("--out", type=click.Path(), help="Output folder (default RUN_DIR/export).")
 @click.option("--opset", type=int, help="ONNX opset (default: newest supported by both the exporter and onnxruntime).")
 @click.option("--batch", default="dynamic", show_default=True, help="'dynamic' (free batch dimension) or a fixed N.")
@@ -33,7 +36,8 @@ from .common import console, emit_json, error_boundary, list_option
 @error_boundary
 def command(run_dir, formats, precisions, out, opset, batch, device, calib_size, calib_method, calib_data,
             int8_fallback, fp16_io, bake_preprocess, no_verify, as_json):
-    """Export a run's best weights to ONNX / TorchScript / .pt2 (fp32, fp16, int8) with labels and
+    """Export a run's best weights to ONNX / TorchScript / .pt2 / OpenVINO IR (fp32, fp16, int8), or to
+    the edge and serving formats (ExecuTorch, LiteRT, ORT mobile, a Triton repository), with labels and
     preprocessing embedded, verified against PyTorch, plus manifest.json.
 
     Files are written to temporary names and moved into place only when all are complete and

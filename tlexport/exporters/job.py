@@ -12,6 +12,9 @@ class Artifact:
     """One exported file, as recorded in manifest.json.
 
     `devices` are the devices the file is meant to run on (and is verified on where present).
+    `companions` are the other files that belong to it ([{"file": relative path, "size", "sha256"}];
+    the pipeline fills them in from the artifact table, or from what the builder listed): OpenVINO's
+    .bin, ORT's operator config, a Triton model's config.pbtxt and labels.
     """
 
     file: str
@@ -29,7 +32,7 @@ class Artifact:
     verified: bool | None = None
     verification: dict | None = None
     int8: dict | None = None  # int8 only: which nodes stayed float, agreement reached, on which images
-    companions: list = field(default_factory=list)  # other files of the artifact: [{"file", "size", "sha256"}]
+    companions: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

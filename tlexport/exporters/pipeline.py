@@ -25,9 +25,11 @@ from .job import Artifact, Job
 def _builders() -> dict[str, Callable]:
     """Format name -> builder(job, say) -> (artifacts, skipped notes). Each format's module is
     imported only when that format is exported."""
-    from . import onnx, openvino, pt2, torchscript
+    from . import executorch, onnx, openvino, ortmobile, pt2, tflite, torchscript, triton
 
-    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build, "openvino": openvino.build}
+    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build, "openvino": openvino.build,
+            "executorch": executorch.build, "tflite": tflite.build, "ort": ortmobile.build,
+            "triton": triton.build}
 
 
 @dataclass
@@ -51,10 +53,11 @@ def check_options(formats, precisions, batch, device, calib_method, calib_size, 
     Returns:
         (formats tuple, precisions tuple, fixed batch or None)
     """
+    from .extras import require
     from .quantize import CALIB_METHODS
 
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
-    formats = tuple(table.FORMATS) if "all" in formats else formats
+    formats = tuple(dict.fromkeys(table.formats_in_all() + formats)) if "all" in formats else formats
     formats = table.check_choices(formats, tuple(table.FORMATS) + ("all",), "format")
     precisions = table.check_precisions(precisions)
     if not formats or not precisions:
@@ -73,6 +76,8 @@ def check_options(formats, precisions, batch, device, calib_method, calib_size, 
         raise UsageError("--calib-size must be at least 1")
     if bake_preprocess and "onnx" not in formats:
         raise UsageError("--bake-preprocess makes an ONNX model: add --format onnx")
+    formats = tuple(f for f in formats if f != "all")
+    require(formats)  # a missing optional extra is named before any heavy work
     return formats, precisions, fixed
 
 
@@ -188,7 +193,8 @@ def _supported(spec, formats) -> tuple[tuple, list[str]]:
 def _build_all(job: Job, formats, say) -> tuple[list[Artifact], list[str]]:
     builders = _builders()
     made, skipped = [], []
-    for name in formats:
+    # Table order: formats made from ONNX (ort, triton) reuse the ONNX files already staged.
+    for name in sorted(formats, key=list(table.FORMATS).index):
         for precision in job.precisions:
             reason = job.spec.unsupported_reason(name, precision)
             if reason:
@@ -201,7 +207,18 @@ def _build_all(job: Job, formats, say) -> tuple[list[Artifact], list[str]]:
         skipped += notes
     if not made:
         raise ExportError("nothing could be exported: " + "; ".join(skipped))
+    _drop_intermediates(job.staging, made)
     return made, skipped
+
+
+def _drop_intermediates(staging: Path, made: list[Artifact]) -> None:
+    """ONNX files staged only as the source of another format are not artifacts: remove them so
+    that verification (which lists the staging folder) does not run them for nothing."""
+    keep = {f for a in made for f in _files_of(a)}
+    for name in table.ALL_FILES:
+        if name not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                (staging / name).unlink()
 
 
 def _with_precisions(job: Job, precisions: tuple) -> Job:
@@ -221,7 +238,7 @@ def _check_device(device: str) -> None:
 def _resolve_opset(formats, opset):
     from .onnx import resolve_opset
 
-    if {"onnx", "openvino"} & set(formats):  # the IR is converted from ONNX
+    if any(f == "onnx" or table.FORMATS[f].from_onnx for f in formats):  # OpenVINO, ORT, Triton: from ONNX
         return resolve_opset(opset)
     return None
 
@@ -249,11 +266,11 @@ def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None
         path = folder / a.file
         a.size, a.sha256 = path.stat().st_size, sha256(path)
         a.companions = [{"file": c, "size": (folder / c).stat().st_size, "sha256": sha256(folder / c)}
-                        for c in table.companions_of(a.file)]
-        if a.format == "onnx":
+                        for c in _files_of(a)[1:]]
+        if path.suffix == ".onnx":
             a.opset = opset_of(path)
             a.inputs, a.outputs = io_spec(path)
-        else:
+        elif not a.inputs:  # a builder that knows its file's spec (ORT: its source ONNX) set it
             dtype = "float16" if a.precision == "fp16" else "float32"
             a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, crop, crop]}]
             a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
@@ -279,20 +296,51 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
     }
 
 
+def _files_of(a: Artifact) -> list[str]:
+    """The artifact's file, then its companions: those its builder listed, else the table's."""
+    listed = [c["file"] for c in a.companions]
+    return [a.file, *(listed or table.companions_of(a.file))]
+
+
 def _publish(result: ExportResult, staging: Path, out_dir: Path) -> None:
     """Move the staged files into place, then write manifest.json last. Older tlexport artifacts
     that this export did not produce are removed so the folder matches its manifest."""
-    made = {f for a in result.artifacts for f in (a.file, *table.companions_of(a.file))}
+    files = [f for a in result.artifacts for f in reversed(_files_of(a))]  # OpenVINO: weights before the graph
     with contextlib.suppress(FileNotFoundError):
         (out_dir / table.MANIFEST).unlink()
     for name in table.ALL_FILES:
-        if name not in made:
+        if name not in files:
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / name).unlink()
-    for a in result.artifacts:
-        for name in (*table.companions_of(a.file), a.file):  # weights first: the graph names them
-            os.replace(staging / name, out_dir / name)
+    for name in files:  # Triton's files live in sub-folders of model_repository/
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, out_dir / name)
+    _prune_empty(out_dir / table.TRITON_REPO)
     table.write_manifest(out_dir, result.manifest)
+
+
+def _prune_empty(folder: Path) -> None:
+    """Remove empty folders left under `folder` (a model dropped from the repository)."""
+    if not folder.is_dir():
+        return
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _not_run_reason(artifact: Artifact, devices) -> str | None:
+    """One line saying why no runtime here could check `artifact` (None when nothing says why)."""
+    from ..runtimes import runtime_class
+
+    fmt = table.FORMATS[artifact.format]
+    for name, device in fmt.runtimes:
+        if device in devices and device in artifact.devices:
+            reason = runtime_class(name).unavailable_reason(device, artifact.precision)
+            if reason:
+                return f"not verified: {name} cannot run here ({reason})"
+    return None
 
 
 VERIFY_IMAGES = 128  # one flip is < 1 point of accuracy, so a single near-tie cannot fail int8
@@ -318,11 +366,16 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     rows = {}
     for r in report.results:
         if r.skipped_reason is None:
-            rows.setdefault((r.artifact and Path(r.artifact).name, r.precision), []).append(r)
+            name = r.artifact and Path(r.artifact).relative_to(folder).as_posix()
+            rows.setdefault((name, r.precision), []).append(r)
     for a in models:
         checked = rows.get((a.file, a.precision), [])
-        if not checked:
-            continue  # e.g. a CUDA-only file on a machine parity could not use: stays unverified
+        if not checked:  # e.g. a CUDA-only file, or a runtime not installed here: stays unverified
+            why = _not_run_reason(a, devices)
+            if why:
+                a.verification = {"passed": None, "reason": why}
+                a.notes.append(why)
+            continue
         a.verified = all(bool(r.passed) for r in checked)
         worst = max(checked, key=lambda r: (not r.passed, r.max_abs or 0.0))
         a.verification = {

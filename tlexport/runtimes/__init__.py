@@ -2,7 +2,7 @@
 what an export folder allows. parity, bench and predict use it alike.
 
 A runtime is a small `Runtime` subclass in the module of its family (torch_rt, onnx_rt,
-openvino_rt); which formats it runs on which devices is a row of the artifact table
+openvino_rt, executorch_rt, litert_rt); which formats it runs on which devices is a row of the artifact table
 (`tlexport.spec.artifacts.FORMATS`). Importing this package is torch-free.
 """
 
@@ -13,13 +13,15 @@ from pathlib import Path
 from ..errors import UsageError
 from ..spec import artifacts as table
 from .base import Runtime, Skipped
+from .executorch_rt import ExecuTorchRuntime
+from .litert_rt import LiteRTRuntime
 from .onnx_rt import OnnxRuntime, OnnxRuntimeCUDA, OnnxRuntimeTensorRT
 from .openvino_rt import OpenVINORuntime
 from .torch_rt import PT2Runtime, TorchEager, TorchScriptRuntime
 
 _CLASSES: dict[str, type[Runtime]] = {cls.name: cls for cls in (
     TorchEager, TorchScriptRuntime, PT2Runtime, OnnxRuntime, OnnxRuntimeCUDA, OnnxRuntimeTensorRT,
-    OpenVINORuntime,
+    OpenVINORuntime, ExecuTorchRuntime, LiteRTRuntime,
 )}
 RUNTIME_NAMES: tuple[str, ...] = tuple(_CLASSES)
 REFERENCE = "torch-eager"

@@ -36,6 +36,9 @@ class Format:
         runtimes: (runtime name, device) pairs that run it, the default runtime of a device first.
         precisions: the precisions tlexport exports in this format.
         description: one line for tables and help.
+        in_all: part of `--format all` (the edge and serving formats need optional extras and
+            are asked for by name).
+        from_onnx: made from tlexport's ONNX export (needs an opset).
     """
 
     name: str
@@ -44,6 +47,8 @@ class Format:
     runtimes: tuple[tuple[str, str], ...]
     precisions: tuple[str, ...]
     description: str
+    in_all: bool = True
+    from_onnx: bool = False
 
     def runtimes_on(self, device: str) -> list[str]:
         return [name for name, d in self.runtimes if d == device]
@@ -60,9 +65,23 @@ FORMATS: dict[str, Format] = {
         Format("pt2", ".pt2", True, (("pt2", "cpu"), ("pt2", "cuda")),
                ("fp32",), "torch.export ExportedProgram"),
         Format("openvino", ".xml", False, (("openvino", "cpu"),),
-               PRECISIONS, "OpenVINO IR: model.xml (graph) + model.bin (weights)"),
+               PRECISIONS, "OpenVINO IR: model.xml (graph) + model.bin (weights)", in_all=False, from_onnx=True),
+        # A .pte is a flatbuffer program of operator calls and constant data: loading it
+        # deserialises data and calls kernels registered in the runtime, nothing from the file is
+        # executed as Python (unlike TorchScript or pickled .pt2), so it does not runs_code.
+        Format("executorch", ".pte", False, (("executorch", "cpu"),), ("fp32", "int8"),
+               "ExecuTorch program, XNNPACK delegate (phones, boards)", in_all=False),
+        Format("tflite", ".tflite", False, (("litert", "cpu"),), ("fp32", "int8"),
+               "LiteRT / TFLite flatbuffer via litert-torch (Android, microcontrollers)", in_all=False),
+        Format("ort", ".ort", False, (("onnxruntime", "cpu"),), ("fp32", "int8"),
+               "ONNX Runtime mobile format + reduced-operator config", in_all=False, from_onnx=True),
+        # A Triton model repository: the artifact is the ONNX model inside it; config.pbtxt and the
+        # labels file travel beside it as its companions.
+        Format("triton", ".onnx", False, (("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda")),
+               ("fp32", "int8"), "Triton model repository (onnxruntime backend)", in_all=False, from_onnx=True),
     )
 }
+TRITON_REPO = "model_repository"
 
 
 @dataclass(frozen=True)
@@ -74,8 +93,9 @@ class ArtifactKind:
         file: its fixed name in an export folder.
         role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
         cuda_only: it can only be built and run on a GPU.
-        companions: other files that belong to it (OpenVINO's weights beside its graph): listed
-            with it in the manifest, published and removed with it.
+        companions: other files that belong to it (OpenVINO's weights beside its graph, the ORT
+            operator config, a Triton model's configs and labels): listed with it in the
+            manifest, published, replaced and removed with it.
     """
 
     format: str
@@ -101,8 +121,19 @@ KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind("openvino", "fp32", "model.xml", companions=("model.bin",)),
     ArtifactKind("openvino", "fp16", "model.fp16.xml", companions=("model.fp16.bin",)),
     ArtifactKind("openvino", "int8", "model.int8.xml", companions=("model.int8.bin",)),
+    ArtifactKind("executorch", "fp32", "model.pte"),
+    ArtifactKind("executorch", "int8", "model.int8.pte"),
+    ArtifactKind("tflite", "fp32", "model.tflite"),
+    ArtifactKind("tflite", "int8", "model.int8.tflite"),
+    ArtifactKind("ort", "fp32", "model.ort", companions=("model.required_operators.config",)),
+    ArtifactKind("ort", "int8", "model.int8.ort", companions=("model.int8.required_operators.config",)),
+    *(ArtifactKind("triton", p, f"{TRITON_REPO}/{name}/1/model.onnx",
+                   companions=(f"{TRITON_REPO}/{name}/config.pbtxt", f"{TRITON_REPO}/{name}/configs/gpu.pbtxt",
+                               f"{TRITON_REPO}/{name}/labels.txt"))
+      for p, name in (("fp32", "classifier"), ("int8", "classifier_int8"))),
 )
 _BY_FILE = {k.file: k for k in KINDS}
+# Every file (models and their companions) tlexport may have written into an export folder.
 ALL_FILES = tuple(_BY_FILE) + tuple(c for k in KINDS for c in k.companions)
 
 
@@ -112,6 +143,11 @@ def companions_of(file: str) -> tuple[str, ...]:
     if file in _BY_FILE:
         return _BY_FILE[file].companions
     return (str(Path(file).with_suffix(".bin")),) if Path(file).suffix == ".xml" else ()
+
+
+def formats_in_all() -> tuple[str, ...]:
+    """What `--format all` means: the formats that need no optional extra."""
+    return tuple(name for name, f in FORMATS.items() if f.in_all)
 
 
 def kind(fmt: str, precision: str, role: str = MODEL) -> ArtifactKind | None:
@@ -146,7 +182,7 @@ def format_of_suffix(path: Path | str) -> str:
     for f in FORMATS.values():
         if f.suffix == suffix:
             return f.name
-    known = ", ".join(f.suffix for f in FORMATS.values())
+    known = ", ".join(dict.fromkeys(f.suffix for f in FORMATS.values()))
     raise UsageError(f"{path}: unknown model type (expected {known} or an export folder)")
 
 

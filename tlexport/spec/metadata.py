@@ -1,10 +1,14 @@
 """The metadata every artifact carries, so an app needs nothing but the model file.
 
-Written into ONNX `metadata_props` (keys `tlexport.*`), into a `tlexport.json` extra file
-inside TorchScript and .pt2 zip archives, and into an OpenVINO IR's runtime info (`rt_info`, path
-`tlexport/metadata`, the same JSON). Reading never executes anything: ONNX is parsed with the
-`onnx` package (torch-free), the archives are opened with `zipfile`, the IR's XML with the
-standard library (no openvino needed).
+Written into ONNX `metadata_props` (keys `tlexport.*`, also kept by the `.ort` conversion), into a
+`tlexport.json` extra file inside TorchScript and .pt2 zip archives, into an OpenVINO IR's runtime
+info (`rt_info`, path `tlexport/metadata`, the same JSON), as a TFLite metadata entry
+`tlexport.json`, and as an ExecuTorch constant method `tlexport_metadata` returning the same JSON.
+Reading never executes anything: ONNX is parsed with the `onnx` package (torch-free), the archives
+are opened with `zipfile`, the IR's XML with the standard library (no openvino needed), `.ort`
+metadata comes from onnxruntime's model metadata and `.tflite` from its flatbuffer (ai-edge-litert's
+schema, torch-free); `.pte` asks ExecuTorch's runtime for the constant (it imports torch:
+ExecuTorch's runtime needs it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from ..errors import ArtifactError, UsageError, first_line
 
 EXTRA_FILE = "tlexport.json"
+TFLITE_ENTRY = "tlexport.json"  # name of the TFLite Model.metadata entry
+PTE_METHOD = "tlexport_metadata"  # ExecuTorch constant method returning the JSON
 # ONNX metadata_props keys -> keys of the dict read_metadata returns.
 ONNX_KEYS = {
     "tlexport.classes": "classes",
@@ -263,9 +269,10 @@ def read_metadata(path: Path | str) -> dict:
         return from_onnx_props({p.key: p.value for p in proto.metadata_props}, path)
     if path.suffix in (".ts", ".pt2"):
         return _read_zip_extra(path)
-    if path.suffix == ".xml":
-        return read_ir_metadata(path)
-    raise UsageError(f"{path}: unknown model type (expected .onnx, .ts, .pt2 or .xml)")
+    readers = {".xml": read_ir_metadata, ".ort": _read_ort, ".tflite": read_tflite, ".pte": _read_pte}
+    if path.suffix in readers:
+        return validate(readers[path.suffix](path), path)  # every reader's result meets the one schema
+    raise UsageError(f"{path}: unknown model type (expected .onnx, .ts, .pt2, .xml, .pte, .tflite or .ort)")
 
 
 def read_ir_metadata(path: Path) -> dict:
@@ -280,6 +287,67 @@ def read_ir_metadata(path: Path) -> dict:
         return meta if isinstance(meta, dict) else {}
     except (ET.ParseError, ValueError, TypeError, OSError) as e:
         raise UsageError(f"{path} is not a readable OpenVINO IR ({first_line(e)})") from None
+
+
+def _read_ort(path: Path) -> dict:
+    """ONNX Runtime mobile files keep the ONNX metadata_props; onnxruntime reads them."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise UsageError(f"{path} is not a readable .ort model ({first_line(e)})") from None
+    return from_onnx_props(session.get_modelmeta().custom_metadata_map, path)
+
+
+def read_tflite(path: Path) -> dict:
+    """The `tlexport.json` metadata entry of a .tflite flatbuffer (read lazily, no interpreter)."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        raise UsageError(f"{path}: reading .tflite needs ai-edge-litert (pip install ai-edge-litert)") from None
+    try:
+        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if (entry.Name() or b"").decode() == TFLITE_ENTRY:
+                return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode())
+    except (ValueError, OSError, IndexError, AttributeError) as e:
+        raise UsageError(f"{path} is not a readable .tflite model ({first_line(e)})") from None
+    return {}
+
+
+def embed_tflite(path: Path, meta: dict) -> None:
+    """Add (or replace) the `tlexport.json` metadata entry of a .tflite file in place."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(to_json(meta).encode(), dtype=np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = TFLITE_ENTRY, len(model.buffers) - 1
+    keep = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != TFLITE_ENTRY]
+    model.metadata = keep + [entry]
+    flatbuffer_utils.write_model(model, str(path))
+
+
+def _read_pte(path: Path) -> dict:
+    """Run the .pte's constant method (it returns a string; no model code runs)."""
+    try:
+        import torch  # noqa: F401 - ExecuTorch's extension module needs torch's libraries loaded
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise UsageError(f"{path}: reading .pte needs executorch (pip install --no-deps executorch==1.5.1)") from None
+    try:
+        program = Runtime.get().load_program(str(path))
+        if PTE_METHOD not in program.method_names:
+            return {}
+        return json.loads(program.load_method(PTE_METHOD).execute([])[0])
+    except Exception as e:  # ExecuTorch raises plain RuntimeError/ValueError for bad files
+        raise UsageError(f"{path} is not a readable .pte program ({first_line(e)})") from None
 
 
 def _read_zip_extra(path: Path) -> dict:

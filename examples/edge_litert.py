@@ -1,0 +1,77 @@
+"""Classify images with a tlexport LiteRT model (`model.tflite` / `model.int8.tflite`) in the
+LiteRT interpreter - what an Android or embedded Linux app runs.
+
+Needs only ai-edge-litert, numpy and Pillow (`pip install ai-edge-litert==2.3.0`): not torch, not
+tlexport. The labels and the preprocessing travel inside the .tflite as a metadata entry named
+`tlexport.json`. int8 files take and return int8 tensors: the input is quantized and the output
+dequantized with the tensors' own scale and zero point; a channels-last (NHWC) input is fed NHWC.
+
+    python examples/edge_litert.py runs/my-run/export/model.tflite photos/
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
+from edge_app import EXTENSIONS, preprocess  # the same resize/crop/normalise as the ONNX example
+
+
+def read_metadata(path):
+    """The `tlexport.json` entry of the flatbuffer's metadata list."""
+    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name().decode() == "tlexport.json":
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    sys.exit(f"{path} carries no tlexport metadata")
+
+
+def run(interpreter, x):
+    """One image (float32 NCHW, batch 1) -> float32 logits."""
+    inp = interpreter.get_input_details()[0]
+    if list(inp["shape"][1:]) != list(x.shape[1:]) and inp["shape"][-1] == 3:
+        x = x.transpose(0, 2, 3, 1)  # the file wants channels-last
+    if list(inp["shape"]) != list(x.shape):
+        interpreter.resize_tensor_input(inp["index"], list(x.shape))
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+    if inp["dtype"] != np.float32:
+        scale, zero = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+    interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
+    interpreter.invoke()
+    out = interpreter.get_output_details()[0]
+    y = interpreter.get_tensor(out["index"]).astype(np.float64)
+    if out["dtype"] != np.float32:
+        scale, zero = out["quantization"]
+        y = (y - zero) * scale
+    return y
+
+
+def classify(model_path, target, top_k=3):
+    meta = read_metadata(model_path)
+    classes, pre = meta["classes"], meta["preprocess"]
+    interpreter = Interpreter(model_path=str(model_path))
+    target = Path(target)
+    files = sorted(p for p in target.rglob("*") if p.suffix.lower() in EXTENSIONS) if target.is_dir() else [target]
+    for f in files:
+        try:
+            x = preprocess(f, pre)[None]
+        except OSError as e:  # unreadable image: say so and carry on
+            print(f"{f}: cannot read ({e})", file=sys.stderr)
+            continue
+        logits = run(interpreter, x)[0]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        best = np.argsort(-probs)[:top_k]
+        print(f"{f}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in best))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python edge_litert.py MODEL.tflite IMAGE_OR_FOLDER")
+    classify(sys.argv[1], sys.argv[2])

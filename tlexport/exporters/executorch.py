@@ -1,0 +1,99 @@
+"""ExecuTorch export: `model.pte` (fp32) and `model.int8.pte` (PT2E int8), lowered from the same
+torch.export program as `.pt2` onto the XNNPACK delegate, with the metadata as a constant method.
+
+Needs the `edge` extra plus `pip install --no-deps executorch==1.5.1` (see extras.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ExportError, first_line
+from ..spec import metadata as md
+
+# Upper bound of the free batch dimension given to torch.export. ExecuTorch plans memory for a
+# bound of its own (15 with executorch 1.5.1 whatever is asked here); the runtime reads the real
+# bound from the program and feeds larger batches in chunks.
+MAX_BATCH = 64
+
+
+def _program(module, example, dynamic: bool):
+    import torch
+
+    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}} if dynamic else None
+    return torch.export.export(module, (example,), dynamic_shapes=shapes)
+
+
+def lower(program, path: Path, meta: dict) -> None:
+    """XNNPACK-delegated ExecuTorch program with `tlexport_metadata` as a constant method."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                       constant_methods={md.PTE_METHOD: md.to_json(meta)})
+    path.write_bytes(edge.to_executorch().buffer)
+
+
+def _float_modules(model, keep: tuple[str, ...], head: str) -> list[str]:
+    """Module names left in float: "stem" is the first convolution, "head" the classifier (the
+    same choice as ONNX int8, see quantize.float_nodes)."""
+    import torch
+
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    picked = {"stem": convs[:1], "head": [head]}
+    return [name for part in keep for name in picked.get(part, [])]
+
+
+def quantized_program(job, batches):
+    """PT2E static int8 for XNNPACK: per-channel symmetric int8 weights, int8 activations,
+    calibrated on `batches`; the stem and head stay float like ONNX int8."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    # set_module_name(name, None) is "not supported yet": a filter leaves those modules float.
+    floats = [get_module_name_filter(n) for n in _float_modules(job.model, tuple(job.spec.int8_float), job.spec.head)]
+    quantizer.set_filter_function(lambda node: not any(f(node) for f in floats))
+    prepared = prepare_pt2e(_program(job.model_on("cpu"), job.example, job.dynamic).module(), quantizer)
+    with torch.no_grad():
+        for b in batches:
+            prepared(torch.from_numpy(b))
+    return _program(convert_pt2e(prepared), job.example, job.dynamic)
+
+
+def build(job, say) -> tuple[list, list[str]]:
+    """model.pte and/or model.int8.pte on the CPU (XNNPACK runs on Arm and x86 CPUs)."""
+    from ..spec.artifacts import file_name
+    from . import quantize
+    from .job import Artifact
+    from ..runtimes.quiet import silenced
+
+    out, skipped = [], [f"executorch {p}: only fp32 and int8 .pte are produced" for p in job.precisions
+                        if p not in ("fp32", "int8")]
+    for precision in [p for p in ("fp32", "int8") if p in job.precisions]:
+        say(f"ExecuTorch {precision}" + (" (calibrating)" if precision == "int8" else ""))
+        dst = job.staging / file_name("executorch", precision)
+        notes = ["XNNPACK delegate; metadata in the constant method tlexport_metadata"]
+        try:
+            if precision == "fp32":
+                with silenced():
+                    lower(_program(job.model_on("cpu"), job.example, job.dynamic), dst, job.meta)
+            else:
+                o = job.options
+                files = quantize.calibration_images(job.run, o["calib_data"], o["calib_size"])
+                batches = quantize.calibration_batches(files, job.run.preprocess, int(job.example.shape[0]))
+                with silenced():
+                    lower(quantized_program(job, batches), dst, job.meta)
+                keep = ", ".join(job.spec.int8_float) or "nothing"
+                notes.append(f"PT2E static int8 (XNNPACKQuantizer, per-channel symmetric weights) calibrated "
+                             f"on {len(files)} images; kept in float: {keep}")
+        except ExportError:
+            raise
+        except Exception as e:
+            raise ExportError(f"ExecuTorch {precision} export failed ({first_line(e, 300)})") from None
+        out.append(Artifact(dst.name, "executorch", precision, devices=["cpu"], notes=notes))
+    return out, skipped

@@ -1,0 +1,57 @@
+"""ONNX Runtime mobile: `model.ort` / `model.int8.ort` converted from the staged ONNX files with
+onnxruntime's own converter, each with the reduced-operator config a custom (minimal) mobile
+build of onnxruntime is compiled from. The ONNX metadata_props survive the conversion."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import ExportError, first_line
+
+
+def to_ort(src: Path, dst: Path, config: Path) -> None:
+    """Convert one ONNX file (fixed optimizations, portable: no x86-only layout transforms).
+
+    Raises:
+        ExportError: the converter failed or wrote no .ort file.
+    """
+    from ..runtimes.quiet import silenced
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        tmp = Path(tmp)
+        try:
+            with silenced():  # the converter prints and logs its progress
+                convert_onnx_models_to_ort(src, output_dir=tmp, optimization_styles=[OptimizationStyle.Fixed],
+                                           target_platform=None, enable_type_reduction=False)
+        except Exception as e:
+            raise ExportError(f"ORT conversion of {src.name} failed ({first_line(e, 300)})") from None
+        orts, configs = list(tmp.glob("*.ort")), list(tmp.glob("*.config"))
+        if len(orts) != 1 or len(configs) != 1:
+            raise ExportError(f"ORT conversion of {src.name} wrote {[p.name for p in tmp.iterdir()]}")
+        os.replace(orts[0], dst)
+        os.replace(configs[0], config)
+
+
+def build(job, say) -> tuple[list, list[str]]:
+    """model.ort (+ model.required_operators.config) and/or their int8 twins."""
+    from ..spec.artifacts import kind
+    from .fromonnx import staged_onnx
+    from .job import Artifact
+    from .onnx import io_spec, opset_of
+
+    out, skipped = [], [f"ort {p}: only fp32 and int8 .ort are produced" for p in job.precisions
+                        if p not in ("fp32", "int8")]
+    for precision in [p for p in ("fp32", "int8") if p in job.precisions]:
+        src = staged_onnx(job, precision, say)
+        row = kind("ort", precision)
+        say(f"ORT mobile {precision}")
+        to_ort(src, job.staging / row.file, job.staging / row.companions[0])
+        inputs, outputs = io_spec(src)
+        out.append(Artifact(row.file, "ort", precision, opset=opset_of(src), inputs=inputs, outputs=outputs,
+                            devices=["cpu"], companions=[{"file": row.companions[0]}], notes=[
+            f"from {src.name}; {row.companions[0]} lists the operators a reduced onnxruntime build needs "
+            "(tools/ci_build/build.py --minimal_build --include_ops_by_config)"]))
+    return out, skipped
