@@ -72,7 +72,7 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
     import onnx
     import onnxruntime as ort
 
-    from tlexport.exporters.onnx import max_supported_opset
+    from tlexport.exporters.onnx_graph import max_supported_opset
 
     alone = tmp_path / "elsewhere.onnx"
     shutil.copy(exported / "model.onnx", alone)

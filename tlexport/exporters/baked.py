@@ -86,7 +86,7 @@ def build_baked(job, dst) -> None:
     """model.uint8.onnx: the float model behind the uint8 NHWC wrapper, exported like model.onnx."""
     import torch
 
-    from .onnx import export_onnx
+    from .onnx_graph import export_onnx
 
     baked = BakedPreprocess.wrap(job.model, job.run.preprocess)
     n, _, h, w = job.example.shape

@@ -10,7 +10,7 @@ def staged_onnx(job, precision: str, say) -> Path:
     """Path of the staged `model.onnx` / `model.fp16.onnx` / `model.int8.onnx`."""
     from ..spec.artifacts import file_name
     from . import quantize
-    from .onnx import export_onnx
+    from .onnx_graph import export_onnx
 
     path = job.staging / file_name("onnx", precision)
     if path.is_file():

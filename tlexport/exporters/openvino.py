@@ -38,7 +38,7 @@ def save_ir(src: Path, dst: Path, *, meta: dict, half: bool = False) -> None:
 def _fp32_onnx(job, say) -> Path:
     """The staged fp32 ONNX when the onnx format was built first in this export, else our own."""
     from ..spec.artifacts import file_name
-    from .onnx import export_onnx
+    from .onnx_graph import export_onnx
 
     staged = job.staging / file_name("onnx", "fp32")
     if staged.is_file():

@@ -40,7 +40,7 @@ def build(job, say) -> tuple[list, list[str]]:
     from ..spec.artifacts import kind
     from .fromonnx import staged_onnx
     from .job import Artifact
-    from .onnx import io_spec, opset_of
+    from .onnx_graph import io_spec, opset_of
 
     out, skipped = [], [f"ort {p}: only fp32 and int8 .ort are produced" for p in job.precisions
                         if p not in ("fp32", "int8")]

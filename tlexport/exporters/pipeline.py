@@ -236,7 +236,7 @@ def _check_device(device: str) -> None:
 
 
 def _resolve_opset(formats, opset):
-    from .onnx import resolve_opset
+    from .onnx_graph import resolve_opset
 
     if any(f == "onnx" or table.FORMATS[f].from_onnx for f in formats):  # OpenVINO, ORT, Triton: from ONNX
         return resolve_opset(opset)
@@ -260,7 +260,7 @@ def _make_job(run, spec, model, device, fixed, opset, staging, precisions, optio
 def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None:
     """Fill size, sha256, opset and input/output spec of each staged artifact."""
     from ..fileio import sha256
-    from .onnx import io_spec, opset_of
+    from .onnx_graph import io_spec, opset_of
 
     for a in artifacts:
         path = folder / a.file

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ExportError, UsageError, first_line
 from ..spec import metadata as md
-from .onnx import save_checked
+from .onnx_graph import save_checked
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 

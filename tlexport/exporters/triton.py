@@ -72,7 +72,7 @@ def check_config(path: Path, onnx_path: Path):
     """
     from google.protobuf import text_format
 
-    from .onnx import io_spec
+    from .onnx_graph import io_spec
 
     mc = model_config_pb2()
     try:
@@ -96,7 +96,7 @@ def build(job, say) -> tuple[list, list[str]]:
     from ..spec.artifacts import kind
     from .fromonnx import staged_onnx
     from .job import Artifact
-    from .onnx import io_spec
+    from .onnx_graph import io_spec
 
     out, skipped = [], [f"triton {p}: only fp32 and int8 models are put in the repository"
                         for p in job.precisions if p not in ("fp32", "int8")]
