@@ -151,7 +151,7 @@ def find_lr(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, step
     session = _Session(cfg, None, progress or Progress())
     model, optimizer = session.model, session.optimizer
     set_train_mode(model, cfg.arch, frozen=False)
-    batches = _endless(session.train_loader, session.generator, cfg.seed)
+    batches = _endless(session.train_loader, session.sampler)
 
     def step() -> float:
         x, y = to_device(next(batches), session.device)
@@ -164,10 +164,10 @@ def find_lr(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, step
     return result
 
 
-def _endless(loader, generator, seed: int):
+def _endless(loader, sampler):
     """Batches forever, reshuffled (seeded) on each pass; batches that lost every file are skipped."""
     for epoch in range(10**9):
-        generator.manual_seed(seed * 1000 + epoch)
+        sampler.set_epoch(epoch)
         yielded = False
         for batch in loader:
             if batch is not None:
