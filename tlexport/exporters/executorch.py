@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ExportError, first_line
+from ..errors import ExportError, UsageError, first_line
 from ..spec import metadata as md
 
 # Upper bound of the free batch dimension given to torch.export. ExecuTorch plans memory for a
@@ -35,34 +35,95 @@ def lower(program, path: Path, meta: dict) -> None:
 
 
 def _float_modules(model, keep: tuple[str, ...], head: str) -> list[str]:
-    """Module names left in float: "stem" is the first convolution, "head" the classifier (the
-    same choice as ONNX int8, see quantize.float_nodes)."""
+    """Module names left in float. "stem" is the first convolution and "head" the classifier (the
+    same words as ONNX int8, see quantize.float_nodes); any other name must be a module of the
+    model (`conv1`, `features.0.0`, ...).
+
+    Raises:
+        UsageError: a name that is neither.
+    """
     import torch
 
     convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
     picked = {"stem": convs[:1], "head": [head]}
-    return [name for part in keep for name in picked.get(part, [])]
+    modules = dict(model.named_modules())
+    out = []
+    for part in keep:
+        if part in picked:
+            out += picked[part]
+        elif part in modules and part:
+            out.append(part)
+        else:
+            raise UsageError(f"--int8-fallback {part!r} names no module of this model for ExecuTorch int8 "
+                             "(use stem, head or a module name such as conv1)")
+    return out
 
 
-def quantized_program(job, batches):
+def quantized_program(job, batches, keep: tuple[str, ...]):
     """PT2E static int8 for XNNPACK: per-channel symmetric int8 weights, int8 activations,
-    calibrated on `batches`; the stem and head stay float like ONNX int8."""
+    calibrated on `batches`; the modules `keep` names stay float."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
     from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     # set_module_name(name, None) is "not supported yet": a filter leaves those modules float.
-    floats = [get_module_name_filter(n) for n in _float_modules(job.model, tuple(job.spec.int8_float), job.spec.head)]
+    floats = [get_module_name_filter(n) for n in _float_modules(job.model, keep, job.spec.head)]
     quantizer.set_filter_function(lambda node: not any(f(node) for f in floats))
     prepared = prepare_pt2e(_program(job.model_on("cpu"), job.example, job.dynamic).module(), quantizer)
     with torch.no_grad():
         for b in batches:
             prepared(torch.from_numpy(b))
     return _program(convert_pt2e(prepared), job.example, job.dynamic)
+
+
+def _agreement(job, program, inputs, ref):
+    """parity's int8 comparison of the quantized program (run in torch) with the fp32 model."""
+    import numpy as np
+    import torch
+
+    from ..verify.compare import compare, gates_for
+
+    module = program.module()
+    fixed = None if job.dynamic else int(job.example.shape[0])
+    out = []
+    with torch.no_grad():
+        for _, b in inputs.batches(fixed or 32):
+            n = len(b)
+            if fixed:
+                b = np.concatenate([b, np.repeat(b[-1:], fixed - n, axis=0)])
+            out.append(module(torch.from_numpy(b)).float().numpy()[:n])
+    return compare(ref, np.concatenate(out), inputs.labels, inputs.names, "int8", gates_for("int8"),
+                   runtime="executorch")
+
+
+def int8_program(job, batches):
+    """(program, float modules, note) under the int8 policy of ONNX int8: `--int8-fallback none`
+    quantizes everything, a list keeps those modules float, and `auto` (the default) keeps
+    everything int8 when parity's int8 gate holds on the held-out images, else stem and head float."""
+    import numpy as np
+    import torch
+
+    from . import quantize
+
+    policy = quantize.parse_fallback(job.options.get("int8_fallback") or job.spec.int8_fallback)
+    if policy != "auto":
+        keep = () if policy == "none" else tuple(policy)
+        return quantized_program(job, batches, keep), list(keep), ""
+    inputs = quantize.held_out(job.run)
+    model = job.model_on("cpu")
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(b)).float().numpy() for _, b in inputs.batches(32)])
+    note = ""
+    for keep in ((), ("stem", "head")):
+        program = quantized_program(job, batches, keep)
+        res = _agreement(job, program, inputs, ref)
+        note = f"top-1 agreement with fp32 {res.top1_agreement:.1f}% on {len(inputs)} images ({inputs.source})"
+        if res.passed:
+            break
+    return program, list(keep), note
 
 
 def build(job, say) -> tuple[list, list[str]]:
@@ -87,11 +148,12 @@ def build(job, say) -> tuple[list, list[str]]:
                 files = quantize.calibration_images(job.run, o["calib_data"], o["calib_size"])
                 batches = quantize.calibration_batches(files, job.run.preprocess, int(job.example.shape[0]))
                 with silenced():
-                    lower(quantized_program(job, batches), dst, job.meta)
-                keep = ", ".join(job.spec.int8_float) or "nothing"
+                    program, keep, agreement = int8_program(job, batches)
+                    lower(program, dst, job.meta)
                 notes.append(f"PT2E static int8 (XNNPACKQuantizer, per-channel symmetric weights) calibrated "
-                             f"on {len(files)} images; kept in float: {keep}")
-        except ExportError:
+                             f"on {len(files)} images; kept in float: {', '.join(keep) or 'nothing'}"
+                             + (f"; {agreement}" if agreement else ""))
+        except (ExportError, UsageError):
             raise
         except Exception as e:
             raise ExportError(f"ExecuTorch {precision} export failed ({first_line(e, 300)})") from None

@@ -163,7 +163,7 @@ def _export_locked(run, spec, model, device, fixed, opset, out_dir, precisions, 
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        job = _make_job(run, spec, model, device, fixed, opset, staging, precisions, options)
+        job = _make_job(run, spec, model, device, fixed, opset, staging, precisions, {**options, "verify": verify})
         made, skipped = _build_all(job, formats, say)
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped)
         _describe(made, staging, run.preprocess.crop, "batch" if job.dynamic else fixed)

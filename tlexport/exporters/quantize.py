@@ -385,6 +385,9 @@ def build_int8(job, base: Path):
         inputs = held_out(job.run)
         trial = Trials(pre, work, batches, o["calib_method"], job.meta, inputs, logits(base, inputs))
         path, kept, res, ranked = _search(trial, pre, policy, fixed, work)
+        if policy == "auto" and not res.passed and o.get("verify", True):
+            raise ExportError(f"int8 cannot reach its gate even with every layer in float ({'; '.join(res.failures)}); "
+                              "--no-verify keeps such an artifact")
         dst = job.staging / file_name("onnx", "int8")
         os.replace(path, dst)
     finally:
@@ -393,6 +396,8 @@ def build_int8(job, base: Path):
     record = _record(policy, kept, res, inputs, trial.done, ranked, o["calib_method"], len(files), source)
     o["_int8_record"] = record  # the OpenVINO int8 IR is converted from this file and shares it
     floats = f"; kept in float: {', '.join(kept)}" if kept else "; every Conv/Gemm int8"
+    if not res.passed:
+        floats += "; BELOW the int8 gate (" + "; ".join(res.failures) + ")"
     return Artifact(dst.name, "onnx", "int8", int8=record, notes=[
         f"QDQ static, per-channel int8 weights, uint8 activations; {o['calib_method']} calibration "
         f"on {len(files)} images from {source}{floats}; top-1 agreement with fp32 "
@@ -413,8 +418,6 @@ def _search(trial, pre, policy, fixed, work):
         x = np.concatenate([x, np.repeat(x[-1:], max(0, fixed - len(x)), axis=0)])[:fixed]
     ranked = sensitivity(pre, path, x, candidate_nodes(pre), work)
     path, kept, res = fewest_float(trial, [n for n, _ in ranked])
-    if not res.passed:
-        raise ExportError(f"int8 cannot reach its gate even with every layer in float ({'; '.join(res.failures)})")
     return path, kept, res, ranked
 
 

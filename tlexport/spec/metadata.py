@@ -123,6 +123,9 @@ def check_preprocess(pre, source="metadata") -> dict:
     vr = pre.get("value_range", [0.0, 1.0])
     if not isinstance(vr, (list, tuple)) or [x for x in vr if _is_number(x)] != [0, 1]:
         _fail(source, "preprocess.value_range", f"must be [0, 1], not {vr!r}")
+    # the layout fields, checked above, stay in the result when the file states them
+    out.update({k: (list(pre[k]) if k == "value_range" else pre[k])
+                for k in ("color_order", "layout", "value_range") if k in pre})
     return out
 
 
