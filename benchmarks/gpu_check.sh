@@ -29,7 +29,8 @@ PY="${PYTHON:-python3}"
 WHEELS="onnx==1.23.2 onnxscript==0.7.2 onnx-ir==1.1.0 ml_dtypes==0.5.4 protobuf==7.36.2 packaging==26.2
 safetensors==0.8.0 click==8.5.1 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 Pygments==2.20.0
 pytest==9.0.3 pluggy==1.6.0 iniconfig==2.3.0 matplotlib==3.11.2 contourpy==1.3.3 cycler==0.12.1
-fonttools==4.68.0 kiwisolver==1.5.1 pyparsing==3.3.2 python-dateutil==2.9.0.post0 six==1.17.0"
+fonttools==4.68.0 kiwisolver==1.5.1 pyparsing==3.3.2 python-dateutil==2.9.0.post0 six==1.17.0
+PyYAML==6.0.3"
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
   # shellcheck disable=SC2086

@@ -57,3 +57,20 @@ def write_fake_run(run_dir: Path, data_root: Path, classes, crop: int = 48, seed
 def fake_run(tmp_path_factory, tiny_data) -> Path:
     return write_fake_run(tmp_path_factory.mktemp("runs") / "fake", tiny_data,
                           ["circle", "square", "triangle"])
+
+
+def predict_in_fresh_process(model, images, top_k: int = 5) -> dict:
+    """`tlexport.inference.predict` in a new interpreter, as an edge app runs it: {"torch": whether
+    torch got imported, "n": images classified, "top": first image's top-k, "labels": every
+    image's top-1 label}."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json\n"
+            "from tlexport.inference import predict\n"
+            f"r = predict({str(model)!r}, [{str(images)!r}], top_k={top_k})\n"
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'n': len(r.results), 'top': r.results[0]['top'],"
+            " 'labels': [x['top'][0]['label'] for x in r.results]}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])

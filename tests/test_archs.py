@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import predict_in_fresh_process
 from safetensors.torch import load_file, save_file
 
 from tlexport import models
@@ -278,8 +279,6 @@ def test_every_tested_arch_trains_exports_verifies_benches_and_predicts(arch, ti
 # ---- the edge architectures through the CLI, predict without torch ---------------------------------
 @pytest.mark.parametrize("arch", ["mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf"])
 def test_edge_arch_cli_train_export_parity_and_torch_free_predict(arch, tiny_data, tmp_path):
-    import subprocess
-    import sys
 
     run, classes = _train(arch, tiny_data, 64, tmp_path)
     r = invoke("export", run, "--format", "onnx", "--format", "torchscript", "--no-verify")
@@ -291,13 +290,7 @@ def test_edge_arch_cli_train_export_parity_and_torch_free_predict(arch, tiny_dat
     assert report["passed"] and report["images"] == 12 and report["source"] == "the run's val split"
     compared = {(x["runtime"], x["precision"]) for x in report["results"] if x["skipped_reason"] is None}
     assert compared == {("onnxruntime", "fp32"), ("torchscript", "fp32")}
-    code = ("import sys, json\n"
-            "from tlexport.inference import predict\n"
-            f"r = predict({str(run / 'export' / 'model.onnx')!r}, [{str(tiny_data / 'val')!r}])\n"
-            "print(json.dumps({'torch': 'torch' in sys.modules, 'labels': [x['top'][0]['label'] for x in r.results]}))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = predict_in_fresh_process(run / "export" / "model.onnx", tiny_data / "val")
     assert got["torch"] is False and len(got["labels"]) == 12 and set(got["labels"]) <= set(classes)
 
 

@@ -4,12 +4,11 @@ and the companion file published and cleaned up with its graph."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import predict_in_fresh_process
 
 from tlexport.cli import cli
 
@@ -61,15 +60,7 @@ def test_parity_runs_the_ir(ir_export, tmp_path):
 
 
 def test_predict_on_ir_imports_no_torch(ir_export, tiny_data):
-    code = (
-        "import sys, json\n"
-        "from tlexport.inference import predict\n"
-        f"r = predict({str(ir_export / 'model.int8.xml')!r}, [{str(tiny_data / 'val')!r}], top_k=2)\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'n': len(r.results), 'top': r.results[0]['top']}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = predict_in_fresh_process(ir_export / "model.int8.xml", tiny_data / "val", top_k=2)
     assert got["torch"] is False and got["n"] == 12
     assert got["top"][0]["label"] in ("circle", "square", "triangle")
 

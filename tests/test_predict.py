@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import predict_in_fresh_process
+from test_export import full_export
 
 from tlexport.cli import cli
-
-from test_export import full_export
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +35,7 @@ def photos(tmp_path):
 
 
 def test_onnx_predict_imports_no_torch(exported, photos):
-    code = (
-        "import sys, json\n"
-        "from tlexport.inference import predict\n"
-        f"r = predict({str(exported / 'model.onnx')!r}, [{str(photos)!r}], top_k=2)\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'n': len(r.results), 'top': r.results[0]['top']}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = predict_in_fresh_process(exported / "model.onnx", photos, top_k=2)
     assert got["torch"] is False and got["n"] == 6
     assert len(got["top"]) == 2 and got["top"][0]["label"] in ("circle", "square", "triangle")
     assert got["top"][0]["prob"] >= got["top"][1]["prob"]
@@ -55,8 +45,8 @@ def test_top1_agrees_with_torchvision_eval_transform(exported, fake_run, photos)
     import torch
 
     from tlexport.data.images import load_rgb
-    from tlexport.models import load_run
     from tlexport.inference import predict
+    from tlexport.models import load_run
 
     run = load_run(fake_run)
     model, transform = run.load_model(), run.preprocess.eval_transform()
