@@ -27,9 +27,10 @@ def tiny_data(tmp_path_factory) -> Path:
                         val_per_class=4, size=48, split=True)
 
 
-def write_fake_run(run_dir: Path, data_root: Path, classes, crop: int = 48, seed: int = 0) -> Path:
-    """A run directory as `tlexport train` writes it, with random (untrained) weights: enough for
-    export/parity/bench tests without paying for training."""
+def write_fake_run(run_dir: Path, data_root: Path, classes, crop: int = 48, seed: int = 0,
+                   arch: str = "resnet18", state: dict | None = None) -> Path:
+    """A run directory as `tlexport train` writes it, with random (untrained) weights, or `state`:
+    enough for export/parity/bench tests without paying for training."""
     import torch
     from safetensors.torch import save_file
 
@@ -37,15 +38,16 @@ def write_fake_run(run_dir: Path, data_root: Path, classes, crop: int = 48, seed
     from tlexport.data.folders import scan
 
     torch.manual_seed(seed)
-    model = models.create("resnet18", len(classes)).eval()
+    if state is None:
+        state = models.create(arch, len(classes), image_size=crop).eval().state_dict()
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_file(model.state_dict(), str(run_dir / "best.safetensors"))
-    save_file(model.state_dict(), str(run_dir / "last.safetensors"))
-    pre = models.default_preprocess("resnet18").with_crop(crop)
+    save_file(state, str(run_dir / "best.safetensors"))
+    save_file(state, str(run_dir / "last.safetensors"))
+    pre = models.default_preprocess(arch).with_crop(crop)
     scanned = scan(data_root)
     (run_dir / "split.json").write_text(json.dumps(scanned.split_record()))
     meta = {
-        "tlexport_version": "0.1.0", "arch": "resnet18", "classes": list(classes),
+        "tlexport_version": "0.1.0", "arch": arch, "classes": list(classes),
         "preprocess": pre.to_dict(), "weights": {"source": "none", "file": None},
         "metrics": {"best_val_accuracy": 0.0, "best_epoch": 0}, "versions": {},
     }

@@ -75,17 +75,31 @@ def fmt_delta(value, decimals: int = 1) -> str:
 
 
 # ---- parity ------------------------------------------------------------------------------------
-PARITY_COLUMNS = ("runtime", "precision", "device", "max abs", "mean abs", "max rel", "cos min",
+PARITY_COLUMNS = ("runtime", "precision", "device", "file", "max abs", "mean abs", "max rel", "cos min",
                   "top-1", "top-5", "acc", "Δacc", "batch", "meta", "result")
 
 
-def _parity_cells(r) -> list[tuple[str, bool]]:
+def _artifact_name(r, report) -> str:
+    """The row's file relative to the export folder (two rows of one runtime and precision, e.g.
+    onnxruntime on model.onnx and on model.ort, differ only here); "weights" for torch-eager."""
+    from pathlib import Path
+
+    if not getattr(r, "artifact", None):
+        return "weights"
+    path = Path(r.artifact)
+    try:
+        return path.relative_to(Path(report.export_dir)).as_posix() if report.export_dir else path.name
+    except ValueError:
+        return path.name
+
+
+def _parity_cells(r, report) -> list[tuple[str, bool]]:
     """Cells of one parity row as (text, failing) pairs; failing cells are marked red."""
     fail_text = " ".join(r.failures)
     tol_fail = r.within_tolerance is False and "outside atol" in fail_text
     top1_fail = "top-1 agreement" in fail_text
     return [
-        (r.runtime, False), (r.precision, False), (r.device, False),
+        (r.runtime, False), (r.precision, False), (r.device, False), (_artifact_name(r, report), False),
         (fmt_num(r.max_abs), tol_fail), (fmt_num(r.mean_abs), False), (fmt_num(r.max_rel), tol_fail),
         ("-" if r.cosine_min is None else f"{r.cosine_min:.6f}", r.finite is False),
         (fmt_pct(r.top1_agreement, 2), top1_fail), (fmt_num(r.top5_overlap), False),
@@ -108,15 +122,15 @@ def parity_table(report):
              f"fp32 atol={report.atol:g} rtol={report.rtol:g}")
     table = Table(title=title, title_justify="left")
     for col in PARITY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("runtime", "precision", "device") else "right")
+        table.add_column(col, justify="left" if col in ("runtime", "precision", "device", "file") else "right")
     for r in report.results:
         if r.skipped_reason is not None:
             # Reasons are long: they are listed under the table, not squeezed into a cell.
-            table.add_row(r.runtime, r.precision, r.device, *["-"] * (len(PARITY_COLUMNS) - 4),
+            table.add_row(r.runtime, r.precision, r.device, _artifact_name(r, report), *["-"] * (len(PARITY_COLUMNS) - 5),
                           "skipped", style="dim")
             continue
         cells = [f"[bold red]{_esc(t)}[/]" if bad else (f"[green]{t}[/]" if t == "PASS" else _esc(t))
-                 for t, bad in _parity_cells(r)]
+                 for t, bad in _parity_cells(r, report)]
         table.add_row(*cells)
     return table
 
@@ -168,10 +182,10 @@ def parity_markdown(report) -> str:
     ]
     for r in report.results:
         if r.skipped_reason is not None:
-            row = [r.runtime, r.precision, r.device, f"skipped: {r.skipped_reason}"]
+            row = [r.runtime, r.precision, r.device, _artifact_name(r, report), f"skipped: {r.skipped_reason}"]
             row += [""] * (len(PARITY_COLUMNS) - len(row))
         else:
-            row = [f"**{t}**" if bad else t for t, bad in _parity_cells(r)]
+            row = [f"**{t}**" if bad else t for t, bad in _parity_cells(r, report)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     failures = [f"- {r.runtime}/{r.precision}/{r.device}: {f}" for r in report.compared for f in r.failures]
     if failures:

@@ -16,7 +16,8 @@ from .common import Context
 @click.pass_context
 def cli(ctx, debug):
     """Fine-tune a torchvision classifier on your images and ship it: export to ONNX / TorchScript /
-    .pt2 (fp32, fp16, int8), check parity between runtimes, benchmark, predict."""
+    .pt2 / OpenVINO and the edge and serving formats (fp32, fp16, int8), check parity between
+    runtimes, benchmark, predict."""
     ctx.obj = Context(debug)
 
 
