@@ -81,6 +81,11 @@ class PeakRss:
     method = "in-process: VmHWM after resetting it via /proc/self/clear_refs, minus the RSS before"
 
     def start(self) -> "PeakRss":
+        import gc
+
+        # Garbage of earlier work freed during the stretch would lower RSS under its start and hide
+        # part of the peak: collect it before the baseline is read.
+        gc.collect()
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
