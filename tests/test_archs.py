@@ -291,7 +291,12 @@ def test_every_tested_arch_trains_exports_verifies_benches_and_predicts(arch, ti
 # runs export's own verification on the val images with the architecture's own tolerance (fp32:
 # every logit within atol/rtol and 100% top-1) before it publishes. ONNX is the format every
 # runtime family starts from (OpenVINO, ORT mobile, Triton).
-@pytest.mark.parametrize("arch", [a for a in archs.TESTED if a not in DEFAULT_ARCHS])
+# Not repeated here: the default full-path archs, the edge archs of the CLI test below, and
+# resnet18 (the fake run of test_export/test_parity/test_bench).
+COVERED_ELSEWHERE = (*DEFAULT_ARCHS, "efficientnet_b0", "regnet_x_400mf", "resnet18")
+
+
+@pytest.mark.parametrize("arch", [a for a in archs.TESTED if a not in COVERED_ELSEWHERE])
 def test_every_tested_arch_exports_verified_onnx(arch, tiny_data, tmp_path):
     from conftest import write_fake_run
     from tlexport import export
