@@ -78,7 +78,8 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> Predict
     """Classify image files and folders with an exported model.
 
     Args:
-        model_path: `.onnx` / `.ts` / `.pt2` file, or an export folder (its ONNX model).
+        model_path: `.onnx` / `.ort` / `.xml` / `.tflite` / `.pte` / `.ts` / `.pt2` file, or an
+            export folder (its ONNX model).
         images: files and/or folders (searched recursively for image files).
         top_k: labels per image (capped at the number of classes).
         batch_size: images per inference call (a fixed-batch model uses its own size).

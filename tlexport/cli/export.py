@@ -25,7 +25,7 @@ from .common import console, emit_json, error_boundary, list_option
 @click.option("--calib-method", default="minmax", show_default=True, help="int8 calibration: minmax, percentile, entropy.")
 @click.option("--calib-data", type=click.Path(), help="Calibrate on this image folder instead of the run's training split.")
 @click.option("--int8-fallback", metavar="auto|none|NODE,...",
-              help="int8 layers kept in float: auto (default for most architectures: every Conv/Gemm int8, then "
+              help="int8 layers kept in float: auto (default for most architectures: every Conv/Gemm/MatMul int8, then "
                    "the fewest most sensitive layers in float until the held-out gate passes), none, or node "
                    "names (stem and head name the first convolution and the classifier).")
 @click.option("--fp16-io", is_flag=True, help="fp16 ONNX takes and returns float16 (default float32 I/O).")

@@ -191,7 +191,7 @@ def train_or_resume(resume_dir, quiet, as_json, overwrite, options):
 
     summary = not D.launched()  # under --nproc the launcher prints it
     if resume_dir:
-        picked = {k: options[k] for k in ("epochs", "device", "workers") if given(k)}
+        picked = {k: options[k] for k in RESUME_OPTIONS if given(k)}
         return run_training(lambda p: resume(resume_dir, progress=p, **picked), quiet, as_json, summary)
     cfg = TrainConfig(**options)
     return run_training(lambda p: train(cfg, progress=p, overwrite=overwrite), quiet, as_json, summary)

@@ -106,7 +106,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     Args:
         run_dir: run directory written by `tlexport train`.
         formats: names from the artifact table (`tlexport.spec.artifacts.FORMATS`), or "all".
-        precisions: fp32 / fp16 / int8 (fp16 TorchScript needs device="cuda"; int8 is ONNX only).
+        precisions: fp32 / fp16 / int8 (fp16 TorchScript needs device="cuda"; int8: ONNX, OpenVINO, the edge formats).
         out: output folder (default RUN_DIR/export); tlexport's file names in it are replaced.
         opset: ONNX opset (default: newest that both the exporter and onnxruntime support).
         batch: "dynamic" (free batch dimension) or a fixed batch size.

@@ -146,7 +146,8 @@ def companions_of(file: str) -> tuple[str, ...]:
 
 
 def formats_in_all() -> tuple[str, ...]:
-    """What `--format all` means: the formats that need no optional extra."""
+    """What `--format all` means: the desktop and server formats that need no optional extra (the
+    edge and serving targets, and OpenVINO, are asked for by name)."""
     return tuple(name for name, f in FORMATS.items() if f.in_all)
 
 

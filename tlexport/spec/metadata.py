@@ -251,7 +251,7 @@ def read_metadata(path: Path | str) -> dict:
     """Read the embedded metadata of an artifact without running it.
 
     Args:
-        path: a `.onnx`, `.ts` (TorchScript), `.pt2` or OpenVINO `.xml` file.
+        path: a `.onnx`, `.ts` (TorchScript), `.pt2`, OpenVINO `.xml`, `.ort`, `.tflite` or `.pte` file.
     Returns:
         {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version"},
         validated (see `validate`); an empty dict when the file carries no tlexport metadata.

@@ -494,15 +494,15 @@ def _main_rank_lock(run_dir: Path):
 
 
 def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | None = None,
-           device: str | None = None, workers: int | None = None) -> TrainResult:
+           device: str | None = None, workers: int | None = None, dist_timeout: float | None = None) -> TrainResult:
     """Continue a run from its checkpoint.pt with the options stored in run.json, on the split
     recorded in split.json (files added or removed since are reported in `notes`, never mixed in).
     A run stopped before its first checkpoint starts again from scratch with its stored options.
 
     Args:
         epochs: a new total number of epochs (to extend a finished run); default the stored one.
-        device, workers: where and with how many loader processes to continue (default: stored);
-            neither changes the run's results.
+        device, workers, dist_timeout: where, with how many loader processes and how patiently
+            (distributed) to continue (default: stored); none of them changes the run's results.
     """
     run_dir = Path(run_dir).expanduser()
     meta_file = run_dir / "run.json"
@@ -514,7 +514,7 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
         if main:
             clean_stale(run_dir)
         meta = _read_json(meta_file)
-        cfg = _stored_config(meta, run_dir, epochs, device, workers)
+        cfg = _stored_config(meta, run_dir, epochs, device, workers, dist_timeout)
         _check_world_size(meta, run_dir, cfg)
         ckpt = _load_checkpoint(run_dir / "checkpoint.pt")
         session = _Session(cfg, run_dir, progress, pretrained=ckpt is None, recorded=_recorded_split(run_dir, meta, cfg))
@@ -549,7 +549,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _stored_config(meta: dict, run_dir: Path, epochs, device, workers) -> TrainConfig:
+def _stored_config(meta: dict, run_dir: Path, epochs, device, workers, dist_timeout=None) -> TrainConfig:
     options = meta.get("options")
     if not isinstance(options, dict):
         raise TlexportError(f"{run_dir / 'run.json'} has no 'options' to resume with")
@@ -561,6 +561,8 @@ def _stored_config(meta: dict, run_dir: Path, epochs, device, workers) -> TrainC
         cfg.device = device
     if workers is not None:
         cfg.workers = workers
+    if dist_timeout is not None:
+        cfg.dist_timeout = dist_timeout
     cfg.validate()
     return cfg
 
