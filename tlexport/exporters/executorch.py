@@ -100,30 +100,35 @@ def _agreement(job, program, inputs, ref):
 
 
 def int8_program(job, batches):
-    """(program, float modules, note) under the int8 policy of ONNX int8: `--int8-fallback none`
-    quantizes everything, a list keeps those modules float, and `auto` (the default) keeps
-    everything int8 when parity's int8 gate holds on the held-out images, else stem and head float."""
+    """(program, record) under the int8 policy of ONNX int8: `--int8-fallback none` quantizes
+    everything, a list keeps those modules float, and `auto` (the default) keeps everything int8
+    when parity's int8 gate holds on the held-out images, else stem and head float. The record
+    (manifest `int8`) says what stayed float and, for `auto`, the agreement reached."""
     import numpy as np
     import torch
 
     from . import quantize
 
     policy = quantize.parse_fallback(job.options.get("int8_fallback") or job.spec.int8_fallback)
+    record = {"fallback": policy if isinstance(policy, str) else list(policy),
+              "reference": "fp32 model (torch-eager CPU)"}
     if policy != "auto":
         keep = () if policy == "none" else tuple(policy)
-        return quantized_program(job, batches, keep), list(keep), ""
+        return quantized_program(job, batches, keep), {**record, "float_nodes": list(keep)}
     inputs = quantize.held_out(job.run)
     model = job.model_on("cpu")
     with torch.no_grad():
         ref = np.concatenate([model(torch.from_numpy(b)).float().numpy() for _, b in inputs.batches(32)])
-    note = ""
+    trials = []
     for keep in ((), ("stem", "head")):
         program = quantized_program(job, batches, keep)
         res = _agreement(job, program, inputs, ref)
-        note = f"top-1 agreement with fp32 {res.top1_agreement:.1f}% on {len(inputs)} images ({inputs.source})"
+        trials.append({"float_nodes": list(keep), "top1_agreement": round(res.top1_agreement / 100, 4),
+                       "accuracy_delta": res.accuracy_delta, "passed": bool(res.passed)})
         if res.passed:
             break
-    return program, list(keep), note
+    return program, {**record, **trials[-1], "images": len(inputs), "images_source": inputs.source,
+                     "labelled": inputs.labels is not None, "trials": trials}
 
 
 def build(job, say) -> tuple[list, list[str]]:
@@ -136,6 +141,7 @@ def build(job, say) -> tuple[list, list[str]]:
     out, skipped = [], [f"executorch {p}: only fp32 and int8 .pte are produced" for p in job.precisions
                         if p not in ("fp32", "int8")]
     for precision in [p for p in ("fp32", "int8") if p in job.precisions]:
+        record = None
         say(f"ExecuTorch {precision}" + (" (calibrating)" if precision == "int8" else ""))
         dst = job.staging / file_name("executorch", precision)
         notes = ["XNNPACK delegate; metadata in the constant method tlexport_metadata"]
@@ -148,14 +154,18 @@ def build(job, say) -> tuple[list, list[str]]:
                 files = quantize.calibration_images(job.run, o["calib_data"], o["calib_size"])
                 batches = quantize.calibration_batches(files, job.run.preprocess, int(job.example.shape[0]))
                 with silenced():
-                    program, keep, agreement = int8_program(job, batches)
+                    program, record = int8_program(job, batches)
                     lower(program, dst, job.meta)
+                record["calibration"] = {"method": "PT2E observers (XNNPACK symmetric)", "images": len(files)}
+                agreement = (f"; top-1 agreement with fp32 {record['top1_agreement']:.1%} on {record['images']} "
+                             f"images ({record['images_source']})" if "top1_agreement" in record else "")
                 notes.append(f"PT2E static int8 (XNNPACKQuantizer, per-channel symmetric weights) calibrated "
-                             f"on {len(files)} images; kept in float: {', '.join(keep) or 'nothing'}"
-                             + (f"; {agreement}" if agreement else ""))
+                             f"on {len(files)} images; kept in float: {', '.join(record['float_nodes']) or 'nothing'}"
+                             + agreement)
         except (ExportError, UsageError):
             raise
         except Exception as e:
             raise ExportError(f"ExecuTorch {precision} export failed ({first_line(e, 300)})") from None
-        out.append(Artifact(dst.name, "executorch", precision, devices=["cpu"], notes=notes))
+        out.append(Artifact(dst.name, "executorch", precision, devices=["cpu"], notes=notes,
+                            int8=record if precision == "int8" else None))
     return out, skipped

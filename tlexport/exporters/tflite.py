@@ -67,5 +67,10 @@ def build(job, say) -> tuple[list, list[str]]:
             notes.append(f"PT2E static int8 (per-channel symmetric weights, int8 I/O tensors quantized by the "
                          f"runtime) calibrated on {len(files)} images; every layer int8 (litert-torch's "
                          "quantizer cannot keep the stem and head in float)")
-        out.append(Artifact(dst.name, "tflite", precision, devices=["cpu"], notes=notes))
+        record = None
+        if precision == "int8":  # nothing to decide: export's verification gates the file
+            record = {"fallback": "none", "float_nodes": [], "calibration": {"method": "PT2E observers",
+                                                                               "images": len(files)},
+                      "why": "litert-torch's quantizer cannot keep a layer in float"}
+        out.append(Artifact(dst.name, "tflite", precision, devices=["cpu"], notes=notes, int8=record))
     return out, skipped
