@@ -1,7 +1,8 @@
 """Edge and serving formats side by side: for resnet18 and mobilenet_v3_large (224 px, trained
 briefly on generated data), export ONNX, ExecuTorch (.pte), LiteRT (.tflite) and ONNX Runtime
-mobile (.ort), fp32 and int8, each into its own folder with export's self-verification (its
-parity numbers are recorded), then `tlexport.bench` each folder's runtime beside torch-eager on
+mobile (.ort), fp32 and int8 (every layer int8), each into its own folder (latency and size: the
+parity gates of every format are checked on the trained quickstart model by
+quickstart_formats.py), then `tlexport.bench` each folder's runtime beside torch-eager on
 the CPU; record file sizes. Writes benchmarks/results/edge-<host>-<date>.md and .json.
 
 Needs the edge extra (pip install -e '.[edge]' && pip install --no-deps executorch==1.5.1).
@@ -39,7 +40,7 @@ def prepare_run(data: Path, arch: str, work: Path, steps: int, size: int) -> Pat
 
 
 def bench_format(arch, fmt, run_dir, work, args) -> dict:
-    """Export one format (fp32 + int8, verified) and bench it with its runtime."""
+    """Export one format (fp32 + all-layer int8) and bench it with its runtime."""
     import time
 
     from tlexport.benchmark import bench
@@ -47,7 +48,11 @@ def bench_format(arch, fmt, run_dir, work, args) -> dict:
 
     out = work / arch / fmt
     t0 = time.perf_counter()
-    result = export(run_dir, formats=(fmt,), precisions=("fp32", "int8"), out=out, calib_size=args.calib_size)
+    # Latency and size only: the model trained a few steps has near-random logits that any int8
+    # flips, so int8 is all layers (what `auto` ships when the gate passes on a trained model) and
+    # the gates are checked on the trained quickstart model instead (quickstart_formats.py).
+    result = export(run_dir, formats=(fmt,), precisions=("fp32", "int8"), out=out, calib_size=args.calib_size,
+                    int8_fallback="none", verify=False)
     export_s = time.perf_counter() - t0
     report = bench(out, runtimes=["torch-eager", TARGETS[fmt]], batch_sizes=args.batch_sizes,
                    duration=None if args.iters else args.duration,
@@ -62,16 +67,15 @@ def bench_format(arch, fmt, run_dir, work, args) -> dict:
 def to_markdown(summary: dict) -> str:
     lines = [f"# Edge formats, {summary['host']} {summary['date']}", "",
              f"`{summary['command']}`; load before {summary['load_before']}, after {summary['load_after']}", "",
-             "| arch | format | file | MB | parity max abs | top-1 agree | runtime | batch | p50 ms | img/s | vs eager |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "int8 = every layer int8; the parity gates of each format: quickstart-formats-*.md (trained model).", "",
+             "| arch | format | file | MB | runtime | batch | p50 ms | img/s | vs eager |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arch in summary["archs"]:
         for f in arch["formats"]:
             for a in f["artifacts"]:
-                ver = a["parity"] or {}
                 for r in (r for r in f["results"] if r["runtime"] == f["runtime"] and r["precision"] == a["precision"]):
                     lines.append(
                         f"| {arch['arch']} | {f['format']} | {a['file']} | {a['bytes'] / 1e6:.1f} | "
-                        f"{ver.get('max_abs', float('nan')):.2g} | {100 * ver.get('top1_agreement', 0):.1f}% | "
                         f"{r['runtime']} | {r['batch_size']} | {r['p50_ms'] or float('nan'):.2f} | "
                         f"{r['throughput'] or float('nan'):.1f} | {r['speedup_vs_eager'] or float('nan'):.2f}x |")
     return "\n".join(lines) + "\n"

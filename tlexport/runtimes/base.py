@@ -12,6 +12,18 @@ from pathlib import Path
 import numpy as np
 
 
+def cpu_package_reason(device: str, what: str, module: str, missing: str) -> str | None:
+    """The reason of a CPU-only runtime backed by an optional package: `what` names it on other
+    devices, `missing` is said when `module` cannot be imported."""
+    import importlib.util
+
+    if device != "cpu":
+        return f"tlexport runs {what} on the CPU only"
+    if importlib.util.find_spec(module) is None:
+        return missing
+    return None
+
+
 @dataclass
 class Skipped:
     """A runtime × precision × device that cannot run here, and why."""
@@ -128,6 +140,14 @@ class Runtime:
     def unavailable_reason(cls, device: str, precision: str) -> str | None:
         """Why this runtime cannot run on `device` at `precision` here (None when it can)."""
         return None
+
+    def check_available(self) -> None:
+        """RuntimeUnavailable with `unavailable_reason`, if there is one."""
+        from ..errors import RuntimeUnavailable
+
+        reason = self.unavailable_reason(self.device, self.precision)
+        if reason:
+            raise RuntimeUnavailable(reason)
 
     def close(self) -> None:
         """Release the session / model now (bench loads one runtime after another)."""

@@ -6,12 +6,11 @@ module needs torch's libraries, so loading imports torch; importing this module 
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 
 from ..errors import RuntimeUnavailable, first_line
-from .base import Runtime
+from .base import Runtime, cpu_package_reason
 from .quiet import silenced
 
 INSTALL = "pip install --no-deps executorch==1.5.1 && pip install -e '.[edge]'"
@@ -25,16 +24,10 @@ class ExecuTorchRuntime(Runtime):
 
     @classmethod
     def unavailable_reason(cls, device, precision):
-        if device != "cpu":
-            return "tlexport runs ExecuTorch on the CPU (XNNPACK) only"
-        if importlib.util.find_spec("executorch") is None:
-            return f"executorch is not installed ({INSTALL})"
-        return None
+        return cpu_package_reason(device, "ExecuTorch (XNNPACK)", "executorch", f"executorch is not installed ({INSTALL})")
 
     def _load(self):
-        reason = self.unavailable_reason(self.device, self.precision)
-        if reason:
-            raise RuntimeUnavailable(reason)
+        self.check_available()
         import torch
 
         if self.threads:

@@ -8,12 +8,11 @@ input/output tensors with their own scale and zero point.
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 
 from ..errors import RuntimeUnavailable, first_line
-from .base import Runtime
+from .base import Runtime, cpu_package_reason
 from .quiet import silenced
 
 INSTALL = "pip install -e '.[edge]' (or pip install ai-edge-litert==2.3.0)"
@@ -26,16 +25,10 @@ class LiteRTRuntime(Runtime):
 
     @classmethod
     def unavailable_reason(cls, device, precision):
-        if device != "cpu":
-            return "tlexport runs LiteRT on the CPU only"
-        if importlib.util.find_spec("ai_edge_litert") is None:
-            return f"ai-edge-litert is not installed ({INSTALL})"
-        return None
+        return cpu_package_reason(device, "LiteRT", "ai_edge_litert", f"ai-edge-litert is not installed ({INSTALL})")
 
     def _load(self):
-        reason = self.unavailable_reason(self.device, self.precision)
-        if reason:
-            raise RuntimeUnavailable(reason)
+        self.check_available()
         from ai_edge_litert.interpreter import Interpreter
 
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RuntimeUnavailable, first_line
-from .base import Runtime
+from .base import Runtime, cpu_package_reason
 
 
 class OpenVINORuntime(Runtime):
@@ -18,13 +18,7 @@ class OpenVINORuntime(Runtime):
 
     @classmethod
     def unavailable_reason(cls, device, precision):
-        import importlib.util
-
-        if device != "cpu":
-            return "tlexport runs OpenVINO on the CPU only"
-        if importlib.util.find_spec("openvino") is None:
-            return "openvino is not installed (pip install openvino)"
-        return None
+        return cpu_package_reason(device, "OpenVINO", "openvino", "openvino is not installed (pip install openvino)")
 
     def config(self) -> dict:
         """Latency mode (one request, all cores on it), optional thread count, and f32 inference
@@ -38,9 +32,7 @@ class OpenVINORuntime(Runtime):
         return cfg
 
     def _load(self):
-        reason = self.unavailable_reason(self.device, self.precision)
-        if reason:
-            raise RuntimeUnavailable(reason)
+        self.check_available()
         if self.artifact is None or not self.artifact.is_file():
             raise RuntimeUnavailable(f"{self.artifact} does not exist")
         weights = self.artifact.with_suffix(".bin")
