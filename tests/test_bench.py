@@ -376,12 +376,30 @@ def test_bench_records_load_first_call_memory_and_size(slow_layer):
         assert r["competing_load"] is None or r["competing_load"] >= 0
     first = {(r["runtime"], r["batch_size"]): r["first_call_ms"] for r in d["results"]}
     assert first[("onnxruntime", 1)] >= 25 and first[("onnxruntime", 2)] < 25  # cold only once
-    if Path("/proc/self/clear_refs").exists():
-        assert all(r["peak_rss_mb"] >= 48 for r in d["results"]), [(r["runtime"], r["batch_size"], r["peak_rss_mb"]) for r in d["results"]]  # the 64 MB the runtime holds
+    assert all(isinstance(r["peak_rss_mb"], float) and r["peak_rss_mb"] >= 0 for r in d["results"])
     assert "VmHWM" in d["environment"]["bench"]["memory"]
     assert set(d["environment"]["load_check"]) >= {"before_cores", "threshold_cores", "noisy"}
     md = rep.to_markdown()
     assert "first ms" in md and "peak MB" in md
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_peak_rss_sees_what_a_stretch_of_work_holds():
+    """PeakRss in a fresh interpreter (inside the test process, memory that other tests' threads
+    free during the stretch can offset the peak): 64 MB touched after start() count, memory held
+    before it does not."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from tlexport.measure import PeakRss\n"
+            "before = np.ones(32 * 2**20 // 8)\n"
+            "r = PeakRss().start()\n"
+            "held = np.ones(64 * 2**20 // 8)\n"
+            "print(r.peak_mb())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert 60 <= float(out.stdout.strip()) < 90
 
 
 def test_concurrency_runs_parallel_sessions(fake_layer):
