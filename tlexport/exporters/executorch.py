@@ -1,7 +1,7 @@
 """ExecuTorch export: `model.pte` (fp32) and `model.int8.pte` (PT2E int8), lowered from the same
 torch.export program as `.pt2` onto the XNNPACK delegate, with the metadata as a constant method.
 
-Needs the `edge` extra plus `pip install --no-deps executorch==1.5.1` (see extras.py).
+Needs the `edge` extra plus `pip install --no-deps executorch==1.5.1` (see spec/extras.py).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import ExportError, UsageError, first_line
 from ..spec import metadata as md
+from ..spec.extras import not_installed
 
 
 def save_ir(src: Path, dst: Path, *, meta: dict, half: bool = False) -> None:
@@ -26,7 +27,7 @@ def save_ir(src: Path, dst: Path, *, meta: dict, half: bool = False) -> None:
     try:
         import openvino as ov
     except ImportError:
-        raise UsageError('--format openvino needs openvino (pip install "tlexport[openvino]")') from None
+        raise UsageError(not_installed("openvino", "--format openvino")) from None
     try:
         model = ov.convert_model(str(src))
         model.set_rt_info(md.to_json(meta), list(md.IR_RT_INFO))
@@ -72,15 +73,12 @@ def _private(job) -> Path:
 
 def build(job, say) -> tuple[list, list[str]]:
     """model.xml/.bin (fp32), model.fp16.xml/.bin, model.int8.xml/.bin for the asked precisions."""
-    import importlib.util
     import shutil
 
     from ..spec.artifacts import kind
     from .job import Artifact
 
-    if importlib.util.find_spec("openvino") is None:
-        return [], ['openvino: not installed (pip install "tlexport[openvino]")']
-    try:
+    try:  # the pipeline refused --format openvino without openvino before any work (spec.extras)
         base = _fp32_onnx(job, say)
         out = []
         for precision in job.precisions:

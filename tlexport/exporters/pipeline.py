@@ -53,7 +53,7 @@ def check_options(formats, precisions, batch, device, calib_method, calib_size, 
     Returns:
         (formats tuple, precisions tuple, fixed batch or None)
     """
-    from .extras import require
+    from ..spec.extras import require
     from .quantize import CALIB_METHODS
 
     formats = (formats,) if isinstance(formats, str) else tuple(formats)

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ExportError, UsageError, first_line
+from ..spec.extras import not_installed
 
 MAX_BATCH = 64  # Triton's dynamic batcher joins requests up to this batch
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
@@ -31,7 +32,7 @@ def model_config_pb2():
     try:
         import tritonclient
     except ImportError:
-        raise UsageError("reading Triton configs needs tritonclient (pip install tritonclient==2.73.0)") from None
+        raise UsageError(not_installed("tritonclient", "reading Triton configs")) from None
     path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
     spec = importlib.util.spec_from_file_location("tlexport_triton_model_config_pb2", path)
     module = importlib.util.module_from_spec(spec)

@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 
 
-def cpu_package_reason(device: str, what: str, module: str, missing: str) -> str | None:
-    """The reason of a CPU-only runtime backed by an optional package: `what` names it on other
-    devices, `missing` is said when `module` cannot be imported."""
+def cpu_package_reason(device: str, what: str, module: str) -> str | None:
+    """Why a CPU-only runtime backed by the optional package `module` cannot run here (None when
+    it can); the install hint comes from spec.extras."""
     import importlib.util
+
+    from ..spec.extras import not_installed
 
     if device != "cpu":
         return f"tlexport runs {what} on the CPU only"
     if importlib.util.find_spec(module) is None:
-        return missing
+        return not_installed(module, f"the {what} runtime")
     return None
 
 

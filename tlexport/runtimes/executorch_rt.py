@@ -6,14 +6,11 @@ module needs torch's libraries, so loading imports torch; importing this module 
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import RuntimeUnavailable, first_line
 from .base import Runtime, cpu_package_reason
 from .quiet import silenced
-
-INSTALL = "pip install --no-deps executorch==1.5.1 && pip install -e '.[edge]'"
 
 
 class ExecuTorchRuntime(Runtime):
@@ -24,7 +21,7 @@ class ExecuTorchRuntime(Runtime):
 
     @classmethod
     def unavailable_reason(cls, device, precision):
-        return cpu_package_reason(device, "ExecuTorch (XNNPACK)", "executorch", f"executorch is not installed ({INSTALL})")
+        return cpu_package_reason(device, "ExecuTorch (XNNPACK)", "executorch")
 
     def _load(self):
         self.check_available()

@@ -8,14 +8,11 @@ input/output tensors with their own scale and zero point.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import RuntimeUnavailable, first_line
 from .base import Runtime, cpu_package_reason
 from .quiet import silenced
-
-INSTALL = "pip install -e '.[edge]' (or pip install ai-edge-litert==2.3.0)"
 
 
 class LiteRTRuntime(Runtime):
@@ -25,7 +22,7 @@ class LiteRTRuntime(Runtime):
 
     @classmethod
     def unavailable_reason(cls, device, precision):
-        return cpu_package_reason(device, "LiteRT", "ai_edge_litert", f"ai-edge-litert is not installed ({INSTALL})")
+        return cpu_package_reason(device, "LiteRT", "ai_edge_litert")
 
     def _load(self):
         self.check_available()

@@ -18,7 +18,7 @@ class OpenVINORuntime(Runtime):
 
     @classmethod
     def unavailable_reason(cls, device, precision):
-        return cpu_package_reason(device, "OpenVINO", "openvino", "openvino is not installed (pip install openvino)")
+        return cpu_package_reason(device, "OpenVINO", "openvino")
 
     def config(self) -> dict:
         """Latency mode (one request, all cores on it), optional thread count, and f32 inference

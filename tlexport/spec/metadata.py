@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import ArtifactError, UsageError, first_line
+from .extras import not_installed
 
 EXTRA_FILE = "tlexport.json"
 TFLITE_ENTRY = "tlexport.json"  # name of the TFLite Model.metadata entry
@@ -308,7 +309,7 @@ def read_tflite(path: Path) -> dict:
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
-        raise UsageError(f"{path}: reading .tflite needs ai-edge-litert (pip install ai-edge-litert)") from None
+        raise UsageError(not_installed("ai_edge_litert", f"{path}: reading .tflite")) from None
     try:
         model = schema.Model.GetRootAs(path.read_bytes(), 0)
         for i in range(model.MetadataLength()):
@@ -343,7 +344,7 @@ def _read_pte(path: Path) -> dict:
         import torch  # noqa: F401 - ExecuTorch's extension module needs torch's libraries loaded
         from executorch.runtime import Runtime
     except ImportError:
-        raise UsageError(f"{path}: reading .pte needs executorch (pip install --no-deps executorch==1.5.1)") from None
+        raise UsageError(not_installed("executorch", f"{path}: reading .pte")) from None
     try:
         program = Runtime.get().load_program(str(path))
         if PTE_METHOD not in program.method_names:
