@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image, ImageOps
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -65,6 +64,8 @@ def check_metadata(classes, pre, width):
 
 def load_model(path):
     """Session, class names and preprocessing dict, all read from the model file and checked."""
+    import onnxruntime as ort  # here, so the LiteRT and ExecuTorch examples can share the rest without it
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     values = []
@@ -102,24 +103,31 @@ def preprocess(path, pre):
     return x.transpose(2, 0, 1)
 
 
-def classify(model_path, target, top_k=3):
-    session, classes, pre = load_model(model_path)
+def classify_files(target, classes, pre, infer, top_k=3):
+    """Classify an image file or every image in a folder: `infer` maps one preprocessed float32
+    NCHW batch of 1 to its logits; prints the top-k labels per image. The LiteRT and ExecuTorch
+    examples call it with their own runtime."""
     target = Path(target)
     files = sorted(p for p in target.rglob("*") if p.suffix.lower() in EXTENSIONS) if target.is_dir() else [target]
-    name = session.get_inputs()[0].name
     for f in files:
         try:
             x = preprocess(f, pre)[None]
         except (OSError, ValueError, MemoryError, Image.DecompressionBombError) as e:  # say so, carry on
             print(f"{f}: cannot read ({e})", file=sys.stderr)
             continue
-        logits = session.run(None, {name: x})[0][0].astype(np.float64)
+        logits = np.asarray(infer(x), dtype=np.float64).reshape(-1)
         if logits.shape[0] != len(classes):
             raise BadModel(f"metadata field 'classes' lists {len(classes)} names but the model outputs {logits.shape[0]} logits")
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         best = np.argsort(-probs)[:top_k]
         print(f"{f}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in best))
+
+
+def classify(model_path, target, top_k=3):
+    session, classes, pre = load_model(model_path)
+    name = session.get_inputs()[0].name
+    classify_files(target, classes, pre, lambda x: session.run(None, {name: x})[0][0], top_k)
 
 
 if __name__ == "__main__":

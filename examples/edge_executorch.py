@@ -10,40 +10,31 @@ program has a constant method `tlexport_metadata` that returns them as JSON.
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch  # ExecuTorch's extension module needs torch's libraries loaded first
-from edge_app import EXTENSIONS, preprocess  # the same resize/crop/normalise as the ONNX example
+from edge_app import BadModel, check_metadata, classify_files  # the ONNX example's checks and loop
 from executorch.runtime import Runtime
 
 
 def load_model(path):
-    """forward method, class names, preprocessing dict and the largest batch the program takes."""
+    """forward method, class names and preprocessing dict (checked like the ONNX example's)."""
     program = Runtime.get().load_program(str(path))
     meta = json.loads(program.load_method("tlexport_metadata").execute([])[0])
-    forward = program.load_method("forward")
-    return forward, meta["classes"], meta["preprocess"]
+    check_metadata(meta.get("classes"), meta.get("preprocess"), None)
+    return program.load_method("forward"), meta["classes"], meta["preprocess"]
 
 
 def classify(model_path, target, top_k=3):
     forward, classes, pre = load_model(model_path)
-    target = Path(target)
-    files = sorted(p for p in target.rglob("*") if p.suffix.lower() in EXTENSIONS) if target.is_dir() else [target]
-    for f in files:
-        try:
-            x = preprocess(f, pre)[None]
-        except OSError as e:  # unreadable image: say so and carry on
-            print(f"{f}: cannot read ({e})", file=sys.stderr)
-            continue
-        logits = forward.execute([torch.from_numpy(np.ascontiguousarray(x))])[0][0].double().numpy()
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        best = np.argsort(-probs)[:top_k]
-        print(f"{f}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in best))
+    classify_files(target, classes, pre,
+                   lambda x: forward.execute([torch.from_numpy(np.ascontiguousarray(x))])[0][0].double().numpy(), top_k)
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: python edge_executorch.py MODEL.pte IMAGE_OR_FOLDER")
-    classify(sys.argv[1], sys.argv[2])
+    try:
+        classify(sys.argv[1], sys.argv[2])
+    except BadModel as e:
+        sys.exit(f"Error: {sys.argv[1]}: {e}")

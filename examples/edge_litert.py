@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
-from edge_app import EXTENSIONS, preprocess  # the same resize/crop/normalise as the ONNX example
+from edge_app import BadModel, check_metadata, classify_files  # the ONNX example's checks and loop
 
 
 def read_metadata(path):
@@ -54,24 +54,15 @@ def run(interpreter, x):
 
 def classify(model_path, target, top_k=3):
     meta = read_metadata(model_path)
-    classes, pre = meta["classes"], meta["preprocess"]
+    check_metadata(meta.get("classes"), meta.get("preprocess"), None)
     interpreter = Interpreter(model_path=str(model_path))
-    target = Path(target)
-    files = sorted(p for p in target.rglob("*") if p.suffix.lower() in EXTENSIONS) if target.is_dir() else [target]
-    for f in files:
-        try:
-            x = preprocess(f, pre)[None]
-        except OSError as e:  # unreadable image: say so and carry on
-            print(f"{f}: cannot read ({e})", file=sys.stderr)
-            continue
-        logits = run(interpreter, x)[0]
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        best = np.argsort(-probs)[:top_k]
-        print(f"{f}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in best))
+    classify_files(target, meta["classes"], meta["preprocess"], lambda x: run(interpreter, x)[0], top_k)
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: python edge_litert.py MODEL.tflite IMAGE_OR_FOLDER")
-    classify(sys.argv[1], sys.argv[2])
+    try:
+        classify(sys.argv[1], sys.argv[2])
+    except BadModel as e:
+        sys.exit(f"Error: {sys.argv[1]}: {e}")
