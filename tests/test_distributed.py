@@ -150,3 +150,20 @@ def test_two_process_job_dies_cleanly_resumes_and_exports(tmp_path, tiny_data, m
     r = CliRunner().invoke(cli, ["parity", str(tmp_path / "export"), "--data", str(tiny_data / "val")])
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output
+
+
+def test_every_setup_call_of_a_cuda_rank_answers_its_own_gpu(monkeypatch):
+    """The loop asks for the device more than once (train, then the session): a rank on the
+    second GPU must hear cuda:1 every time, also once its process group exists."""
+    import torch
+
+    from tlexport.training import distributed as D
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(D, "is_initialized", lambda: True)  # the group is already joined
+    assert D.setup("cuda", 60) == torch.device("cuda", 1)
+    assert D.setup("auto", 60) == torch.device("cuda", 1)

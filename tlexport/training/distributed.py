@@ -84,10 +84,13 @@ def setup(device_spec: str, timeout_s: float):
 
     info = env_info()
     device = resolve_device(device_spec)
-    if info.world_size <= 1 or is_initialized():
+    if info.world_size <= 1:
+        return device
+    if device.type == "cuda":  # every call of a rank answers its own GPU, the first one selects it
+        device = torch.device("cuda", info.local_rank)
+    if is_initialized():
         return device
     if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     # Python's default SIGTERM ends the process without running `finally` blocks; the launcher

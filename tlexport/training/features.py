@@ -97,14 +97,13 @@ class View:
     def transform(self, pre, cfg):
         if self.kind == "eval":
             return pre.eval_transform()
-        return pre.train_transform(cfg.augment, cfg.crop_scale, getattr(cfg, "auto_augment", "none"))
+        return pre.train_transform(cfg.augment, cfg.crop_scale, cfg.auto_augment)
 
     def tag(self, cfg) -> str:
         if self.kind == "eval":
             return "eval"
         tag = f"aug{self.index}:seed={cfg.seed}:augment={cfg.augment}:scale={cfg.crop_scale}"
-        auto = getattr(cfg, "auto_augment", "none")
-        return tag if auto == "none" else f"{tag}:auto={auto}"
+        return tag if cfg.auto_augment == "none" else f"{tag}:auto={cfg.auto_augment}"
 
 
 def context_hash(arch: str, pre, backbone: str, dtype) -> str:
@@ -304,7 +303,7 @@ def choose_cache(mode: str, images: int, width: int) -> str:
 def features_usable(cfg) -> bool:
     """MixUp and CutMix mix images, not features: with either on, the head stage runs the frozen
     model on the mixed images (mixing features instead would be a different method)."""
-    return not (getattr(cfg, "mixup", 0) or getattr(cfg, "cutmix", 0))
+    return not (cfg.mixup or cfg.cutmix)
 
 
 def prepare(model, arch: str, scanned, pre, cfg, device, dtype, run_dir: Path, stores: dict) -> HeadData | None:
