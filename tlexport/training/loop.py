@@ -490,7 +490,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None, overwrite: bool = 
 
 
 def _main_rank_lock(run_dir: Path):
-    return _locked_run_dir(run_dir) if D.is_main() else contextlib.nullcontext()
+    """Rank 0 alone writes, so it alone holds the folder (torchrun's RANK: valid before the
+    process group is joined)."""
+    return _locked_run_dir(run_dir) if D.env_info().rank == 0 else contextlib.nullcontext()
 
 
 def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | None = None,
@@ -509,10 +511,7 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
     if not meta_file.is_file():
         raise UsageError(f"{run_dir} has no run.json to resume from (not a tlexport run)")
     progress = progress or Progress()
-    main = D.env_info().rank == 0  # rank 0 alone writes, so it alone holds the folder's lock
-    with folder_lock(run_dir, "training run") if main else contextlib.nullcontext():
-        if main:
-            clean_stale(run_dir)
+    with _main_rank_lock(run_dir):
         meta = _read_json(meta_file)
         cfg = _stored_config(meta, run_dir, epochs, device, workers, dist_timeout)
         _check_world_size(meta, run_dir, cfg)
