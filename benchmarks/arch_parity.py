@@ -35,7 +35,7 @@ def _images(folder: Path, n: int, size: int, seed: int) -> list:
 def measure(arch: str, size: int, n_images: int) -> dict:
     from tlexport import models
     from tlexport.exporters.onnx_graph import export_onnx, resolve_opset
-    from tlexport.spec import archs
+    from tlexport.tables import archs
 
     spec = archs.get(arch)
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def _meta(arch: str, size: int) -> dict:
     from types import SimpleNamespace
 
     from tlexport.models import default_preprocess
-    from tlexport.spec.metadata import build_metadata
+    from tlexport.tables.metadata import build_metadata
 
     run = SimpleNamespace(classes=[str(i) for i in range(1000)], arch=arch,
                           preprocess=default_preprocess(arch).with_crop(size))
@@ -83,7 +83,7 @@ def _meta(arch: str, size: int) -> dict:
 
 
 def main() -> None:
-    from tlexport.spec import archs
+    from tlexport.tables import archs
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", nargs="*", default=list(archs.TESTED))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from tlexport import models
 from tlexport.cli import cli
 from tlexport.errors import WeightsError
-from tlexport.spec import archs
+from tlexport.tables import archs
 
 
 def invoke(*args):
@@ -186,7 +186,7 @@ def _train(arch: str, data, size: int, tmp_path) -> tuple:
 
 
 def _check_predict(export_dir, data, classes, model_file="model.onnx") -> None:
-    from tlexport.spec.metadata import read_metadata
+    from tlexport.tables.metadata import read_metadata
 
     assert read_metadata(export_dir / model_file)["classes"] == classes
     r = invoke("predict", export_dir / model_file, data / "val", "--json", "--top-k", 2)
@@ -236,7 +236,7 @@ def _size(spec) -> int:
 
 
 def _export(run, spec, variants) -> dict:
-    from tlexport.spec.artifacts import file_name
+    from tlexport.tables.artifacts import file_name
 
     formats = sorted({f for f, _ in variants})
     precisions = sorted({p for _, p in variants})
@@ -300,7 +300,7 @@ COVERED_ELSEWHERE = (*DEFAULT_ARCHS, "efficientnet_b0", "regnet_x_400mf", "resne
 def test_every_tested_arch_exports_verified_onnx(arch, tiny_data, tmp_path):
     from conftest import write_fake_run
     from tlexport import export
-    from tlexport.spec.metadata import read_metadata
+    from tlexport.tables.metadata import read_metadata
 
     spec, classes = archs.get(arch), ["circle", "square", "triangle"]
     size = _size(spec)

@@ -77,7 +77,7 @@ def test_parity_runs_each_edge_file_with_its_own_runtime(edge_export, tmp_path):
 
 @needs_edge
 def test_each_file_carries_the_run_classes_and_preprocessing(edge_export, fake_run):
-    from tlexport.spec.metadata import read_metadata
+    from tlexport.tables.metadata import read_metadata
 
     run = json.loads((fake_run / "run.json").read_text())
     for name in MODEL_FILES:

@@ -97,7 +97,7 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
 def test_torchscript_and_pt2_carry_metadata_and_logits(exported, fake_run):
     import torch
 
-    from tlexport.spec.metadata import read_metadata
+    from tlexport.tables.metadata import read_metadata
 
     extra = {"tlexport.json": ""}
     ts = torch.jit.load(str(exported / "model.ts"), _extra_files=extra)
@@ -135,7 +135,7 @@ def test_baked_uint8_model_matches_float_model(exported, tiny_data):
 
     from tlexport.data.images import load_rgb
     from tlexport.data.preprocess import Preprocess
-    from tlexport.spec.metadata import read_metadata
+    from tlexport.tables.metadata import read_metadata
 
     pre = Preprocess.from_dict(read_metadata(exported / "model.uint8.onnx")["preprocess"])
     images = [load_rgb(p) for p in sorted((tiny_data / "val").rglob("*.png"))[:4]]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tlexport.cli import cli
 from tlexport.errors import ArtifactError
-from tlexport.spec import metadata as md
+from tlexport.tables import metadata as md
 
 from test_export import full_export
 
@@ -120,7 +120,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("text,field", MALFORMED)
 def test_malformed_manifest_is_a_one_line_error_naming_the_field(tmp_path, text, field):
-    from tlexport.spec.artifacts import list_artifacts
+    from tlexport.tables.artifacts import list_artifacts
 
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(ArtifactError) as e:

@@ -27,7 +27,7 @@ def ir_export(fake_run, tmp_path_factory) -> Path:
 
 def test_ir_files_manifest_and_metadata(ir_export, fake_run):
     from tlexport.fileio import sha256
-    from tlexport.spec.metadata import read_metadata
+    from tlexport.tables.metadata import read_metadata
 
     names = sorted(p.name for p in ir_export.iterdir())
     assert names == ["manifest.json", "model.bin", "model.int8.bin", "model.int8.xml", "model.xml"]

@@ -22,7 +22,7 @@ _API = {
     "parity": ("tlexport.verify.parity", "parity"),
     "bench": ("tlexport.benchmark", "bench"),
     "quickstart": ("tlexport.demo", "quickstart"),
-    "archs": ("tlexport.spec.archs", "registry"),
+    "archs": ("tlexport.tables.archs", "registry"),
 }
 
 __all__ = ["__version__", *_API]

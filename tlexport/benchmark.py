@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import RuntimeUnavailable, TlexportError, UsageError, first_line
-from .spec.artifacts import DEVICES, FORMATS, MANIFEST, PRECISIONS, check_devices, check_precisions
+from .tables.artifacts import DEVICES, FORMATS, MANIFEST, PRECISIONS, check_devices, check_precisions
 
 DEFAULT_DURATION_S = 2.0  # time budget per (runtime, batch size) cell when neither iters nor duration
 MIN_ITERS = 10  # even with a time budget, never fewer timed iterations than this
@@ -475,7 +475,7 @@ def _measure_runtime(runtime, plan: Plan, tick) -> None:
 
 def _on_disk(runtime) -> tuple[str | None, int | None]:
     """(file name, bytes with companion files) of what the runtime loads; torch-eager: its weights."""
-    from .spec.artifacts import companions_of
+    from .tables.artifacts import companions_of
 
     path = getattr(runtime, "artifact", None)
     if path is None:

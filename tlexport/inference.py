@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ArtifactError, DataError, UsageError
-from .spec import artifacts as table
+from .tables import artifacts as table
 
 # An export folder resolves to the first of these that exists (never to a code-bearing file).
 FOLDER_PREFERENCE = tuple(table.file_name("onnx", p) for p in ("fp32", "int8", "fp16"))
@@ -59,7 +59,7 @@ def _open_runtime(path: Path):
     from .data.preprocess import Preprocess
     from .runtimes import for_artifact
 
-    from .spec.metadata import require
+    from .tables.metadata import require
 
     runtime = for_artifact(path, device="cpu").load()
     # Validated by the metadata schema as it is read; the class count is checked against the

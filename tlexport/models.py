@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .data.preprocess import Preprocess
 from .errors import WeightsError, first_line
-from .spec import archs
+from .tables import archs
 
 
 def create(arch: str, num_classes: int, device="cpu", image_size: int | None = None):

@@ -486,7 +486,7 @@ def predict_table(con, result) -> None:
 
 # ---- archs ----------------------------------------------------------------------------------------
 def archs_table(con, rows: list[dict]) -> None:
-    """The architecture registry: one row per arch (see `tlexport.spec.archs.describe`)."""
+    """The architecture registry: one row per arch (see `tlexport.tables.archs.describe`)."""
     from rich.table import Table
 
     table = Table(title="tlexport archs (--arch NAME)")

@@ -15,7 +15,7 @@ def command(show_all, as_json):
     """Architectures --arch accepts: parameters, GFLOPs, default preprocessing, head, input sizes,
     and whether torchvision's ImageNet weights are already in the local cache (offline use)."""
     from ..render import archs_table
-    from ..spec.archs import describe, registry
+    from ..tables.archs import describe, registry
 
     rows = [describe(spec) for spec in registry().values() if show_all or spec.tested]
     if as_json:

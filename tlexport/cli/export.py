@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..spec.artifacts import FORMATS, formats_in_all
+from ..tables.artifacts import FORMATS, formats_in_all
 from .common import console, emit_json, error_boundary, list_option
 
 

@@ -69,7 +69,7 @@ class ArchType(click.ParamType):
 
     def convert(self, value, param, ctx):
         from ..errors import UsageError
-        from ..spec import archs
+        from ..tables import archs
 
         try:
             return archs.get(value).name

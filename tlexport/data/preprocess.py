@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..spec.metadata import INTERPOLATIONS, MIN_STD, check_preprocess
+from ..tables.metadata import INTERPOLATIONS, MIN_STD, check_preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,7 +1,7 @@
 """ExecuTorch export: `model.pte` (fp32) and `model.int8.pte` (PT2E int8), lowered from the same
 torch.export program as `.pt2` onto the XNNPACK delegate, with the metadata as a constant method.
 
-Needs the `edge` extra plus `pip install --no-deps executorch==1.5.1` (see spec/extras.py).
+Needs the `edge` extra plus `pip install --no-deps executorch==1.5.1` (see tables/extras.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ExportError, UsageError, first_line
-from ..spec import metadata as md
+from ..tables import metadata as md
 
 # Upper bound of the free batch dimension given to torch.export. ExecuTorch plans memory for a
 # bound of its own (15 with executorch 1.5.1 whatever is asked here); the runtime reads the real
@@ -133,7 +133,7 @@ def int8_program(job, batches):
 
 def build(job, say) -> tuple[list, list[str]]:
     """model.pte and/or model.int8.pte on the CPU (XNNPACK runs on Arm and x86 CPUs)."""
-    from ..spec.artifacts import file_name
+    from ..tables.artifacts import file_name
     from . import quantize
     from .job import Artifact
     from ..runtimes.quiet import silenced

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def staged_onnx(job, precision: str, say) -> Path:
     """Path of the staged `model.onnx` / `model.fp16.onnx` / `model.int8.onnx`."""
-    from ..spec.artifacts import file_name
+    from ..tables.artifacts import file_name
     from . import quantize
     from .onnx_graph import export_onnx
 

@@ -7,7 +7,7 @@ from .onnx_graph import check_finite, export_onnx
 
 def build(job, say) -> tuple[list, list[str]]:
     """model.onnx (always staged: fp16/int8/uint8 derive from it), fp16, int8, baked uint8."""
-    from ..spec.artifacts import BAKED, file_name
+    from ..tables.artifacts import BAKED, file_name
     from . import quantize
     from .baked import build_baked
     from .job import Artifact

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ExportError, UsageError, first_line
-from ..spec import metadata as md
+from ..tables import metadata as md
 
 # The dynamo exporter's torchlib implements opset 18 and newer; older requests would go through
 # onnx's version converter, which fails on many graphs, so tlexport refuses them.

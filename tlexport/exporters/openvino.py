@@ -14,8 +14,8 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import ExportError, UsageError, first_line
-from ..spec import metadata as md
-from ..spec.extras import not_installed
+from ..tables import metadata as md
+from ..tables.extras import not_installed
 
 
 def save_ir(src: Path, dst: Path, *, meta: dict, half: bool = False) -> None:
@@ -38,7 +38,7 @@ def save_ir(src: Path, dst: Path, *, meta: dict, half: bool = False) -> None:
 
 def _fp32_onnx(job, say) -> Path:
     """The staged fp32 ONNX when the onnx format was built first in this export, else our own."""
-    from ..spec.artifacts import file_name
+    from ..tables.artifacts import file_name
     from .onnx_graph import export_onnx
 
     staged = job.staging / file_name("onnx", "fp32")
@@ -53,7 +53,7 @@ def _fp32_onnx(job, say) -> Path:
 
 def _int8_onnx(job, base: Path, say) -> tuple[Path, dict]:
     """The accuracy-aware int8 ONNX and its record: the one the onnx format made, else our own."""
-    from ..spec.artifacts import file_name
+    from ..tables.artifacts import file_name
     from .quantize import build_int8
 
     staged = job.staging / file_name("onnx", "int8")
@@ -75,10 +75,10 @@ def build(job, say) -> tuple[list, list[str]]:
     """model.xml/.bin (fp32), model.fp16.xml/.bin, model.int8.xml/.bin for the asked precisions."""
     import shutil
 
-    from ..spec.artifacts import kind
+    from ..tables.artifacts import kind
     from .job import Artifact
 
-    try:  # the pipeline refused --format openvino without openvino before any work (spec.extras)
+    try:  # the pipeline refused --format openvino without openvino before any work (tables.extras)
         base = _fp32_onnx(job, say)
         out = []
         for precision in job.precisions:

@@ -37,7 +37,7 @@ def to_ort(src: Path, dst: Path, config: Path) -> None:
 
 def build(job, say) -> tuple[list, list[str]]:
     """model.ort (+ model.required_operators.config) and/or their int8 twins."""
-    from ..spec.artifacts import kind
+    from ..tables.artifacts import kind
     from .fromonnx import staged_onnx
     from .job import Artifact
     from .onnx_graph import io_spec, opset_of

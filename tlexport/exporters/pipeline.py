@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..errors import ExportError, UsageError
 from ..fileio import clean_stale, folder_lock
-from ..spec import artifacts as table
+from ..tables import artifacts as table
 from .job import Artifact, Job
 
 
@@ -53,7 +53,7 @@ def check_options(formats, precisions, batch, device, calib_method, calib_size, 
     Returns:
         (formats tuple, precisions tuple, fixed batch or None)
     """
-    from ..spec.extras import require
+    from ..tables.extras import require
     from .quantize import CALIB_METHODS
 
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
@@ -105,7 +105,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
 
     Args:
         run_dir: run directory written by `tlexport train`.
-        formats: names from the artifact table (`tlexport.spec.artifacts.FORMATS`), or "all".
+        formats: names from the artifact table (`tlexport.tables.artifacts.FORMATS`), or "all".
         precisions: fp32 / fp16 / int8 (fp16 TorchScript needs device="cuda"; int8: ONNX, OpenVINO, the edge formats).
         out: output folder (default RUN_DIR/export); tlexport's file names in it are replaced.
         opset: ONNX opset (default: newest that both the exporter and onnxruntime support).
@@ -123,7 +123,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         UsageError, WeightsError, ExportError: one-line messages; nothing partial is left behind.
     """
     from ..models import load_run
-    from ..spec import archs
+    from ..tables import archs
 
     started = time.perf_counter()
     say = progress or (lambda _msg: None)
@@ -247,7 +247,7 @@ def _make_job(run, spec, model, device, fixed, opset, staging, precisions, optio
     import torch
 
     from ..fileio import sha256
-    from ..spec.metadata import build_metadata
+    from ..tables.metadata import build_metadata
 
     crop = run.preprocess.crop
     # Batch 2 for a dynamic export: torch.export specialises a dimension seen as 1.

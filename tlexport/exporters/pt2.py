@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ExportError, first_line
-from ..spec import metadata as md
+from ..tables import metadata as md
 
 
 def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> list[str]:
@@ -48,7 +48,7 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> lis
 
 def build(job, say) -> tuple[list, list[str]]:
     """model.pt2 (fp32), exported on the CPU so its tensors load on any machine."""
-    from ..spec.artifacts import file_name
+    from ..tables.artifacts import file_name
     from .job import Artifact
 
     skipped = [f"pt2 {p}: only fp32 .pt2 is produced" for p in job.precisions if p != "fp32"]

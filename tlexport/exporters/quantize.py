@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, UsageError, first_line
-from ..spec import metadata as md
+from ..tables import metadata as md
 from .onnx_graph import save_checked
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
@@ -390,7 +390,7 @@ def build_int8(job, base: Path):
     import os
     import shutil
 
-    from ..spec.artifacts import file_name
+    from ..tables.artifacts import file_name
     from .job import Artifact
 
     o = job.options

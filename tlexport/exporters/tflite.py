@@ -11,7 +11,7 @@ files is handled by the runtime (runtimes/litert_rt.py).
 from __future__ import annotations
 
 from ..errors import ExportError, first_line
-from ..spec import metadata as md
+from ..tables import metadata as md
 
 
 def convert(job, precision: str, batches=None):
@@ -40,7 +40,7 @@ def convert(job, precision: str, batches=None):
 def build(job, say) -> tuple[list, list[str]]:
     """model.tflite and/or model.int8.tflite, converted on the CPU."""
     from ..runtimes.quiet import silenced
-    from ..spec.artifacts import file_name
+    from ..tables.artifacts import file_name
     from . import quantize
     from .job import Artifact
 

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ExportError, first_line
-from ..spec import metadata as md
+from ..tables import metadata as md
 
 
 def export_torchscript(module, example, path: Path, *, dynamic: bool, meta: dict,
@@ -137,7 +137,7 @@ def _check_reload(path: Path, example, dynamic: bool) -> None:
 def build(job, say) -> tuple[list, list[str]]:
     """model.ts (fp32, traced on the CPU so it loads anywhere) and, with --device cuda,
     model.fp16.ts (traced on the GPU: fp16 convolutions have no CPU kernels)."""
-    from ..spec.artifacts import file_name
+    from ..tables.artifacts import file_name
     from .job import Artifact
 
     out, skipped = [], []

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ExportError, UsageError, first_line
-from ..spec.extras import not_installed
+from ..tables.extras import not_installed
 
 MAX_BATCH = 64  # Triton's dynamic batcher joins requests up to this batch
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
@@ -94,7 +94,7 @@ def build(job, say) -> tuple[list, list[str]]:
     """One repository entry per precision (fp32 -> classifier, int8 -> classifier_int8)."""
     from google.protobuf import text_format
 
-    from ..spec.artifacts import kind
+    from ..tables.artifacts import kind
     from .fromonnx import staged_onnx
     from .job import Artifact
     from .onnx_graph import io_spec

@@ -3,7 +3,7 @@ what an export folder allows. parity, bench and predict use it alike.
 
 A runtime is a small `Runtime` subclass in the module of its family (torch_rt, onnx_rt,
 openvino_rt, executorch_rt, litert_rt); which formats it runs on which devices is a row of the artifact table
-(`tlexport.spec.artifacts.FORMATS`). Importing this package is torch-free.
+(`tlexport.tables.artifacts.FORMATS`). Importing this package is torch-free.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
-from ..spec import artifacts as table
+from ..tables import artifacts as table
 from .base import Runtime, Skipped
 from .executorch_rt import ExecuTorchRuntime
 from .litert_rt import LiteRTRuntime
@@ -64,7 +64,7 @@ def discover(export_dir: Path | str, *, run_dir: Path | str | None = None, names
     Args:
         export_dir: folder written by `tlexport export`.
         run_dir: run directory for torch-eager (default: the one the export records, see
-            `spec.artifacts.find_run_dir`; torch-eager is skipped when none is found).
+            `tables.artifacts.find_run_dir`; torch-eager is skipped when none is found).
         names: runtime names to consider (default: all of RUNTIME_NAMES).
         devices: devices to consider ("cpu", "cuda").
         precisions: precisions to keep (default: all).

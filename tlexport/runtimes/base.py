@@ -14,10 +14,10 @@ import numpy as np
 
 def cpu_package_reason(device: str, what: str, module: str) -> str | None:
     """Why a CPU-only runtime backed by the optional package `module` cannot run here (None when
-    it can); the install hint comes from spec.extras."""
+    it can); the install hint comes from tables.extras."""
     import importlib.util
 
-    from ..spec.extras import not_installed
+    from ..tables.extras import not_installed
 
     if device != "cpu":
         return f"tlexport runs {what} on the CPU only"
@@ -72,7 +72,7 @@ class Runtime:
         if self.artifact is None:
             return None
         if self._metadata is None:
-            from ..spec.metadata import read_metadata
+            from ..tables.metadata import read_metadata
 
             self._metadata = read_metadata(self.artifact)
         return self._metadata
@@ -113,7 +113,7 @@ class Runtime:
     def _checked(self, logits: np.ndarray) -> np.ndarray:
         """Embedded class names must match the output width: the first time the width is known."""
         if self.artifact is not None and np.ndim(logits) == 2:
-            from ..spec.metadata import check_output_width
+            from ..tables.metadata import check_output_width
 
             check_output_width(self.metadata, int(np.shape(logits)[1]), self.artifact)
         return logits

@@ -42,7 +42,7 @@ class OnnxRuntime(Runtime):
     def metadata(self) -> dict | None:
         # A loaded session already parsed the model: read its metadata map instead of the file.
         if self._metadata is None and self._loaded:
-            from ..spec.metadata import from_onnx_props
+            from ..tables.metadata import from_onnx_props
 
             self._metadata = from_onnx_props(self.session.get_modelmeta().custom_metadata_map, self.artifact)
         return super().metadata

@@ -2,7 +2,7 @@
 TorchScript and .pt2 archives. Torch is imported inside methods only.
 
 Security: TorchScript and .pt2 archives execute code when loaded; discovery in an export folder
-only offers them with --trust-code (see `tlexport.spec.artifacts.Format.runs_code`).
+only offers them with --trust-code (see `tlexport.tables.artifacts.Format.runs_code`).
 """
 
 from __future__ import annotations

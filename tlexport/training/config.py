@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import UsageError, first_line
-from ..spec import archs
+from ..tables import archs
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileio import atomic_path, sha256, write_text
-from ..spec import archs
+from ..tables import archs
 from . import distributed as D
 
 CACHE_MODES = ("auto", "memory", "disk", "off")

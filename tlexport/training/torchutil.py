@@ -7,7 +7,7 @@ import functools
 import time
 
 from ..errors import RuntimeUnavailable, UsageError
-from ..spec import archs
+from ..tables import archs
 
 
 def resolve_device(spec: str):

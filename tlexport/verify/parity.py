@@ -198,8 +198,8 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
     """
     from .. import runtimes as rt  # after validation: bad usage is reported without heavy imports
     from ..models import load_run
-    from ..spec import archs
-    from ..spec.artifacts import check_devices, check_precisions, find_run_dir
+    from ..tables import archs
+    from ..tables.artifacts import check_devices, check_precisions, find_run_dir
 
     export_dir = Path(export_dir).expanduser()
     _validate(export_dir, data, random, atol, rtol, max_images, batch_size)
