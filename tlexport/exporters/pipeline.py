@@ -331,8 +331,16 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
         "artifacts": [a.to_dict() for a in result.artifacts],
         "skipped": result.skipped,
         "verification": verification,
-        "versions": versions(("torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy")),
+        "versions": versions(_libraries(result.artifacts)),
     }
+
+
+def _libraries(artifacts: list[Artifact]) -> tuple[str, ...]:
+    """The libraries whose versions the manifest records: the common ones, and the optional
+    packages of every format exported (its spec's `needs`, already imported by its builder)."""
+    exported = dict.fromkeys(a.format for a in artifacts)
+    needs = [r.module for f in exported for r in registry.get(f).needs]
+    return tuple(dict.fromkeys(["torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy", *needs]))
 
 
 def _files_of(a: Artifact) -> list[str]:
