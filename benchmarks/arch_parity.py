@@ -34,7 +34,7 @@ def _images(folder: Path, n: int, size: int, seed: int) -> list:
 
 def measure(arch: str, size: int, n_images: int) -> dict:
     from tlexport import models
-    from tlexport.exporters.onnx_graph import export_onnx, resolve_opset
+    from tlexport.formats.onnx.graph import export_onnx, resolve_opset
     from tlexport.tables import archs
 
     spec = archs.get(arch)

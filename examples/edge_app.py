@@ -5,7 +5,7 @@ inside the model file: class names (`tlexport.classes`) and preprocessing (`tlex
 resize, crop, mean, std, interpolation) in the ONNX metadata.
 
 The metadata is input like any file: it is checked with the same rules tlexport applies
-(tlexport/tables/metadata.py; kept as a short copy here so the app needs nothing but the model),
+(tlexport/tables/metadata.py and tlexport/formats/onnx/metadata.py; kept as a short copy here so the app needs nothing but the model),
 and a bad field stops the app with one line naming it.
 
     python examples/edge_app.py runs/my-run/export/model.onnx photos/

@@ -186,7 +186,7 @@ def _train(arch: str, data, size: int, tmp_path) -> tuple:
 
 
 def _check_predict(export_dir, data, classes, model_file="model.onnx") -> None:
-    from tlexport.tables.metadata import read_metadata
+    from tlexport.formats.metadata import read_metadata
 
     assert read_metadata(export_dir / model_file)["classes"] == classes
     r = invoke("predict", export_dir / model_file, data / "val", "--json", "--top-k", 2)
@@ -300,7 +300,7 @@ COVERED_ELSEWHERE = (*DEFAULT_ARCHS, "efficientnet_b0", "regnet_x_400mf", "resne
 def test_every_tested_arch_exports_verified_onnx(arch, tiny_data, tmp_path):
     from conftest import write_fake_run
     from tlexport import export
-    from tlexport.tables.metadata import read_metadata
+    from tlexport.formats.metadata import read_metadata
 
     spec, classes = archs.get(arch), ["circle", "square", "triangle"]
     size = _size(spec)
@@ -337,7 +337,7 @@ def test_edge_arch_cli_train_export_parity_and_torch_free_predict(arch, tiny_dat
 # ---- exporter fixes the architectures needed -------------------------------------------------------
 def test_tracer_warnings_from_size_checks_pass_only_where_the_registry_says_so(tmp_path):
     from tlexport.errors import ExportError
-    from tlexport.exporters.torchscript import export_torchscript
+    from tlexport.formats.torchscript.build import export_torchscript
 
     class SizeChecked(torch.nn.Module):  # ViT's pattern: assert the traced height and width
         def forward(self, x):

@@ -281,7 +281,7 @@ def test_openvino_matches_onnxruntime(tiny_export):
     pytest.importorskip("openvino")
     import onnxruntime as ort
 
-    from tlexport.runtimes import OpenVINORuntime
+    from tlexport.formats.openvino.runtime import OpenVINORuntime
 
     x = np.random.default_rng(1).standard_normal((2, 3, 48, 48), dtype=np.float32)
     ov = OpenVINORuntime(tiny_export / "model.onnx", "fp32")
@@ -295,7 +295,7 @@ def test_openvino_matches_onnxruntime(tiny_export):
 
 def test_openvino_unavailable_cases(tmp_path):
     from tlexport.errors import RuntimeUnavailable
-    from tlexport.runtimes import OpenVINORuntime
+    from tlexport.formats.openvino.runtime import OpenVINORuntime
 
     with pytest.raises(RuntimeUnavailable, match="CPU only"):
         OpenVINORuntime(tmp_path / "model.onnx", "fp32", device="cuda").load()

@@ -29,8 +29,10 @@ def _fake_cuda_export(fake_run: Path, out: Path, monkeypatch) -> dict:
     the CUDA copies made on the CPU. Returns what each builder was handed, in call order."""
     import torch
 
-    from tlexport.exporters import pipeline, pt2, torchscript
+    from tlexport.exporters import pipeline
     from tlexport.exporters.job import Job
+    from tlexport.formats.pt2 import build as pt2
+    from tlexport.formats.torchscript import build as torchscript
 
     seen = {"model_on": [], "torchscript": [], "pt2": []}
     real_model_on, real_example_on = Job.model_on, Job.example_on
@@ -187,7 +189,7 @@ def test_baked_wrapper_buffers_follow_the_model_device():
     import torch
 
     from tlexport.data.preprocess import Preprocess
-    from tlexport.exporters.baked import BakedPreprocess
+    from tlexport.formats.onnx.baked import BakedPreprocess
     from tlexport.models import default_preprocess
 
     pre = default_preprocess("resnet18")

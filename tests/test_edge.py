@@ -77,7 +77,7 @@ def test_parity_runs_each_edge_file_with_its_own_runtime(edge_export, tmp_path):
 
 @needs_edge
 def test_each_file_carries_the_run_classes_and_preprocessing(edge_export, fake_run):
-    from tlexport.tables.metadata import read_metadata
+    from tlexport.formats.metadata import read_metadata
 
     run = json.loads((fake_run / "run.json").read_text())
     for name in MODEL_FILES:
@@ -91,7 +91,7 @@ def test_triton_config_parses_with_tritons_protobuf_and_matches_the_onnx(edge_ex
     import onnx
     from google.protobuf import text_format
 
-    from tlexport.exporters.triton import check_config, model_config_pb2
+    from tlexport.formats.triton.build import check_config, model_config_pb2
 
     mc = model_config_pb2()
     for name in ("classifier", "classifier_int8"):
@@ -114,7 +114,7 @@ def test_triton_config_parses_with_tritons_protobuf_and_matches_the_onnx(edge_ex
 @needs_edge
 def test_triton_check_rejects_a_config_that_disagrees_with_the_model(edge_export, tmp_path):
     from tlexport.errors import ExportError
-    from tlexport.exporters.triton import check_config
+    from tlexport.formats.triton.build import check_config
 
     folder = edge_export / "model_repository" / "classifier"
     bad = tmp_path / "classifier" / "config.pbtxt"
@@ -150,7 +150,7 @@ def test_litert_runtime_feeds_nhwc_files_any_batch(tmp_path):
     import litert_torch
     import torch
 
-    from tlexport.runtimes.litert_rt import LiteRTRuntime
+    from tlexport.formats.tflite.runtime import LiteRTRuntime
     from tlexport.runtimes.quiet import silenced
 
     torch.manual_seed(0)
@@ -169,7 +169,7 @@ def test_litert_runtime_feeds_nhwc_files_any_batch(tmp_path):
 
 
 def test_litert_int8_io_helpers_round_trip():
-    from tlexport.runtimes.litert_rt import _dequantize, _quantize
+    from tlexport.formats.tflite.runtime import _dequantize, _quantize
 
     x = np.linspace(-1, 1, 24, dtype=np.float32)
     detail = {"dtype": np.int8, "quantization": (1 / 64, 3)}
@@ -190,7 +190,7 @@ def test_a_missing_extra_is_named_with_its_pip_command(fake_run, tmp_path, monke
 
 
 def test_format_all_still_means_the_formats_without_extras():
-    from tlexport.exporters.pipeline import check_options
+    from tlexport.exporters.pipeline import check_options, make_options
 
-    formats, _, _ = check_options(("all",), ("fp32",), "dynamic", "cpu", "minmax", 8, False)
+    formats, _ = check_options(("all",), ("fp32",), make_options(calib_method="minmax", calib_size=8))
     assert formats == ("onnx", "torchscript", "pt2")

@@ -72,7 +72,7 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
     import onnx
     import onnxruntime as ort
 
-    from tlexport.exporters.onnx_graph import max_supported_opset
+    from tlexport.formats.onnx.graph import max_supported_opset
 
     alone = tmp_path / "elsewhere.onnx"
     shutil.copy(exported / "model.onnx", alone)
@@ -97,7 +97,7 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
 def test_torchscript_and_pt2_carry_metadata_and_logits(exported, fake_run):
     import torch
 
-    from tlexport.tables.metadata import read_metadata
+    from tlexport.formats.metadata import read_metadata
 
     extra = {"tlexport.json": ""}
     ts = torch.jit.load(str(exported / "model.ts"), _extra_files=extra)
@@ -135,7 +135,7 @@ def test_baked_uint8_model_matches_float_model(exported, tiny_data):
 
     from tlexport.data.images import load_rgb
     from tlexport.data.preprocess import Preprocess
-    from tlexport.tables.metadata import read_metadata
+    from tlexport.formats.metadata import read_metadata
 
     pre = Preprocess.from_dict(read_metadata(exported / "model.uint8.onnx")["preprocess"])
     images = [load_rgb(p) for p in sorted((tiny_data / "val").rglob("*.png"))[:4]]
@@ -210,7 +210,7 @@ def test_fixed_batch(fake_run, tmp_path):
 
 def test_calibration_images_from_folder_or_train_split(fake_run, tiny_data):
     from tlexport.errors import ExportError
-    from tlexport.exporters.quantize import calibration_batches, calibration_images
+    from tlexport.exporters.int8 import calibration_batches, calibration_images
     from tlexport.models import load_run
 
     run = load_run(fake_run)
@@ -231,7 +231,7 @@ def test_torchscript_rejects_a_trace_that_bakes_in_the_batch(tmp_path):
     import torch
 
     from tlexport.errors import ExportError
-    from tlexport.exporters.torchscript import export_torchscript
+    from tlexport.formats.torchscript.build import export_torchscript
 
     class BatchLoop(torch.nn.Module):
         def forward(self, x):  # len() of a traced tensor: the loop is unrolled for batch 2

@@ -133,7 +133,7 @@ def test_two_trains_into_one_folder_exactly_one_wins(tmp_path, tiny_data):
 # ---- export ------------------------------------------------------------------------------------------
 def test_export_killed_mid_staging_then_reexport_cleans_up(tmp_path, fake_run):
     out = tmp_path / "export"
-    prelude = ("import tlexport.exporters.torchscript as ts\n"
+    prelude = ("import tlexport.formats.torchscript.build as ts\n"
                "_save = ts._save\n"
                "def save(*a, **k):\n"
                "    _save(*a, **k)\n"

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tlexport.cli import cli
 from tlexport.errors import ArtifactError
+from tlexport.formats.onnx import metadata as onnx_md
 from tlexport.tables import metadata as md
 
 from test_export import full_export
@@ -71,7 +72,8 @@ def _folder_with_manifest(tmp_path: Path, exported: Path, entries) -> Path:
 def test_manifest_entries_outside_the_folder_are_refused_even_with_trust_code(tmp_path, exported, name,
                                                                               monkeypatch):
     from tlexport import runtimes
-    from tlexport.runtimes.torch_rt import PT2Runtime, TorchScriptRuntime
+    from tlexport.formats.pt2.runtime import PT2Runtime
+    from tlexport.formats.torchscript.runtime import TorchScriptRuntime
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -186,7 +188,7 @@ def test_metadata_schema_names_the_bad_field(changes, field):
              for k, v in {"tlexport.classes": CLASSES, "tlexport.preprocess": PRE, "tlexport.batch": "dynamic",
                           **{"tlexport." + k: v for k, v in changes.items()}}.items() if v is not None}
     with pytest.raises(ArtifactError, match=field.replace("[", r"\[").replace(".", r"\.")) as e:
-        meta = md.require(md.from_onnx_props(props, "m.onnx"), "m.onnx")
+        meta = md.require(onnx_md.from_onnx_props(props, "m.onnx"), "m.onnx")
         md.check_output_width(meta, 3, "m.onnx")
     assert str(e.value).startswith("m.onnx") and "\n" not in str(e.value)
 
@@ -278,10 +280,10 @@ def test_metadata_parser_accepts_only_what_satisfies_the_schema(meta):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(list(md.ONNX_KEYS)), st.text(max_size=40), max_size=7))
+@given(st.dictionaries(st.sampled_from(list(onnx_md.ONNX_KEYS)), st.text(max_size=40), max_size=7))
 def test_onnx_props_parser_never_fails_with_anything_but_artifact_error(props):
     try:
-        _holds_every_rule(md.from_onnx_props(props, "m.onnx"))
+        _holds_every_rule(onnx_md.from_onnx_props(props, "m.onnx"))
     except ArtifactError as e:
         assert "m.onnx" in str(e) and "\n" not in str(e)
 
@@ -294,8 +296,8 @@ def test_onnx_props_parser_never_fails_with_anything_but_artifact_error(props):
 def test_metadata_that_tlexport_writes_round_trips(classes, crop, extra, mean, std, interp):
     pre = {"resize": min(crop + extra, md.MAX_SIDE), "crop": crop, "mean": mean, "std": std, "interpolation": interp}
     meta = {"classes": classes, "preprocess": pre, "batch": "dynamic"}
-    props = {k: json.dumps(meta[f]) for k, f in md.ONNX_KEYS.items() if f in meta}
-    assert md.from_onnx_props(props) == md.validate(meta) == {**meta, "preprocess": pre}
+    props = {k: json.dumps(meta[f]) for k, f in onnx_md.ONNX_KEYS.items() if f in meta}
+    assert onnx_md.from_onnx_props(props) == md.validate(meta) == {**meta, "preprocess": pre}
 
 
 # ---- 4. extreme sizes -------------------------------------------------------------------------------

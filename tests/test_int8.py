@@ -12,7 +12,9 @@ from click.testing import CliRunner
 
 from tlexport.cli import cli
 from tlexport.errors import UsageError
-from tlexport.exporters import quantize as Q
+from tlexport.exporters import int8 as I8
+from tlexport.exporters.options import parse_fallback
+from tlexport.formats.onnx import quantize as Q
 
 META = {"classes": ["circle", "square", "triangle"], "preprocess": {"crop": 48}, "arch": "resnet18",
         "weights_sha256": "0", "tlexport_version": "0", "torch_version": "0", "batch": "dynamic"}
@@ -37,8 +39,8 @@ def _train_files(fake_run, n):
 
 def test_calibration_batches_keep_a_short_last_batch_unless_padded(fake_run):
     files, pre = _train_files(fake_run, 7)
-    assert [len(b) for b in Q.calibration_batches(files, pre, 3)] == [3, 3, 1]
-    padded = Q.calibration_batches(files, pre, 3, pad=True)
+    assert [len(b) for b in I8.calibration_batches(files, pre, 3)] == [3, 3, 1]
+    padded = I8.calibration_batches(files, pre, 3, pad=True)
     assert [len(b) for b in padded] == [3, 3, 3]
     assert np.array_equal(padded[-1][1], padded[-1][0])  # padding repeats the last image
 
@@ -51,7 +53,7 @@ def test_every_calibration_method_takes_uneven_batches(prepared, fake_run, tmp_p
     import onnxruntime as ort
 
     files, pre = _train_files(fake_run, 7)
-    batches = Q.calibration_batches(files, pre, 3)
+    batches = I8.calibration_batches(files, pre, 3)
     cache = tmp_path / "ranges.json"
     dst = tmp_path / f"{method}.onnx"
     Q.to_int8(prepared, dst, batches=batches, method=method, meta=META, cache=cache)
@@ -76,11 +78,11 @@ def test_float_nodes_resolve_aliases_and_reject_unknown_names(prepared):
 
 
 def test_parse_fallback():
-    assert Q.parse_fallback("auto") == "auto" and Q.parse_fallback(" none ") == "none"
-    assert Q.parse_fallback("stem, head,stem") == ("stem", "head")
-    assert Q.parse_fallback(["node_Conv_1"]) == ("node_Conv_1",)
+    assert parse_fallback("auto") == "auto" and parse_fallback(" none ") == "none"
+    assert parse_fallback("stem, head,stem") == ("stem", "head")
+    assert parse_fallback(["node_Conv_1"]) == ("node_Conv_1",)
     with pytest.raises(UsageError):
-        Q.parse_fallback(" , ")
+        parse_fallback(" , ")
 
 
 def test_fewest_float_finds_the_shortest_passing_prefix():
@@ -95,10 +97,10 @@ def test_fewest_float_finds_the_shortest_passing_prefix():
         calls.append(len(keep))
         return "file", keep, Res(set(ranked[:7]) <= set(keep))
 
-    path, keep, res = Q.fewest_float(trial, ranked)
+    path, keep, res = I8.fewest_float(trial, ranked)
     assert res.passed and keep == ranked[:7]
     assert len(calls) <= 2 * int(np.ceil(np.log2(len(ranked)))) + 1  # logarithmic, not one per layer
-    _, keep, res = Q.fewest_float(lambda k: ("f", k, Res(False)), ranked)
+    _, keep, res = I8.fewest_float(lambda k: ("f", k, Res(False)), ranked)
     assert not res.passed and keep == ranked  # nothing passes: the caller sees the all-float failure
 
 
@@ -106,7 +108,7 @@ def test_held_out_images_are_the_val_split_or_labelled_random(fake_run):
     from tlexport.models import load_run
 
     run = load_run(fake_run)
-    inputs = Q.held_out(run)
+    inputs = I8.held_out(run)
     val = [str(p) for p, _ in run.samples("val")]
     train = {str(p) for p, _ in run.samples("train")}
     assert len(inputs) == len(val) == 12 and not set(val) & train  # never the calibration images
@@ -119,7 +121,7 @@ def test_held_out_images_are_the_val_split_or_labelled_random(fake_run):
         def samples(self, split):
             return []
 
-    rnd = Q.held_out(NoSplit())
+    rnd = I8.held_out(NoSplit())
     assert rnd.labels is None and "random" in rnd.source and "not on disk" in rnd.source
 
 

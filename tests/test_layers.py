@@ -1,6 +1,10 @@
 """The package's floors: data flows train -> run dir -> export -> manifest -> runtimes ->
 parity / bench / predict, and no import runs back up (or in a circle). Every import counts,
-also those inside functions: a lazy import upward is still a dependency upward."""
+also those inside functions: a lazy import upward is still a dependency upward.
+
+A format package (`tlexport/formats/<name>/`) spans floors, by submodule name: its spec (the
+package itself) and metadata reader sit with the tables, its `runtime` on the runtimes floor,
+its `build` and every other helper module on the exporters floor (`FORMAT_FLOORS`)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ ROOT = Path(tlexport.__file__).parent
 # Lowest floor first. A module may import its own floor and any floor below.
 FLOORS = [
     ("tlexport", "tlexport.errors", "tlexport.fileio", "tlexport.envinfo", "tlexport.render", "tlexport.measure"),
-    ("tlexport.data", "tlexport.tables"),
+    ("tlexport.data", "tlexport.tables", "tlexport.formats"),
     ("tlexport.models",),
     ("tlexport.training",),
     ("tlexport.runtimes",),
@@ -31,7 +35,21 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# Submodules of a format package by name -> the floor they sit on (any other name: exporters).
+FORMAT_FLOORS = {"": "tlexport.formats", "metadata": "tlexport.formats", "runtime": "tlexport.runtimes"}
+FORMAT_PACKAGES = {p.name for p in (ROOT / "formats").iterdir() if (p / "__init__.py").is_file()}
+
+
+def format_floor(module: str) -> str | None:
+    """The floor name of `tlexport.formats.<name>[.<sub>]`, by the submodule's name."""
+    parts = module.split(".")
+    if len(parts) < 3 or parts[:2] != ["tlexport", "formats"] or parts[2] not in FORMAT_PACKAGES:
+        return None
+    return FORMAT_FLOORS.get(".".join(parts[3:]), "tlexport.exporters")
+
+
 def floor_of(module: str) -> int:
+    module = format_floor(module) or module
     best = None
     for i, names in enumerate(FLOORS):
         for name in names:
@@ -105,3 +123,14 @@ def test_no_import_cycle():
 def test_the_floor_table_knows_every_module():
     for m in graph():
         floor_of(m)
+
+
+def test_a_format_package_spans_floors_by_submodule_name():
+    """The rule the format packages rely on: their spec and reader are importable from the
+    tables, their runtime from the runtimes, their builder only from the exporters upward."""
+    assert {"onnx", "tflite"} <= FORMAT_PACKAGES
+    low, runtimes, exporters = (floor_of(n) for n in ("tlexport.tables", "tlexport.runtimes", "tlexport.exporters"))
+    assert floor_of("tlexport.formats.onnx") == floor_of("tlexport.formats.onnx.metadata") == low
+    assert floor_of("tlexport.formats.registry") == floor_of("tlexport.formats.spec") == low
+    assert floor_of("tlexport.formats.onnx.runtime") == runtimes
+    assert floor_of("tlexport.formats.onnx.build") == floor_of("tlexport.formats.onnx.quantize") == exporters

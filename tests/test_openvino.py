@@ -27,7 +27,7 @@ def ir_export(fake_run, tmp_path_factory) -> Path:
 
 def test_ir_files_manifest_and_metadata(ir_export, fake_run):
     from tlexport.fileio import sha256
-    from tlexport.tables.metadata import read_metadata
+    from tlexport.formats.metadata import read_metadata
 
     names = sorted(p.name for p in ir_export.iterdir())
     assert names == ["manifest.json", "model.bin", "model.int8.bin", "model.int8.xml", "model.xml"]
@@ -67,7 +67,7 @@ def test_predict_on_ir_imports_no_torch(ir_export, tiny_data):
 
 def test_missing_weights_file_is_a_clear_error(ir_export, tmp_path):
     from tlexport.errors import RuntimeUnavailable
-    from tlexport.runtimes import OpenVINORuntime
+    from tlexport.formats.openvino.runtime import OpenVINORuntime
 
     lone = tmp_path / "model.xml"
     lone.write_bytes((ir_export / "model.xml").read_bytes())

@@ -25,7 +25,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import RuntimeUnavailable, TlexportError, UsageError, first_line
-from .tables.artifacts import DEVICES, FORMATS, MANIFEST, PRECISIONS, check_devices, check_precisions
+from .formats.registry import FORMATS
+from .tables.artifacts import DEVICES, MANIFEST, PRECISIONS, check_devices, check_precisions
 
 DEFAULT_DURATION_S = 2.0  # time budget per (runtime, batch size) cell when neither iters nor duration
 MIN_ITERS = 10  # even with a time budget, never fewer timed iterations than this
@@ -475,7 +476,7 @@ def _measure_runtime(runtime, plan: Plan, tick) -> None:
 
 def _on_disk(runtime) -> tuple[str | None, int | None]:
     """(file name, bytes with companion files) of what the runtime loads; torch-eager: its weights."""
-    from .tables.artifacts import companions_of
+    from .tables.artifacts import artifact_size, companions_of
 
     path = getattr(runtime, "artifact", None)
     if path is None:
@@ -484,7 +485,7 @@ def _on_disk(runtime) -> tuple[str | None, int | None]:
         return None, (weights.stat().st_size if weights and weights.is_file() else None)
     path = Path(path)
     files = [path, *(path.parent / c for c in companions_of(path.name))]
-    return path.name, (sum(f.stat().st_size for f in files if f.is_file()) or None)
+    return path.name, (sum(artifact_size(f) for f in files if f.exists()) or None)
 
 
 def _clone(runtime, threads: int | None):

@@ -37,7 +37,7 @@ def resolve_model(model_path: Path | str) -> Path:
         UsageError: missing path, unknown file type, or a folder without an ONNX model.
     """
     path = Path(model_path).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not table.is_folder_artifact(path):  # an export folder, not a folder model
         for name in FOLDER_PREFERENCE:
             if os.path.lexists(path / name):
                 found = table.inside(path, name)  # a link leading out of the folder is refused
@@ -48,7 +48,7 @@ def resolve_model(model_path: Path | str) -> Path:
                     return found
         raise UsageError(f"{path} holds no ONNX model ({', '.join(FOLDER_PREFERENCE)}); TorchScript and "
                          ".pt2 files run code when loaded, so name such a file explicitly")
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"model {path} does not exist")
     table.format_of_suffix(path)  # UsageError for a suffix no format has
     return path

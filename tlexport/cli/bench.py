@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from ..formats.registry import runtime_names
 from .common import console, error_boundary, int_list, list_option
 
 
 @click.command("bench")
 @click.argument("export_dir", type=click.Path())
-@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]", help="Runtimes to measure (default: all "
-             "available; torch-eager fp32 is always measured as the baseline).")
+@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]", help=f"Runtimes to measure: {', '.join(runtime_names())} "
+             "(default: all available; torch-eager fp32 is always measured as the baseline).")
 @list_option("--precision", "--precisions", "precisions", metavar="P[,P...]", help="fp32, fp16, int8 (default: all exported).")
 @list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]", help="cpu, cuda.")
 @list_option("--batch-size", "--batch-sizes", "batch_sizes", default=("1",), show_default=True, metavar="B[,B...]",

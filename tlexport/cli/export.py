@@ -1,33 +1,81 @@
-"""`tlexport export`: a run's best weights -> verified artifacts + manifest.json."""
+"""`tlexport export`: a run's best weights -> verified artifacts + manifest.json. The choices and
+their help are derived from the format registry, so a new format shows up here by itself."""
 
 from __future__ import annotations
 
 import click
 
-from ..tables.artifacts import FORMATS, formats_in_all
+from ..formats import registry
+from ..formats.spec import CALIB_METHODS
 from .common import console, emit_json, error_boundary, list_option
 
 
-@click.command("export")
+def _join(names) -> str:
+    names = list(names)
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else "none"
+
+
+def _format_help() -> str:
+    extras = [f"{s.name} (.[{s.extra}])" for s in registry.FORMATS.values() if s.extra]
+    return (f"{', '.join(registry.names())} or all (= {', '.join(registry.in_all())}); repeatable or "
+            f"comma-separated. Needing their extra: {', '.join(extras)}; docs/formats.md lists what each makes.")
+
+
+def _precision_help() -> str:
+    def makers(p):
+        return _join(s.name + (" (--device cuda)" if s.file(p).cuda_only else "")
+                     for s in registry.FORMATS.values() if p in s.precisions)
+
+    return f"fp32, fp16, int8; repeatable or comma-separated. int8: {makers('int8')}; fp16: {makers('fp16')}."
+
+
+def _calib_help() -> str:
+    defaults = {}
+    for s in registry.FORMATS.values():
+        if s.int8:
+            defaults.setdefault(s.int8.default_method, []).append(s.name)
+    fewer = _join(f"{s.name} ({'/'.join(s.int8.calib_methods)})" for s in registry.FORMATS.values()
+                  if s.int8 and s.int8.calib_methods != CALIB_METHODS)
+    return (f"int8 activation ranges: {', '.join(CALIB_METHODS)}. Default: each format's own "
+            f"({'; '.join(f'{_join(n)}: {m}' for m, n in defaults.items())}). Formats that honour fewer refuse "
+            f"the others: {fewer}.")
+
+
+def _fallback_help() -> str:
+    fixed = [s.name for s in registry.FORMATS.values() if s.int8 and not s.int8.per_layer]
+    return ("int8 layers kept in float: auto (default for most architectures: every layer int8 when the held-out "
+            "gate passes, else the fewest most sensitive layers in float until it does), none, or node names "
+            "(stem and head name the first convolution and the classifier). "
+            f"{_join(fixed)} cannot keep a layer in float: a node list is refused, auto is every layer int8.")
+
+
+def _device_help() -> str:
+    gpu_only = [f"{s.name} {f.precision}" for s in registry.FORMATS.values() for f in s.files if f.cuda_only]
+    return f"cpu, or cuda for GPU-only variants ({_join(gpu_only)}) and verification on the GPU too."
+
+
+def _command_help() -> str:
+    return ("Export a run's best weights to the formats of --format (fp32, fp16, int8) with labels and "
+            "preprocessing embedded, verified against PyTorch, plus manifest.json. Formats: "
+            + "; ".join(f"{s.name}: {s.description}" for s in registry.FORMATS.values()) + ".\n\n"
+            "Files are written to temporary names and moved into place only when all are complete and "
+            "verified. TorchScript tracing is deprecated in PyTorch; .pt2 (torch.export) is its successor.")
+
+
+@click.command("export", help=_command_help())
 @click.argument("run_dir", type=click.Path())
 @list_option("--format", "--formats", "formats", default=("onnx",), show_default=True, metavar="F[,F...]",
-             help=f"{', '.join(FORMATS)} or all (= {', '.join(formats_in_all())}); repeatable or "
-                  "comma-separated. openvino needs the openvino extra; executorch, tflite and triton the edge extra.")
+             help=_format_help())
 @list_option("--precision", "--precisions", "precisions", default=("fp32",), show_default=True, metavar="P[,P...]",
-             help="fp32, fp16, int8; repeatable or comma-separated. int8: ONNX, OpenVINO and the edge formats; "
-                  "fp16: ONNX, OpenVINO, TorchScript (--device cuda).")
+             help=_precision_help())
 @click.option("--out", type=click.Path(), help="Output folder (default RUN_DIR/export).")
 @click.option("--opset", type=int, help="ONNX opset (default: newest supported by both the exporter and onnxruntime).")
 @click.option("--batch", default="dynamic", show_default=True, help="'dynamic' (free batch dimension) or a fixed N.")
-@click.option("--device", default="cpu", show_default=True,
-              help="cpu, or cuda for GPU-only variants (fp16 TorchScript) and verification on the GPU too.")
+@click.option("--device", default="cpu", show_default=True, help=_device_help())
 @click.option("--calib-size", default=256, show_default=True, type=int, help="int8 calibration images.")
-@click.option("--calib-method", default="minmax", show_default=True, help="int8 calibration: minmax, percentile, entropy.")
+@click.option("--calib-method", metavar="|".join(CALIB_METHODS), help=_calib_help())
 @click.option("--calib-data", type=click.Path(), help="Calibrate on this image folder instead of the run's training split.")
-@click.option("--int8-fallback", metavar="auto|none|NODE,...",
-              help="int8 layers kept in float: auto (default for most architectures: every Conv/Gemm/MatMul int8, then "
-                   "the fewest most sensitive layers in float until the held-out gate passes), none, or node "
-                   "names (stem and head name the first convolution and the classifier).")
+@click.option("--int8-fallback", metavar="auto|none|NODE,...", help=_fallback_help())
 @click.option("--fp16-io", is_flag=True, help="fp16 ONNX takes and returns float16 (default float32 I/O).")
 @click.option("--bake-preprocess", is_flag=True,
               help="Also write model.uint8.onnx: uint8 NHWC RGB crop in, normalisation inside the graph.")
@@ -36,13 +84,6 @@ from .common import console, emit_json, error_boundary, list_option
 @error_boundary
 def command(run_dir, formats, precisions, out, opset, batch, device, calib_size, calib_method, calib_data,
             int8_fallback, fp16_io, bake_preprocess, no_verify, as_json):
-    """Export a run's best weights to ONNX / TorchScript / .pt2 / OpenVINO IR (fp32, fp16, int8), or to
-    the edge and serving formats (ExecuTorch, LiteRT, ORT mobile, a Triton repository), with labels and
-    preprocessing embedded, verified against PyTorch, plus manifest.json.
-
-    Files are written to temporary names and moved into place only when all are complete and
-    verified. TorchScript tracing is deprecated in PyTorch; .pt2 (torch.export) is its successor.
-    """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..exporters.pipeline import export

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..formats.registry import runtime_names
 from .common import console, error_boundary, list_option
 
 
@@ -37,7 +38,8 @@ class ParityProgress:
 @click.option("--data", type=click.Path(), help="Image folder; <class>/* sub-folders named like the run's classes give labels (default: the run's val split).")
 @click.option("--random", "random_n", type=int, help="Compare on N seeded random-normal inputs instead of images.")
 @click.option("--reference", default="torch-eager", show_default=True, help="Reference runtime, or name/precision/device.")
-@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]", help="Runtimes to compare (default: all the export allows).")
+@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]",
+             help=f"Runtimes to compare: {', '.join(runtime_names())} (default: all the export allows).")
 @list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]", help="cpu, cuda.")
 @list_option("--precision", "--precisions", "precisions", metavar="P[,P...]", help="fp32, fp16, int8 (default: all exported).")
 @click.option("--atol", type=float, help="fp32 absolute tolerance on logits (default: the architecture's, in `tlexport archs --json`).")

@@ -21,9 +21,9 @@ def command(model, images, top_k, batch_size, as_json):
     """Classify IMAGES (files or folders) with an exported MODEL.
 
     MODEL is a .onnx file (runs on onnxruntime without importing torch), an export folder (its
-    model.onnx, else model.int8.onnx, else model.fp16.onnx), an .ort, OpenVINO .xml, .tflite or .pte
-    file, or a .ts / .pt2 file. Loading TorchScript or .pt2 runs code from the file, so those are
-    only loaded when named explicitly: use only files you trust.
+    model.onnx, else model.int8.onnx, else model.fp16.onnx), or an artifact of any other exported
+    format (docs/formats.md lists them). Loading TorchScript or .pt2 runs code from the file, so
+    those are only loaded when named explicitly: use only files you trust.
 
     Exit status: 0 when every image was classified; 1 when some could not be read (they are
     reported by name on stderr, the others are still printed); 2 for bad usage.

@@ -1,2 +1,3 @@
-"""Export: the pipeline (stage -> build -> verify -> publish) and one module per format (onnx,
-torchscript, pt2), plus quantize (fp16/int8 ONNX) and baked (uint8 NHWC input variant)."""
+"""Export: the pipeline (stage -> build -> verify -> publish, iterating the format registry), the
+`Job` handed to each format's builder, the typed options, and the int8 machinery every
+quantizing format shares. Each format's own builder lives in its package (`tlexport.formats`)."""

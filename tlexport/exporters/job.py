@@ -1,20 +1,22 @@
-"""What the export pipeline hands each format's builder (`Job`) and what a builder returns
-(`Artifact` rows for manifest.json)."""
+"""What the export pipeline hands each format's builder (`Job`), what a builder returns
+(`Artifact` rows for manifest.json), and the files one format stages for another (`Staged`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .options import ExportOptions
+
 
 @dataclass
 class Artifact:
-    """One exported file, as recorded in manifest.json.
+    """One exported file (or folder), as recorded in manifest.json.
 
-    `devices` are the devices the file is meant to run on (and is verified on where present).
-    `companions` are the other files that belong to it ([{"file": relative path, "size", "sha256"}];
-    the pipeline fills them in from the artifact table, or from what the builder listed): OpenVINO's
-    .bin, ORT's operator config, a Triton model's config.pbtxt and labels.
+    `devices` are the devices it is meant to run on (and is verified on where present); the
+    pipeline sets them from the format's spec. `companions` are the other files that belong to
+    it ([{"file": relative path, "size", "sha256"}], filled in by the pipeline from the spec):
+    OpenVINO's .bin, ORT's operator config, a Triton model's config.pbtxt and labels.
     """
 
     file: str
@@ -39,6 +41,17 @@ class Artifact:
 
 
 @dataclass
+class Staged:
+    """A file one format staged that others are converted from (the ONNX files OpenVINO, ORT
+    mobile and Triton start from), with what making it decided: `int8` is the record of an int8
+    file (which layers stayed float, the agreement reached), reused by every format made from it."""
+
+    path: Path
+    int8: dict | None = None
+    notes: list = field(default_factory=list)
+
+
+@dataclass
 class Job:
     """Everything a format builder needs.
 
@@ -47,26 +60,33 @@ class Job:
         model: its eval-mode float32 model on the CPU; builders copy it, never change it.
         meta: the metadata embedded in every artifact.
         example: float32 NCHW example input on the CPU (batch 2 when dynamic).
-        dynamic: the batch dimension stays free.
-        device: the device the user asked to trace on ("cpu" | "cuda").
-        opset: ONNX opset (None when no ONNX is made).
         staging: the private folder builders write into.
-        precisions: the precisions asked for.
-        options: format options (calibration, fp16 I/O, baked preprocessing).
+        precisions: the precisions to build, already checked against the format's spec, the
+            architecture and the device: a builder makes an artifact for every one of them.
+        options: the user's typed options.
         spec: the run's ArchSpec row.
+        opset: ONNX opset (None when no ONNX-based format is exported).
+        staged: (format, precision) -> what a format staged for others in this export.
     """
 
     run: object
     model: object
     meta: dict
     example: object
-    dynamic: bool
-    device: str
-    opset: int | None
     staging: Path
     precisions: tuple
-    options: dict
+    options: ExportOptions
     spec: object
+    opset: int | None = None
+    staged: dict = field(default_factory=dict)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.options.batch.dynamic
+
+    @property
+    def device(self) -> str:
+        return self.options.device
 
     def model_on(self, device: str, half: bool = False):
         """A private copy of the model on `device` (fp16 when `half`): builders never modify the

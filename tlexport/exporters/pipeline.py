@@ -1,14 +1,17 @@
 """`tlexport export`: run directory -> self-describing artifacts + manifest.json.
 
-stage -> build -> describe -> verify -> publish. Each format's builder (one module per format,
-found through `BUILDERS`) writes its files into a private staging folder inside the output
-folder. Nothing is moved into place until every artifact has been written, checked and verified,
-so a failed export leaves no partial artifact.
+stage -> build -> describe -> verify -> publish, iterating the format registry. What each
+format may make (its precisions, its GPU-only files) and what the architecture refuses is
+decided here, in one place (`plan`); each format's builder (`<package>.build.build`) then makes
+exactly the precisions it is handed, into a private staging folder inside the output folder.
+Nothing is moved into place until every artifact has been written, checked and verified, so a
+failed export leaves no partial artifact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import time
@@ -18,18 +21,15 @@ from typing import Callable
 
 from ..errors import ExportError, UsageError
 from ..fileio import clean_stale, folder_lock
+from ..formats import registry
 from ..tables import artifacts as table
 from .job import Artifact, Job
+from .options import Batch, Calibration, ExportOptions, Int8Options, check_int8, parse_fallback
 
 
-def _builders() -> dict[str, Callable]:
-    """Format name -> builder(job, say) -> (artifacts, skipped notes). Each format's module is
-    imported only when that format is exported."""
-    from . import executorch, onnx, openvino, ortmobile, pt2, tflite, torchscript, triton
-
-    return {"onnx": onnx.build, "torchscript": torchscript.build, "pt2": pt2.build, "openvino": openvino.build,
-            "executorch": executorch.build, "tflite": tflite.build, "ort": ortmobile.build,
-            "triton": triton.build}
+def builder(fmt: str) -> Callable:
+    """`build(job, say) -> [Artifact]` of a format's package (imported only when it is exported)."""
+    return importlib.import_module(f"{registry.get(fmt).package}.build").build
 
 
 @dataclass
@@ -47,44 +47,67 @@ class ExportResult:
                 "skipped": self.skipped, "seconds": round(self.seconds, 2)}
 
 
-def check_options(formats, precisions, batch, device, calib_method, calib_size, bake_preprocess):
+def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=None, calib_data=None,
+                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True) -> ExportOptions:
+    """The user's choices as typed options (UsageError for a malformed value)."""
+    from ..formats.onnx.options import OnnxOptions
+
+    calibration = Calibration(calib_method, int(calib_size), Path(calib_data) if calib_data is not None else None)
+    int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
+    return ExportOptions(Batch.parse(batch), device, int8, OnnxOptions(opset, fp16_io, bake_preprocess), verify)
+
+
+def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, tuple]:
     """Normalise and validate the user's choices before any heavy work.
 
     Returns:
-        (formats tuple, precisions tuple, fixed batch or None)
+        (formats tuple in the user's order, "all" expanded; precisions tuple)
+    Raises:
+        UsageError: an unknown name, nothing to export, an option a requested format cannot
+            honour, or a format whose optional extra is missing (naming its pip command).
     """
     from ..tables.extras import require
-    from .quantize import CALIB_METHODS
 
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
-    formats = tuple(dict.fromkeys(table.formats_in_all() + formats)) if "all" in formats else formats
-    formats = table.check_choices(formats, tuple(table.FORMATS) + ("all",), "format")
+    formats = tuple(dict.fromkeys(registry.in_all() + formats)) if "all" in formats else formats
+    formats = table.check_choices(formats, registry.names() + ("all",), "format")
     precisions = table.check_precisions(precisions)
     if not formats or not precisions:
         raise UsageError("nothing to export: give at least one format and one precision")
-    fixed = None
-    if str(batch) != "dynamic":
-        try:
-            fixed = int(batch)
-        except ValueError:
-            fixed = 0
-        if fixed < 1:
-            raise UsageError(f"--batch must be 'dynamic' or a positive integer, not {batch!r}")
-    table.check_devices((device,))
-    table.check_choices((calib_method,), CALIB_METHODS, "calibration method")
-    if int(calib_size) < 1:
-        raise UsageError("--calib-size must be at least 1")
-    if bake_preprocess and "onnx" not in formats:
-        raise UsageError("--bake-preprocess makes an ONNX model: add --format onnx")
+    table.check_devices((options.device,))
     formats = tuple(f for f in formats if f != "all")
+    options.onnx.check(formats)
+    check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
-    return formats, precisions, fixed
+    return formats, precisions
 
 
-def _fallback(value):
-    from .quantize import parse_fallback
+def _refusal(fmt: str, precision: str, arch, device: str) -> str | None:
+    """Why (fmt, precision) is not made in this export, or None: the one place where a format's
+    precisions, its GPU-only files and the architecture's refusals are enforced."""
+    spec = registry.get(fmt)
+    if precision not in spec.precisions:
+        return f"{fmt} {precision}: {fmt} is exported in {', '.join(spec.precisions)} only"
+    reason = arch.unsupported_reason(fmt, precision)
+    if reason:
+        return reason
+    if spec.file(precision).cuda_only and device != "cuda":
+        return f"{fmt} {precision}: needs --device cuda ({precision} {fmt} is built and runs on CUDA only)"
+    return None
 
-    return None if value is None else parse_fallback(value)
+
+def plan(formats, precisions, arch, device) -> tuple[list[tuple[str, tuple]], list[str]]:
+    """[(format, precisions to build)] in registry order (formats built from another come after
+    it and reuse its staged files), and a note for every variant not made."""
+    todo, skipped = [], []
+    for fmt in (f for f in registry.names() if f in formats):
+        keep = []
+        for p in precisions:
+            reason = _refusal(fmt, p, arch, device)
+            (skipped.append(reason) if reason else keep.append(p))
+        if keep:
+            todo.append((fmt, tuple(keep)))
+    return todo, skipped
 
 
 def _prepare_out(run_dir: Path, out) -> Path:
@@ -99,19 +122,20 @@ def _prepare_out(run_dir: Path, out) -> Path:
 
 
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
-           device="cpu", calib_size=256, calib_method="minmax", calib_data=None, fp16_io=False,
+           device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
            bake_preprocess=False, verify=True, int8_fallback=None, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
         run_dir: run directory written by `tlexport train`.
-        formats: names from the artifact table (`tlexport.tables.artifacts.FORMATS`), or "all".
-        precisions: fp32 / fp16 / int8 (fp16 TorchScript needs device="cuda"; int8: ONNX, OpenVINO, the edge formats).
+        formats: names from the format registry (`tlexport.formats.registry.FORMATS`), or "all".
+        precisions: fp32 / fp16 / int8; each format makes those its spec declares (docs/formats.md).
         out: output folder (default RUN_DIR/export); tlexport's file names in it are replaced.
         opset: ONNX opset (default: newest that both the exporter and onnxruntime support).
         batch: "dynamic" (free batch dimension) or a fixed batch size.
         device: "cpu", or "cuda" for GPU-only variants (fp16 TorchScript) and GPU verification.
-        calib_size, calib_method, calib_data: int8 calibration (see quantize.py).
+        calib_size, calib_method, calib_data: int8 calibration (`calib_method` None: each
+            format's default, see its spec's Int8Support).
         fp16_io: fp16 ONNX takes and returns float16 instead of float32.
         bake_preprocess: also write model.uint8.onnx (uint8 NHWC input, normalisation inside).
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
@@ -127,13 +151,15 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
 
     started = time.perf_counter()
     say = progress or (lambda _msg: None)
-    formats, precisions, fixed = check_options(formats, precisions, batch, device, calib_method,
-                                               calib_size, bake_preprocess)
+    options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
+                           calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
+                           bake_preprocess=bake_preprocess, verify=verify)
+    formats, precisions = check_options(formats, precisions, options)
     run = load_run(run_dir)
     spec = archs.get(run.arch)
     formats, arch_skipped = _supported(spec, formats)
-    _check_device(device)
-    opset = _resolve_opset(formats, opset)
+    _check_device(options.device)
+    opset = _resolve_opset(formats, options.onnx.opset)
     say("loading weights")
     model = run.load_model("best", device="cpu")
     created = not (Path(out).expanduser() if out is not None else run.dir / "export").exists()
@@ -142,11 +168,8 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     try:
         with folder_lock(out_dir, "export"):  # a second export into this folder gets a one-line error
             clean_stale(out_dir)  # staging folders and temp files of killed exports
-            result = _export_locked(run, spec, model, device, fixed, opset, out_dir, precisions, formats,
-                                    arch_skipped, verify, say,
-                                    dict(calib_size=int(calib_size), calib_method=calib_method,
-                                         calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
-                                         int8_fallback=_fallback(int8_fallback)))
+            job = _make_job(run, spec, model, options, opset, out_dir, precisions)
+            result = _export_locked(job, formats, out_dir, arch_skipped, say)
             published = True
     finally:
         if created and not published:
@@ -156,22 +179,23 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     return result
 
 
-def _export_locked(run, spec, model, device, fixed, opset, out_dir, precisions, formats, arch_skipped,
-                   verify, say, options) -> ExportResult:
+def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say) -> ExportResult:
     """stage -> build -> describe -> verify -> publish, with the output folder locked."""
-    staging = out_dir / f".tlexport-staging-{os.getpid()}"
+    staging = job.staging
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        job = _make_job(run, spec, model, device, fixed, opset, staging, precisions, {**options, "verify": verify})
-        made, skipped = _build_all(job, formats, say)
+        todo, skipped = plan(formats, job.precisions, job.spec, job.device)
+        if not todo:
+            raise ExportError("nothing could be exported: " + "; ".join(arch_skipped + skipped))
+        made = _build_all(job, todo, say)
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped)
-        _describe(made, staging, run.preprocess.crop, "batch" if job.dynamic else fixed)
+        _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]))
         verification = {"skipped": "--no-verify"}
-        if verify:
+        if job.options.verify:
             say("verifying against torch-eager")
-            verification = _verify(made, staging, run, device)
-        result.manifest = _manifest(result, run, job, verification)
+            verification = _verify(made, staging, job.run, job.device)
+        result.manifest = _manifest(result, job.run, job, verification)
         _publish(result, staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -190,41 +214,53 @@ def _supported(spec, formats) -> tuple[tuple, list[str]]:
     return tuple(keep), skipped
 
 
-def _build_all(job: Job, formats, say) -> tuple[list[Artifact], list[str]]:
-    builders = _builders()
-    made, skipped = [], []
-    # Table order: formats made from ONNX (ort, triton) reuse the ONNX files already staged.
-    for name in sorted(formats, key=list(table.FORMATS).index):
-        for precision in job.precisions:
-            reason = job.spec.unsupported_reason(name, precision)
-            if reason:
-                skipped.append(reason)
-        keep = tuple(p for p in job.precisions if not job.spec.unsupported_reason(name, p))
-        if not keep:
-            continue
-        artifacts, notes = builders[name](_with_precisions(job, keep), say)
+def _build_all(job: Job, todo: list[tuple[str, tuple]], say) -> list[Artifact]:
+    """Every planned format through its builder, each checked to have made what it was asked."""
+    import dataclasses
+
+    made = []
+    for fmt, precisions in todo:
+        artifacts = builder(fmt)(dataclasses.replace(job, precisions=precisions), say)
+        _check_built(fmt, precisions, artifacts, job.staging)
         made += artifacts
-        skipped += notes
-    if not made:
-        raise ExportError("nothing could be exported: " + "; ".join(skipped))
     _drop_intermediates(job.staging, made)
-    return made, skipped
+    return made
+
+
+def _check_built(fmt: str, precisions: tuple, artifacts: list[Artifact], staging: Path) -> None:
+    """A builder makes exactly the precisions it is handed, under its spec's file names; the
+    pipeline then records the devices each targets (from the spec).
+
+    Raises:
+        ExportError: a precision the registry declares but the builder did not make (or made
+            under another name): the spec and the builder disagree.
+    """
+    spec = registry.get(fmt)
+    for a in artifacts:
+        row = spec.file(a.precision, a.role)
+        if a.format != fmt or row is None or a.file != row.name or not _exists(staging / a.file, spec.folder):
+            raise ExportError(f"the {fmt} builder returned {a.file} ({a.format} {a.precision}), which is not "
+                              f"the {spec.name} file its spec names or is not on disk")
+        a.devices = ["cuda"] if row.cuda_only else list(spec.devices)
+    made = {a.precision for a in artifacts if a.role == table.MODEL}
+    missing = [p for p in precisions if p not in made]
+    if missing:
+        raise ExportError(f"the {fmt} builder made no {', '.join(missing)} artifact although the format "
+                          f"registry declares {fmt} {', '.join(missing)}")
+
+
+def _exists(path: Path, folder: bool) -> bool:
+    return path.is_dir() if folder else path.is_file()
 
 
 def _drop_intermediates(staging: Path, made: list[Artifact]) -> None:
-    """ONNX files staged only as the source of another format are not artifacts: remove them so
-    that verification (which lists the staging folder) does not run them for nothing."""
+    """Files staged only as the source of another format (the ONNX an OpenVINO-only export is
+    converted from) are not artifacts: remove them so that verification (which lists the
+    staging folder) does not run them for nothing."""
     keep = {f for a in made for f in _files_of(a)}
-    for name in table.ALL_FILES:
+    for name in table.all_files():
         if name not in keep:
-            with contextlib.suppress(FileNotFoundError):
-                (staging / name).unlink()
-
-
-def _with_precisions(job: Job, precisions: tuple) -> Job:
-    import dataclasses
-
-    return job if precisions == job.precisions else dataclasses.replace(job, precisions=precisions)
+            table.remove_artifact(staging / name)
 
 
 def _check_device(device: str) -> None:
@@ -236,38 +272,41 @@ def _check_device(device: str) -> None:
 
 
 def _resolve_opset(formats, opset):
-    from .onnx_graph import resolve_opset
+    """The ONNX opset when an ONNX-based format is exported (validated before any heavy work)."""
+    if any(f == "onnx" or registry.get(f).built_from == "onnx" for f in formats):
+        from ..formats.onnx.graph import resolve_opset
 
-    if any(f == "onnx" or table.FORMATS[f].from_onnx for f in formats):  # OpenVINO, ORT, Triton: from ONNX
         return resolve_opset(opset)
     return None
 
 
-def _make_job(run, spec, model, device, fixed, opset, staging, precisions, options) -> Job:
+def _make_job(run, spec, model, options: ExportOptions, opset, out_dir: Path, precisions) -> Job:
     import torch
 
     from ..fileio import sha256
     from ..tables.metadata import build_metadata
 
     crop = run.preprocess.crop
+    fixed = options.batch.fixed
     # Batch 2 for a dynamic export: torch.export specialises a dimension seen as 1.
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(fixed or 2, 3, crop, crop, generator=gen)
     meta = build_metadata(run, sha256(run.weights_file("best")), fixed)
-    return Job(run, model, meta, example, fixed is None, device, opset, staging, precisions, options, spec)
+    staging = out_dir / f".tlexport-staging-{os.getpid()}"
+    return Job(run, model, meta, example, staging, precisions, options, spec, opset)
 
 
 def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None:
-    """Fill size, sha256, opset and input/output spec of each staged artifact."""
-    from ..fileio import sha256
-    from .onnx_graph import io_spec, opset_of
-
+    """Fill size, sha256 (a folder's: see `tables.artifacts.artifact_sha256`), opset and
+    input/output spec of each staged artifact, and its companions' sizes and checksums."""
     for a in artifacts:
         path = folder / a.file
-        a.size, a.sha256 = path.stat().st_size, sha256(path)
-        a.companions = [{"file": c, "size": (folder / c).stat().st_size, "sha256": sha256(folder / c)}
+        a.size, a.sha256 = table.artifact_size(path), table.artifact_sha256(path)
+        a.companions = [{"file": c, "size": table.artifact_size(folder / c), "sha256": table.artifact_sha256(folder / c)}
                         for c in _files_of(a)[1:]]
-        if path.suffix == ".onnx":
+        if path.suffix == ".onnx" and path.is_file():
+            from ..formats.onnx.graph import io_spec, opset_of
+
             a.opset = opset_of(path)
             a.inputs, a.outputs = io_spec(path)
         elif not a.inputs:  # a builder that knows its file's spec (ORT: its source ONNX) set it
@@ -292,50 +331,55 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
         "artifacts": [a.to_dict() for a in result.artifacts],
         "skipped": result.skipped,
         "verification": verification,
-        "versions": versions(("torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy")),
+        "versions": versions(_libraries(result.artifacts)),
     }
 
 
+def _libraries(artifacts: list[Artifact]) -> tuple[str, ...]:
+    """The libraries whose versions the manifest records: the common ones, and the optional
+    packages of every format exported (its spec's `needs`, already imported by its builder)."""
+    exported = dict.fromkeys(a.format for a in artifacts)
+    needs = [r.module for f in exported for r in registry.get(f).needs]
+    return tuple(dict.fromkeys(["torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy", *needs]))
+
+
 def _files_of(a: Artifact) -> list[str]:
-    """The artifact's file, then its companions: those its builder listed, else the table's."""
+    """The artifact's file, then its companions: those its builder listed, else the spec's."""
     listed = [c["file"] for c in a.companions]
     return [a.file, *(listed or table.companions_of(a.file))]
 
 
 def _publish(result: ExportResult, staging: Path, out_dir: Path) -> None:
-    """Move the staged files into place, then write manifest.json last. Older tlexport artifacts
-    that this export did not produce are removed so the folder matches its manifest."""
+    """Move the staged files (and folders) into place, then write manifest.json last. Older
+    tlexport artifacts that this export did not produce are removed so the folder matches its
+    manifest."""
     files = [f for a in result.artifacts for f in reversed(_files_of(a))]  # OpenVINO: weights before the graph
     with contextlib.suppress(FileNotFoundError):
         (out_dir / table.MANIFEST).unlink()
-    for name in table.ALL_FILES:
+    for name in table.all_files():
         if name not in files:
-            with contextlib.suppress(FileNotFoundError):
-                (out_dir / name).unlink()
+            table.remove_artifact(out_dir / name)
     for name in files:  # Triton's files live in sub-folders of model_repository/
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / name, out_dir / name)
-    _prune_empty(out_dir / table.TRITON_REPO)
+        table.replace_artifact(staging / name, out_dir / name)
+    _prune_empty(out_dir, table.all_files())
     table.write_manifest(out_dir, result.manifest)
 
 
-def _prune_empty(folder: Path) -> None:
-    """Remove empty folders left under `folder` (a model dropped from the repository)."""
-    if not folder.is_dir():
-        return
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+def _prune_empty(out_dir: Path, names) -> None:
+    """Remove the empty sub-folders tlexport's nested file names left (a model dropped from a
+    Triton repository), deepest first; folders that hold anything else stay."""
+    parents = {p for name in names for p in Path(name).parents if p != Path(".")}
+    for sub in sorted(parents, key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
-            sub.rmdir()
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+            (out_dir / sub).rmdir()
 
 
 def _not_run_reason(artifact: Artifact, devices) -> str | None:
     """One line saying why no runtime here could check `artifact` (None when nothing says why)."""
     from ..runtimes import runtime_class
 
-    fmt = table.FORMATS[artifact.format]
-    for name, device in fmt.runtimes:
+    for name, device in registry.get(artifact.format).runtimes:
         if device in devices and device in artifact.devices:
             reason = runtime_class(name).unavailable_reason(device, artifact.precision)
             if reason:
@@ -354,13 +398,13 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     Raises:
         ExportError: a gate failed (the caller then publishes nothing).
     """
+    from ..formats.onnx.baked import verify_baked
     from ..verify.parity import parity
-    from .baked import verify_baked
 
     models = [a for a in artifacts if a.role == table.MODEL]
     devices = ("cpu", "cuda") if device == "cuda" else ("cpu",)
-    runtimes = sorted({table.FORMATS[a.format].runtimes_on(d)[0] for a in models for d in devices
-                       if d in a.devices and table.FORMATS[a.format].runtimes_on(d)})
+    runtimes = sorted({registry.get(a.format).runtimes_on(d)[0] for a in models for d in devices
+                       if d in a.devices and registry.get(a.format).runtimes_on(d)})
     report = parity(folder, run_dir=run.dir, runtimes=runtimes, devices=devices,
                     max_images=VERIFY_IMAGES, trust_code=True)
     rows = {}
@@ -369,21 +413,7 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
             name = r.artifact and Path(r.artifact).relative_to(folder).as_posix()
             rows.setdefault((name, r.precision), []).append(r)
     for a in models:
-        checked = rows.get((a.file, a.precision), [])
-        if not checked:  # e.g. a CUDA-only file, or a runtime not installed here: stays unverified
-            why = _not_run_reason(a, devices)
-            if why:
-                a.verification = {"passed": None, "reason": why}
-                a.notes.append(why)
-            continue
-        a.verified = all(bool(r.passed) for r in checked)
-        worst = max(checked, key=lambda r: (not r.passed, r.max_abs or 0.0))
-        a.verification = {
-            "passed": a.verified, "devices": sorted(r.device for r in checked),
-            "max_abs": worst.max_abs, "mean_abs": worst.mean_abs,
-            "top1_agreement": (worst.top1_agreement or 0.0) / 100, "flips": len(worst.flips),
-            "reason": "; ".join(f for r in checked for f in r.failures) or None, "inputs": report.source,
-        }
+        _record_verification(a, rows.get((a.file, a.precision), []), devices, report.source)
     baked = [a for a in artifacts if a.role != table.MODEL]
     if baked:  # uint8 NHWC input: not a parity target, checked against torch-eager directly
         verify_baked(folder, baked, run)
@@ -392,9 +422,33 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     failed = [a for a in artifacts if a.verified is False]
     if failed:
         why = "; ".join(f"{a.file}: {a.verification['reason']}" for a in failed)
-        hint = ""
-        if any(a.precision == "int8" for a in failed):
-            hint = (" int8 flips near-tied predictions, which an undertrained model has many of; "
-                    "try --calib-method percentile or more --calib-size, or inspect with `tlexport parity`.")
+        hint = _int8_hint([a for a in failed if a.precision == "int8"])
         raise ExportError(f"verification failed, nothing written ({why}); --no-verify keeps such artifacts.{hint}")
     return summary
+
+
+def _int8_hint(failed: list[Artifact]) -> str:
+    if not failed:
+        return ""
+    percentile = all("percentile" in registry.get(a.format).int8.calib_methods for a in failed)
+    return (" int8 flips near-tied predictions, which an undertrained model has many of; try "
+            + ("--calib-method percentile or " if percentile else "") + "more --calib-size, or inspect with "
+            "`tlexport parity`.")
+
+
+def _record_verification(a: Artifact, checked: list, devices, source: str) -> None:
+    """`a.verified` and `a.verification` from its parity rows (one per device it ran on)."""
+    if not checked:  # e.g. a CUDA-only file, or a runtime not installed here: stays unverified
+        why = _not_run_reason(a, devices)
+        if why:
+            a.verification = {"passed": None, "reason": why}
+            a.notes.append(why)
+        return
+    a.verified = all(bool(r.passed) for r in checked)
+    worst = max(checked, key=lambda r: (not r.passed, r.max_abs or 0.0))
+    a.verification = {
+        "passed": a.verified, "devices": sorted(r.device for r in checked),
+        "max_abs": worst.max_abs, "mean_abs": worst.mean_abs,
+        "top1_agreement": (worst.top1_agreement or 0.0) / 100, "flips": len(worst.flips),
+        "reason": "; ".join(f for r in checked for f in r.failures) or None, "inputs": source,
+    }

@@ -72,7 +72,7 @@ class Runtime:
         if self.artifact is None:
             return None
         if self._metadata is None:
-            from ..tables.metadata import read_metadata
+            from ..formats.metadata import read_metadata
 
             self._metadata = read_metadata(self.artifact)
         return self._metadata
@@ -150,6 +150,11 @@ class Runtime:
         reason = self.unavailable_reason(self.device, self.precision)
         if reason:
             raise RuntimeUnavailable(reason)
+
+    def clone(self, threads: int | None) -> "Runtime":
+        """A fresh, unloaded runtime of the same artifact, precision and device (bench runs several
+        sessions of one runtime in parallel)."""
+        return type(self)(self.artifact, self.precision, self.device, run_dir=self.run_dir, threads=threads)
 
     def close(self) -> None:
         """Release the session / model now (bench loads one runtime after another)."""

@@ -1,22 +1,20 @@
-"""PyTorch runtimes: eager (the trained weights in a plain torchvision model, the reference),
-TorchScript and .pt2 archives. Torch is imported inside methods only.
-
-Security: TorchScript and .pt2 archives execute code when loaded; discovery in an export folder
-only offers them with --trust-code (see `tlexport.tables.artifacts.Format.runs_code`).
+"""PyTorch runtimes: the torch plumbing the TorchScript and .pt2 runtimes share (their formats'
+packages subclass `TorchRuntime`), and torch-eager: the trained weights in a plain torchvision
+model, the reference every artifact is compared with. Torch is imported inside methods only.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from ..errors import RuntimeUnavailable, first_line
+from ..errors import RuntimeUnavailable
+from ..formats.spec import REFERENCE_RUNTIME
 from .base import Runtime
 
 
-class _TorchRuntime(Runtime):
-    """Shared torch plumbing: device checks, threads, dtype casts, CUDA sync."""
+class TorchRuntime(Runtime):
+    """Shared torch plumbing: device checks, threads, dtype casts, CUDA sync. A subclass's
+    `_load` calls `_prepare_torch`, loads its model and hands it to `_finish`."""
 
     def _prepare_torch(self):
         import torch
@@ -63,10 +61,10 @@ class _TorchRuntime(Runtime):
         return None
 
 
-class TorchEager(_TorchRuntime):
+class TorchEager(TorchRuntime):
     """The trained weights in a plain torchvision model (the reference)."""
 
-    name = "torch-eager"
+    name = REFERENCE_RUNTIME
 
     def _load(self):
         from ..models import load_run
@@ -78,42 +76,6 @@ class TorchEager(_TorchRuntime):
         if self.precision == "fp16":
             model = model.half()
         self._finish(model)
-
-
-class TorchScriptRuntime(_TorchRuntime):
-    """A `model.ts` / `model.fp16.ts` archive (loading it runs its code: trusted files only)."""
-
-    name = "torchscript"
-
-    def _load(self):
-        torch = self._prepare_torch()
-        try:
-            with warnings.catch_warnings():  # the deprecation notice is in our docs, not every run
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                model = torch.jit.load(str(self.artifact), map_location=self.device)
-        except Exception as e:
-            raise RuntimeUnavailable(f"cannot load TorchScript {self.artifact} ({first_line(e)})") from None
-        self._finish(model.eval())
-
-    @classmethod
-    def unavailable_reason(cls, device, precision):
-        if precision == "fp16" and device == "cpu":
-            return "fp16 TorchScript is traced on CUDA and runs on CUDA only"
-        return super().unavailable_reason(device, precision)
-
-
-class PT2Runtime(_TorchRuntime):
-    """A `model.pt2` ExportedProgram (torch.export.load unpickles: trusted files only)."""
-
-    name = "pt2"
-
-    def _load(self):
-        torch = self._prepare_torch()
-        try:
-            module = torch.export.load(str(self.artifact)).module()
-        except Exception as e:
-            raise RuntimeUnavailable(f"cannot load .pt2 {self.artifact} ({first_line(e)})") from None
-        self._finish(module.to(self.device))
 
 
 def is_cuda(device) -> bool:

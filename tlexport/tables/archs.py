@@ -19,7 +19,7 @@ from types import MappingProxyType
 from ..errors import UsageError
 
 # int8 export's default fallback: every Conv/Gemm int8, then the fewest most sensitive layers kept
-# in float until the held-out gate passes (`tlexport.exporters.quantize`). A row may name layers
+# in float until the held-out gate passes (`tlexport.exporters.int8`). A row may name layers
 # instead ("stem,head": the first convolution and the classifier) or say "none".
 INT8_AUTO = "auto"
 

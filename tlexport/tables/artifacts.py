@@ -1,92 +1,35 @@
-"""The artifact table: every exported file tlexport knows, keyed by name, never by position.
+"""The export folder: what each exported file is, the manifest (`manifest.json`) that lists what a
+folder holds, and the answer to "which run made this export".
 
-One row per format says its suffix, whether loading it executes code, which runtimes run it on
-which devices, and its precisions; one row per (format, precision, role) says the file name.
-Exporters, runtimes, parity, bench and predict all read these rows, so a new format is a row here
-plus one exporter and one runtime module. Beside the table: the manifest (`manifest.json`) that
-lists what an export folder holds, and the answer to "which run made this export".
+What a file is comes from the format registry (`tlexport.formats.registry`): one row per format
+says its suffix, its fixed file names per precision and role, whether it is a file or a folder,
+and whether loading it executes code. This module derives the lookups everyone else uses (the
+file of a (format, precision, role), the kind of a file, companions) and the operations on an
+artifact that may be a folder (size, digest, atomic replace, removal).
 
 Torch-free to import.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ArtifactError, UsageError
+from ..formats import registry
+from ..formats.spec import BAKED, DEVICES, MODEL, PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
-DEVICES = ("cpu", "cuda")
+__all__ = ["BAKED", "DEVICES", "MANIFEST", "MODEL", "PRECISIONS"]  # the vocabulary is read from here too
 MANIFEST = "manifest.json"
-MODEL, BAKED = "model", "baked-preprocess"  # artifact roles: float NCHW input, or uint8 NHWC input
-
-
-@dataclass(frozen=True)
-class Format:
-    """An export format.
-
-    Args:
-        name: the name users type (`--format NAME`).
-        suffix: the file suffix.
-        runs_code: loading a file of this format executes code stored in it (pickles, TorchScript):
-            such files are only loaded when the user names them or passes --trust-code.
-        runtimes: (runtime name, device) pairs that run it, the default runtime of a device first.
-        precisions: the precisions tlexport exports in this format.
-        description: one line for tables and help.
-        in_all: part of `--format all` (the edge and serving formats need optional extras and
-            are asked for by name).
-        from_onnx: made from tlexport's ONNX export (needs an opset).
-    """
-
-    name: str
-    suffix: str
-    runs_code: bool
-    runtimes: tuple[tuple[str, str], ...]
-    precisions: tuple[str, ...]
-    description: str
-    in_all: bool = True
-    from_onnx: bool = False
-
-    def runtimes_on(self, device: str) -> list[str]:
-        return [name for name, d in self.runtimes if d == device]
-
-
-FORMATS: dict[str, Format] = {
-    f.name: f for f in (
-        Format("onnx", ".onnx", False,
-               (("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda"), ("onnxruntime-tensorrt", "cuda"),
-                ("openvino", "cpu")),
-               PRECISIONS, "ONNX (dynamo exporter), one self-contained file"),
-        Format("torchscript", ".ts", True, (("torchscript", "cpu"), ("torchscript", "cuda")),
-               ("fp32", "fp16"), "TorchScript (traced, frozen) for LibTorch/C++"),
-        Format("pt2", ".pt2", True, (("pt2", "cpu"), ("pt2", "cuda")),
-               ("fp32",), "torch.export ExportedProgram"),
-        Format("openvino", ".xml", False, (("openvino", "cpu"),),
-               PRECISIONS, "OpenVINO IR: model.xml (graph) + model.bin (weights)", in_all=False, from_onnx=True),
-        # A .pte is a flatbuffer program of operator calls and constant data: loading it
-        # deserialises data and calls kernels registered in the runtime, nothing from the file is
-        # executed as Python (unlike TorchScript or pickled .pt2), so it does not runs_code.
-        Format("executorch", ".pte", False, (("executorch", "cpu"),), ("fp32", "int8"),
-               "ExecuTorch program, XNNPACK delegate (phones, boards)", in_all=False),
-        Format("tflite", ".tflite", False, (("litert", "cpu"),), ("fp32", "int8"),
-               "LiteRT / TFLite flatbuffer via litert-torch (Android, microcontrollers)", in_all=False),
-        Format("ort", ".ort", False, (("onnxruntime", "cpu"),), ("fp32", "int8"),
-               "ONNX Runtime mobile format + reduced-operator config", in_all=False, from_onnx=True),
-        # A Triton model repository: the artifact is the ONNX model inside it; config.pbtxt and the
-        # labels file travel beside it as its companions.
-        Format("triton", ".onnx", False, (("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda")),
-               ("fp32", "int8"), "Triton model repository (onnxruntime backend)", in_all=False, from_onnx=True),
-    )
-}
-TRITON_REPO = "model_repository"
 
 
 @dataclass(frozen=True)
 class ArtifactKind:
-    """One kind of exported file.
+    """One kind of exported file: a `File` row of a format's spec, with the format's name.
 
     Args:
         format, precision: what it is.
@@ -94,8 +37,7 @@ class ArtifactKind:
         role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
         cuda_only: it can only be built and run on a GPU.
         companions: other files that belong to it (OpenVINO's weights beside its graph, the ORT
-            operator config, a Triton model's configs and labels): listed with it in the
-            manifest, published, replaced and removed with it.
+            operator config, a Triton model's configs and labels).
     """
 
     format: str
@@ -107,53 +49,42 @@ class ArtifactKind:
 
     @property
     def runs_code(self) -> bool:
-        return FORMATS[self.format].runs_code
+        return registry.FORMATS[self.format].runs_code
+
+    @property
+    def folder(self) -> bool:
+        return registry.FORMATS[self.format].folder
 
 
-KINDS: tuple[ArtifactKind, ...] = (
-    ArtifactKind("onnx", "fp32", "model.onnx"),
-    ArtifactKind("onnx", "fp16", "model.fp16.onnx"),
-    ArtifactKind("onnx", "int8", "model.int8.onnx"),
-    ArtifactKind("onnx", "fp32", "model.uint8.onnx", role=BAKED),
-    ArtifactKind("torchscript", "fp32", "model.ts"),
-    ArtifactKind("torchscript", "fp16", "model.fp16.ts", cuda_only=True),
-    ArtifactKind("pt2", "fp32", "model.pt2"),
-    ArtifactKind("openvino", "fp32", "model.xml", companions=("model.bin",)),
-    ArtifactKind("openvino", "fp16", "model.fp16.xml", companions=("model.fp16.bin",)),
-    ArtifactKind("openvino", "int8", "model.int8.xml", companions=("model.int8.bin",)),
-    ArtifactKind("executorch", "fp32", "model.pte"),
-    ArtifactKind("executorch", "int8", "model.int8.pte"),
-    ArtifactKind("tflite", "fp32", "model.tflite"),
-    ArtifactKind("tflite", "int8", "model.int8.tflite"),
-    ArtifactKind("ort", "fp32", "model.ort", companions=("model.required_operators.config",)),
-    ArtifactKind("ort", "int8", "model.int8.ort", companions=("model.int8.required_operators.config",)),
-    *(ArtifactKind("triton", p, f"{TRITON_REPO}/{name}/1/model.onnx",
-                   companions=(f"{TRITON_REPO}/{name}/config.pbtxt", f"{TRITON_REPO}/{name}/configs/gpu.pbtxt",
-                               f"{TRITON_REPO}/{name}/labels.txt"))
-      for p, name in (("fp32", "classifier"), ("int8", "classifier_int8"))),
-)
-_BY_FILE = {k.file: k for k in KINDS}
-# Every file (models and their companions) tlexport may have written into an export folder.
-ALL_FILES = tuple(_BY_FILE) + tuple(c for k in KINDS for c in k.companions)
+def kinds() -> tuple[ArtifactKind, ...]:
+    """Every file tlexport makes, in registry order (derived on each call: a format registered at
+    run time, as tests do, is seen at once)."""
+    return tuple(ArtifactKind(s.name, f.precision, f.name, f.role, f.cuda_only, f.companions)
+                 for s in registry.FORMATS.values() for f in s.files)
+
+
+def all_files() -> tuple[str, ...]:
+    """Every file (models and their companions) tlexport may have written into an export folder."""
+    ks = kinds()
+    return tuple(dict.fromkeys([k.file for k in ks] + [c for k in ks for c in k.companions]))
+
+
+def _by_file() -> dict[str, ArtifactKind]:
+    return {k.file: k for k in kinds()}
 
 
 def companions_of(file: str) -> tuple[str, ...]:
     """The other files that belong to the artifact named `file` (by tlexport's fixed names, else
     by suffix: an OpenVINO `x.xml` comes with `x.bin`)."""
-    if file in _BY_FILE:
-        return _BY_FILE[file].companions
+    row = _by_file().get(file)
+    if row is not None:
+        return row.companions
     return (str(Path(file).with_suffix(".bin")),) if Path(file).suffix == ".xml" else ()
-
-
-def formats_in_all() -> tuple[str, ...]:
-    """What `--format all` means: the desktop and server formats that need no optional extra (the
-    edge and serving targets, and OpenVINO, are asked for by name)."""
-    return tuple(name for name, f in FORMATS.items() if f.in_all)
 
 
 def kind(fmt: str, precision: str, role: str = MODEL) -> ArtifactKind | None:
     """The row of (format, precision, role), or None when tlexport does not make that file."""
-    return next((k for k in KINDS if (k.format, k.precision, k.role) == (fmt, precision, role)), None)
+    return next((k for k in kinds() if (k.format, k.precision, k.role) == (fmt, precision, role)), None)
 
 
 def file_name(fmt: str, precision: str, role: str = MODEL) -> str:
@@ -170,8 +101,9 @@ def kind_of_file(path: Path | str) -> ArtifactKind:
         UsageError: a suffix no format has.
     """
     path = Path(path)
-    if path.name in _BY_FILE:
-        return _BY_FILE[path.name]
+    row = _by_file().get(path.name)
+    if row is not None:
+        return row
     fmt = format_of_suffix(path)
     inner = Path(path.stem).suffix.lstrip(".")
     precision = inner if inner in PRECISIONS else "fp32"
@@ -180,11 +112,18 @@ def kind_of_file(path: Path | str) -> ArtifactKind:
 
 def format_of_suffix(path: Path | str) -> str:
     suffix = Path(path).suffix
-    for f in FORMATS.values():
-        if f.suffix == suffix:
+    for f in registry.FORMATS.values():
+        if f.by_suffix and f.suffix == suffix:
             return f.name
-    known = ", ".join(dict.fromkeys(f.suffix for f in FORMATS.values()))
+    known = ", ".join(dict.fromkeys(f.suffix for f in registry.FORMATS.values() if f.by_suffix))
     raise UsageError(f"{path}: unknown model type (expected {known} or an export folder)")
+
+
+def is_folder_artifact(path: Path | str) -> bool:
+    """`path` is a folder that is itself a model (a folder format's suffix), not an export folder."""
+    path = Path(path)
+    return path.is_dir() and any(f.folder and f.by_suffix and f.suffix == path.suffix
+                                 for f in registry.FORMATS.values())
 
 
 # ---- validation of the shared vocabulary ---------------------------------------------------------
@@ -256,10 +195,11 @@ def _check_entry(path: Path, i: int, entry) -> None:
     if not entry["file"] or "\x00" in entry["file"]:
         raise ArtifactError(f"{where}.file is empty or not a file name")
     fmt = entry.get("format")
-    if fmt not in FORMATS:
-        raise ArtifactError(f"{where}.format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if Path(entry["file"]).suffix != FORMATS[fmt].suffix:
-        raise ArtifactError(f"{where}.file {entry['file']!r} lacks the {FORMATS[fmt].suffix} suffix of format {fmt}")
+    if fmt not in registry.FORMATS:
+        raise ArtifactError(f"{where}.format {fmt!r} is not one of {', '.join(registry.FORMATS)}")
+    suffix = registry.FORMATS[fmt].suffix
+    if Path(entry["file"]).suffix != suffix:
+        raise ArtifactError(f"{where}.file {entry['file']!r} lacks the {suffix} suffix of format {fmt}")
     if entry.get("precision") not in PRECISIONS:
         raise ArtifactError(f"{where}.precision {entry.get('precision')!r} is not one of {', '.join(PRECISIONS)}")
     if entry.get("role", MODEL) not in (MODEL, BAKED):
@@ -305,7 +245,7 @@ class Entry:
 
     @property
     def runs_code(self) -> bool:
-        return FORMATS[self.format].runs_code
+        return registry.FORMATS[self.format].runs_code
 
 
 def list_artifacts(export_dir: Path | str) -> list[Entry]:
@@ -322,7 +262,7 @@ def list_artifacts(export_dir: Path | str) -> list[Entry]:
         rows = [(a["file"], a["format"], a["precision"], a.get("role", MODEL), tuple(a.get("devices") or DEVICES))
                 for a in manifest.get("artifacts", [])]
     else:
-        rows = [(k.file, k.format, k.precision, k.role, DEVICES) for k in KINDS
+        rows = [(k.file, k.format, k.precision, k.role, DEVICES) for k in kinds()
                 if os.path.lexists(export_dir / k.file)]
     out = []
     for name, fmt, precision, role, devices in rows:
@@ -331,9 +271,76 @@ def list_artifacts(export_dir: Path | str) -> list[Entry]:
             reason = f"{MANIFEST} entry {name!r} resolves outside {export_dir}; refused" if manifest is not None \
                 else f"{name} is a link that leads outside {export_dir}; refused"
             out.append(Entry(export_dir / Path(name).name, fmt, precision, role, devices, refused=reason))
-        elif path.is_file():
+        elif path.is_dir() if registry.FORMATS[fmt].folder else path.is_file():
             out.append(Entry(path, fmt, precision, role, devices))
     return out
+
+
+# ---- artifacts that may be folders --------------------------------------------------------------
+def artifact_files(path: Path) -> list[Path]:
+    """The regular files of an artifact: itself, or every file under a folder artifact in sorted
+    order of their relative paths (links inside a folder are listed, never followed)."""
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return [path]
+    out = []
+    for root, dirs, files in os.walk(path):  # os.walk does not descend into linked folders
+        out += [Path(root) / name for name in files + [d for d in dirs if (Path(root) / d).is_symlink()]]
+    return sorted(out, key=lambda p: p.relative_to(path).as_posix())
+
+
+def artifact_size(path: Path | str) -> int:
+    """Bytes of a file, or of every file in a folder artifact."""
+    return sum(f.lstat().st_size for f in artifact_files(Path(path)))
+
+
+def artifact_sha256(path: Path | str) -> str:
+    """sha256 of a file. Of a folder: sha256 of one line per file, in sorted order of relative
+    POSIX paths, `<path>\\0<sha256 of its bytes>\\n` (a link: `<path>\\0-> <target>\\n`), so the
+    digest depends on names and contents only, not on listing order or timestamps."""
+    import hashlib
+
+    from ..fileio import sha256
+
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return sha256(path)
+    h = hashlib.sha256()
+    for f in artifact_files(path):
+        rel = f.relative_to(path).as_posix()
+        value = f"-> {os.readlink(f)}" if f.is_symlink() else sha256(f)
+        h.update(f"{rel}\0{value}\n".encode())
+    return h.hexdigest()
+
+
+def remove_artifact(path: Path | str) -> None:
+    """Delete a file or a folder artifact (a link is unlinked, never followed)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def replace_artifact(src: Path | str, dst: Path | str) -> None:
+    """Move the staged artifact `src` over `dst` (same file system). A file is replaced atomically.
+    A folder cannot be renamed over a non-empty one: the old one is renamed aside first (to a
+    `.NAME.tmp-PID` name that `fileio.clean_stale` removes should the process die here), the new
+    one renamed in, then the old one deleted. A reader sees the old folder or the new one whole,
+    never a mix of both."""
+    src, dst = Path(src), Path(dst)
+    if dst.is_dir() and not dst.is_symlink():
+        aside = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        remove_artifact(aside)
+        os.replace(dst, aside)
+        os.replace(src, dst)
+        remove_artifact(aside)
+    elif src.is_dir() and (dst.exists() or dst.is_symlink()):
+        dst.unlink()  # a file (or link) where the new folder goes
+        os.replace(src, dst)
+    else:
+        os.replace(src, dst)
 
 
 def find_run_dir(export_dir: Path | str, run_dir=None, *, required: bool = True) -> Path | None:

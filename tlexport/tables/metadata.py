@@ -1,42 +1,21 @@
-"""The metadata every artifact carries, so an app needs nothing but the model file.
+"""The metadata every artifact carries, so an app needs nothing but the model file: its fields,
+the one validated schema every reader's result passes, and the dict an export embeds.
 
-Written into ONNX `metadata_props` (keys `tlexport.*`, also kept by the `.ort` conversion), into a
-`tlexport.json` extra file inside TorchScript and .pt2 zip archives, into an OpenVINO IR's runtime
-info (`rt_info`, path `tlexport/metadata`, the same JSON), as a TFLite metadata entry
-`tlexport.json`, and as an ExecuTorch constant method `tlexport_metadata` returning the same JSON.
-Reading never executes anything: ONNX is parsed with the `onnx` package (torch-free), the archives
-are opened with `zipfile`, the IR's XML with the standard library (no openvino needed), `.ort`
-metadata comes from onnxruntime's model metadata and `.tflite` from its flatbuffer (ai-edge-litert's
-schema, torch-free); `.pte` asks ExecuTorch's runtime for the constant (it imports torch:
-ExecuTorch's runtime needs it).
+Each format package writes and reads it in its own way (`tlexport/formats/<name>/metadata.py`:
+ONNX `metadata_props`, an extra file in TorchScript and .pt2 archives, an OpenVINO IR's rt_info,
+a TFLite metadata entry, an ExecuTorch constant method); `tlexport.formats.metadata.read_metadata`
+dispatches to them. Reading never executes anything from the file. Torch-free to import.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zipfile
-from pathlib import Path
 
-from ..errors import ArtifactError, UsageError, first_line
-from .extras import not_installed
+from ..errors import ArtifactError
 
-EXTRA_FILE = "tlexport.json"
-TFLITE_ENTRY = "tlexport.json"  # name of the TFLite Model.metadata entry
-PTE_METHOD = "tlexport_metadata"  # ExecuTorch constant method returning the JSON
-# ONNX metadata_props keys -> keys of the dict read_metadata returns.
-ONNX_KEYS = {
-    "tlexport.classes": "classes",
-    "tlexport.preprocess": "preprocess",
-    "tlexport.arch": "arch",
-    "tlexport.weights_sha256": "weights_sha256",
-    "tlexport.version": "tlexport_version",
-    "torch.version": "torch_version",
-    "tlexport.batch": "batch",
-}
-JSON_VALUED = ("classes", "preprocess", "batch")
-IR_RT_INFO = ("tlexport", "metadata")  # rt_info path of the JSON in an OpenVINO IR
-FIELDS = tuple(ONNX_KEYS.values())
+# The keys of the dict every reader returns (and `build_metadata` writes).
+FIELDS = ("classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version", "batch")
 
 # ---- the schema ---------------------------------------------------------------------------------
 # Everything read from an artifact is input: these bounds keep a tampered file from asking for
@@ -217,158 +196,3 @@ def build_metadata(run, weights_sha256: str, batch: int | None = None) -> dict:
 def to_json(meta: dict) -> str:
     """The `tlexport.json` archive entry."""
     return json.dumps(meta, sort_keys=True)
-
-
-def embed_onnx(model_proto, meta: dict) -> None:
-    """Set the `tlexport.*` metadata_props of an onnx.ModelProto in place (replacing old ones)."""
-    keep = [p for p in model_proto.metadata_props if p.key not in ONNX_KEYS]
-    del model_proto.metadata_props[:]
-    model_proto.metadata_props.extend(keep)
-    for key, field in ONNX_KEYS.items():
-        value = meta[field]
-        entry = model_proto.metadata_props.add()
-        entry.key = key
-        entry.value = json.dumps(value) if field in JSON_VALUED else str(value)
-
-
-def from_onnx_props(props: dict, source="ONNX metadata") -> dict:
-    """`tlexport.*` string props (from onnx or an onnxruntime session's custom_metadata_map)
-    -> validated metadata dict. Missing keys are absent from the result.
-
-    Raises:
-        ArtifactError: a value that is not JSON or breaks the schema (naming the key).
-    """
-    out = {}
-    for key, field in ONNX_KEYS.items():
-        if key in props:
-            try:
-                out[field] = json.loads(props[key]) if field in JSON_VALUED else props[key]
-            except (ValueError, TypeError, RecursionError):
-                raise ArtifactError(f"{source}: metadata field '{field}' ({key}) is not valid JSON") from None
-    return validate(out, source)
-
-
-def read_metadata(path: Path | str) -> dict:
-    """Read the embedded metadata of an artifact without running it.
-
-    Args:
-        path: a `.onnx`, `.ts` (TorchScript), `.pt2`, OpenVINO `.xml`, `.ort`, `.tflite` or `.pte` file.
-    Returns:
-        {"classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version"},
-        validated (see `validate`); an empty dict when the file carries no tlexport metadata.
-    Raises:
-        UsageError: the file is missing or not a model file tlexport knows.
-        ArtifactError: metadata that breaks the schema (one line naming the field).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"model file {path} does not exist")
-    if path.suffix == ".onnx":
-        import onnx
-
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as e:
-            raise UsageError(f"{path} is not a readable ONNX file ({first_line(e)})") from None
-        return from_onnx_props({p.key: p.value for p in proto.metadata_props}, path)
-    if path.suffix in (".ts", ".pt2"):
-        return _read_zip_extra(path)
-    readers = {".xml": read_ir_metadata, ".ort": _read_ort, ".tflite": read_tflite, ".pte": _read_pte}
-    if path.suffix in readers:
-        return validate(readers[path.suffix](path), path)  # every reader's result meets the one schema
-    raise UsageError(f"{path}: unknown model type (expected .onnx, .ts, .pt2, .xml, .pte, .tflite or .ort)")
-
-
-def read_ir_metadata(path: Path) -> dict:
-    """The JSON at rt_info `tlexport/metadata` of an OpenVINO IR's XML ({} when absent). The
-    model-level rt_info is a direct child of the root `<net>`; layers have their own, not read."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(path).getroot()
-        node = root.find("rt_info/" + "/".join(IR_RT_INFO))
-        meta = json.loads(node.get("value")) if node is not None else {}
-        return meta if isinstance(meta, dict) else {}
-    except (ET.ParseError, ValueError, TypeError, OSError) as e:
-        raise UsageError(f"{path} is not a readable OpenVINO IR ({first_line(e)})") from None
-
-
-def _read_ort(path: Path) -> dict:
-    """ONNX Runtime mobile files keep the ONNX metadata_props; onnxruntime reads them."""
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise UsageError(f"{path} is not a readable .ort model ({first_line(e)})") from None
-    return from_onnx_props(session.get_modelmeta().custom_metadata_map, path)
-
-
-def read_tflite(path: Path) -> dict:
-    """The `tlexport.json` metadata entry of a .tflite flatbuffer (read lazily, no interpreter)."""
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        raise UsageError(not_installed("ai_edge_litert", f"{path}: reading .tflite")) from None
-    try:
-        model = schema.Model.GetRootAs(path.read_bytes(), 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            if (entry.Name() or b"").decode() == TFLITE_ENTRY:
-                return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode())
-    except (ValueError, OSError, IndexError, AttributeError) as e:
-        raise UsageError(f"{path} is not a readable .tflite model ({first_line(e)})") from None
-    return {}
-
-
-def embed_tflite(path: Path, meta: dict) -> None:
-    """Add (or replace) the `tlexport.json` metadata entry of a .tflite file in place."""
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model(str(path))
-    buf = schema.BufferT()
-    buf.data = np.frombuffer(to_json(meta).encode(), dtype=np.uint8)
-    model.buffers.append(buf)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = TFLITE_ENTRY, len(model.buffers) - 1
-    keep = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != TFLITE_ENTRY]
-    model.metadata = keep + [entry]
-    flatbuffer_utils.write_model(model, str(path))
-
-
-def _read_pte(path: Path) -> dict:
-    """Run the .pte's constant method (it returns a string; no model code runs)."""
-    try:
-        import torch  # noqa: F401 - ExecuTorch's extension module needs torch's libraries loaded
-        from executorch.runtime import Runtime
-    except ImportError:
-        raise UsageError(not_installed("executorch", f"{path}: reading .pte")) from None
-    try:
-        program = Runtime.get().load_program(str(path))
-        if PTE_METHOD not in program.method_names:
-            return {}
-        return json.loads(program.load_method(PTE_METHOD).execute([])[0])
-    except Exception as e:  # ExecuTorch raises plain RuntimeError/ValueError for bad files
-        raise UsageError(f"{path} is not a readable .pte program ({first_line(e)})") from None
-
-
-def _read_zip_extra(path: Path) -> dict:
-    """TorchScript and .pt2 archives are zip files; extra files live at `<root>/extra/NAME`."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")]
-            if not names:
-                return {}
-            info = z.getinfo(names[0])
-            if info.file_size > 16 << 20:  # class names of 100k labels fit in a few MB
-                raise ArtifactError(f"{path}: embedded {EXTRA_FILE} is implausibly large ({info.file_size} bytes)")
-            text = z.read(names[0]).decode()
-    except (zipfile.BadZipFile, ValueError, OSError, NotImplementedError) as e:
-        raise UsageError(f"{path} is not a readable model archive ({first_line(e)})") from None
-    try:
-        meta = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ArtifactError(f"{path}: embedded {EXTRA_FILE} is not valid JSON") from None
-    return validate(meta, path)

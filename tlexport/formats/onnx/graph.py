@@ -1,6 +1,6 @@
 """ONNX graphs: torch's dynamo exporter to one self-contained file, checked, with metadata, and
-the small readers (opset, input/output spec) the other ONNX-based formats share. The floor below
-every ONNX-derived format (fp16, int8, baked uint8, OpenVINO, ORT mobile, Triton)."""
+the small readers (opset, input/output spec) the other ONNX-based formats share: what every
+ONNX-derived artifact starts from (fp16, int8, baked uint8, OpenVINO, ORT mobile, Triton)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import logging
 import warnings
 from pathlib import Path
 
-from ..errors import ExportError, UsageError, first_line
-from ..tables import metadata as md
+from ...errors import ExportError, UsageError, first_line
+from .metadata import embed_onnx
 
 # The dynamo exporter's torchlib implements opset 18 and newer; older requests would go through
 # onnx's version converter, which fails on many graphs, so tlexport refuses them.
@@ -84,7 +84,7 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
         path: destination file (a temporary name; the caller moves it into place).
         opset: ai.onnx opset version.
         dynamic: leave the batch dimension free.
-        meta: metadata dict (see metadata.build_metadata).
+        meta: metadata dict (see tables.metadata.build_metadata).
     Raises:
         ExportError: the exporter failed or the graph fails its checks.
     """
@@ -102,7 +102,7 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
         raise ExportError(f"ONNX export failed ({first_line(e, 300)})") from None
     proto = program.model_proto
     check_graph(proto)
-    md.embed_onnx(proto, meta)
+    embed_onnx(proto, meta)
     save_checked(proto, path)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import ExportError, first_line
-from ..tables import metadata as md
+from ...errors import ExportError, first_line
+from ...exporters.job import Artifact
+from ...tables.metadata import to_json
+from ..archive import EXTRA_FILE
 
 
 def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> list[str]:
@@ -23,11 +25,11 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> lis
     Raises:
         ExportError: torch.export failed.
     """
-    import torch
-
     import io
 
-    from ..fileio import DiskFull, write_bytes
+    import torch
+
+    from ...fileio import DiskFull, write_bytes
 
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic else None
     buffer = io.BytesIO()
@@ -36,7 +38,7 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> lis
             warnings.simplefilter("ignore")
             program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
             # To memory first: torch's file writer aborts the process on a full disk.
-            torch.export.save(program, buffer, extra_files={md.EXTRA_FILE: md.to_json(meta)})
+            torch.export.save(program, buffer, extra_files={EXTRA_FILE: to_json(meta)})
     except Exception as e:
         raise ExportError(f"torch.export failed ({first_line(e, 300)})") from None
     try:
@@ -46,15 +48,11 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> lis
     return []
 
 
-def build(job, say) -> tuple[list, list[str]]:
+def build(job, say) -> list[Artifact]:
     """model.pt2 (fp32), exported on the CPU so its tensors load on any machine."""
-    from ..tables.artifacts import file_name
-    from .job import Artifact
+    from ...tables.artifacts import file_name
 
-    skipped = [f"pt2 {p}: only fp32 .pt2 is produced" for p in job.precisions if p != "fp32"]
-    if "fp32" not in job.precisions:
-        return [], skipped
     say(".pt2 fp32")
     dst = job.staging / file_name("pt2", "fp32")
     notes = export_pt2(job.model, job.example, dst, dynamic=job.dynamic, meta=job.meta)
-    return [Artifact(dst.name, "pt2", "fp32", notes=notes)], skipped
+    return [Artifact(dst.name, "pt2", "fp32", notes=notes)]

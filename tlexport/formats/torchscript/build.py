@@ -10,8 +10,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import ExportError, first_line
-from ..tables import metadata as md
+from ...errors import ExportError, first_line
+from ...exporters.job import Artifact
+from ...tables.metadata import to_json
+from ..archive import EXTRA_FILE
 
 
 def export_torchscript(module, example, path: Path, *, dynamic: bool, meta: dict,
@@ -80,7 +82,7 @@ def _save_optimized(traced, example, path: Path, meta: dict, dynamic: bool) -> l
     optimize_for_inference rewrites the module in place."""
     import torch
 
-    extra = {md.EXTRA_FILE: md.to_json(meta)}
+    extra = {EXTRA_FILE: to_json(meta)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -103,7 +105,7 @@ def _save(module, path: Path, extra: dict) -> None:
 
     import torch
 
-    from ..fileio import DiskFull, write_bytes
+    from ...fileio import DiskFull, write_bytes
 
     buffer = io.BytesIO()
     torch.jit.save(module, buffer, _extra_files=extra)
@@ -134,26 +136,19 @@ def _check_reload(path: Path, example, dynamic: bool) -> None:
         raise ExportError(f"saved TorchScript module does not run at batch {sizes} ({first_line(e, 300)})") from None
 
 
-def build(job, say) -> tuple[list, list[str]]:
+def build(job, say) -> list[Artifact]:
     """model.ts (fp32, traced on the CPU so it loads anywhere) and, with --device cuda,
-    model.fp16.ts (traced on the GPU: fp16 convolutions have no CPU kernels)."""
-    from ..tables.artifacts import file_name
-    from .job import Artifact
+    model.fp16.ts (traced on the GPU: fp16 convolutions have no CPU kernels; the pipeline asks
+    for fp16 only then, as its spec row is cuda_only)."""
+    from ...tables.artifacts import file_name
 
-    out, skipped = [], []
+    out = []
     for precision in job.precisions:
-        if precision == "int8":
-            skipped.append("torchscript int8: int8 is produced for ONNX only")
-            continue
-        if precision == "fp16" and job.device != "cuda":
-            skipped.append("torchscript fp16: needs --device cuda (fp16 TorchScript runs on CUDA only)")
-            continue
         say(f"TorchScript {precision}")
         half = precision == "fp16"
         device = "cuda" if half else "cpu"
         dst = job.staging / file_name("torchscript", precision)
         notes = export_torchscript(job.model_on(device, half), job.example_on(device, half), dst,
                                    dynamic=job.dynamic, meta=job.meta, size_checks=job.spec.trace_size_checks)
-        out.append(Artifact(dst.name, "torchscript", precision, device=device,
-                            devices=["cuda"] if half else ["cpu", "cuda"], notes=notes))
-    return out, skipped
+        out.append(Artifact(dst.name, "torchscript", precision, device=device, notes=notes))
+    return out

@@ -8,7 +8,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import ExportError, first_line
+from ...errors import ExportError, first_line
+from ...exporters.job import Artifact
+from ..onnx.stage import stage
 
 
 def to_ort(src: Path, dst: Path, config: Path) -> None:
@@ -17,8 +19,9 @@ def to_ort(src: Path, dst: Path, config: Path) -> None:
     Raises:
         ExportError: the converter failed or wrote no .ort file.
     """
-    from ..runtimes.quiet import silenced
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    from ...runtimes.quiet import silenced
 
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         tmp = Path(tmp)
@@ -35,23 +38,20 @@ def to_ort(src: Path, dst: Path, config: Path) -> None:
         os.replace(configs[0], config)
 
 
-def build(job, say) -> tuple[list, list[str]]:
+def build(job, say) -> list[Artifact]:
     """model.ort (+ model.required_operators.config) and/or their int8 twins."""
-    from ..tables.artifacts import kind
-    from .fromonnx import staged_onnx
-    from .job import Artifact
-    from .onnx_graph import io_spec, opset_of
+    from ...tables.artifacts import kind
+    from ..onnx.graph import io_spec, opset_of
 
-    out, skipped = [], [f"ort {p}: only fp32 and int8 .ort are produced" for p in job.precisions
-                        if p not in ("fp32", "int8")]
-    for precision in [p for p in ("fp32", "int8") if p in job.precisions]:
-        src = staged_onnx(job, precision, say)
+    out = []
+    for precision in job.precisions:
+        source = stage(job, precision, say)
         row = kind("ort", precision)
         say(f"ORT mobile {precision}")
-        to_ort(src, job.staging / row.file, job.staging / row.companions[0])
-        inputs, outputs = io_spec(src)
-        out.append(Artifact(row.file, "ort", precision, opset=opset_of(src), inputs=inputs, outputs=outputs,
-                            devices=["cpu"], companions=[{"file": row.companions[0]}], notes=[
-            f"from {src.name}; {row.companions[0]} lists the operators a reduced onnxruntime build needs "
+        to_ort(source.path, job.staging / row.file, job.staging / row.companions[0])
+        inputs, outputs = io_spec(source.path)
+        out.append(Artifact(row.file, "ort", precision, opset=opset_of(source.path), inputs=inputs, outputs=outputs,
+                            int8=source.int8, notes=[
+            f"from {source.path.name}; {row.companions[0]} lists the operators a reduced onnxruntime build needs "
             "(tools/ci_build/build.py --minimal_build --include_ops_by_config)"]))
-    return out, skipped
+    return out

@@ -18,7 +18,7 @@ def verification_inputs(run) -> tuple[np.ndarray, list[str], str]:
     Returns:
         (uint8 array [N, crop, crop, 3], image names, source description)
     """
-    from ..data.images import BadImage, load_rgb
+    from ...data.images import BadImage, load_rgb
 
     pre = run.preprocess
     crops, names = [], []
@@ -38,8 +38,8 @@ def verification_inputs(run) -> tuple[np.ndarray, list[str], str]:
 def verify_baked(folder, artifacts, run) -> None:
     """Compare each baked artifact with torch-eager fed the same crops normalised in numpy; set
     `a.verified` and `a.verification` (fp32 gates: atol/rtol and 100% top-1 agreement)."""
-    from ..runtimes import for_artifact, reference_runtime
-    from ..verify.compare import compare, gates_for
+    from ...runtimes import for_artifact, reference_runtime
+    from ...verify.compare import compare, gates_for
 
     crops, names, source = verification_inputs(run)
     floats = np.stack([run.preprocess.normalize(c).transpose(2, 0, 1) for c in crops]).astype(np.float32)
@@ -86,7 +86,7 @@ def build_baked(job, dst) -> None:
     """model.uint8.onnx: the float model behind the uint8 NHWC wrapper, exported like model.onnx."""
     import torch
 
-    from .onnx_graph import export_onnx
+    from .graph import export_onnx
 
     baked = BakedPreprocess.wrap(job.model, job.run.preprocess)
     n, _, h, w = job.example.shape

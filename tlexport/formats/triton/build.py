@@ -17,8 +17,11 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from ..errors import ExportError, UsageError, first_line
-from ..tables.extras import not_installed
+from ...errors import ExportError, UsageError, first_line
+from ...exporters.job import Artifact
+from ...tables.extras import not_installed
+from ..onnx.graph import io_spec
+from ..onnx.stage import stage
 
 MAX_BATCH = 64  # Triton's dynamic batcher joins requests up to this batch
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
@@ -73,8 +76,6 @@ def check_config(path: Path, onnx_path: Path):
     """
     from google.protobuf import text_format
 
-    from .onnx_graph import io_spec
-
     mc = model_config_pb2()
     try:
         cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
@@ -90,25 +91,21 @@ def check_config(path: Path, onnx_path: Path):
     return cfg
 
 
-def build(job, say) -> tuple[list, list[str]]:
+def build(job, say) -> list[Artifact]:
     """One repository entry per precision (fp32 -> classifier, int8 -> classifier_int8)."""
     from google.protobuf import text_format
 
-    from ..tables.artifacts import kind
-    from .fromonnx import staged_onnx
-    from .job import Artifact
-    from .onnx_graph import io_spec
+    from ...tables.artifacts import kind
 
-    out, skipped = [], [f"triton {p}: only fp32 and int8 models are put in the repository"
-                        for p in job.precisions if p not in ("fp32", "int8")]
-    for precision in [p for p in ("fp32", "int8") if p in job.precisions]:
-        src = staged_onnx(job, precision, say)
+    out = []
+    for precision in job.precisions:
+        source = stage(job, precision, say)
         row = kind("triton", precision)
         say(f"Triton repository {precision}")
         model = job.staging / row.file
         folder = model.parent.parent
         model.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, model)
+        shutil.copyfile(source.path, model)
         inputs, outputs = io_spec(model)
         cpu, gpu, labels = (job.staging / e for e in row.companions)
         gpu.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +114,7 @@ def build(job, say) -> tuple[list, list[str]]:
         labels.write_text("".join(f"{c}\n" for c in job.run.classes))
         for cfg in (cpu, gpu):
             check_config(cfg, model)
-        out.append(Artifact(row.file, "triton", precision, companions=[{"file": e} for e in row.companions], notes=[
-            f"Triton model {folder.name!r} (onnxruntime_onnx, {src.name}); config.pbtxt: CPU instance, "
+        out.append(Artifact(row.file, "triton", precision, int8=source.int8, notes=[
+            f"Triton model {folder.name!r} (onnxruntime_onnx, {source.path.name}); config.pbtxt: CPU instance, "
             "configs/gpu.pbtxt: GPU instance (--model-config-name=gpu); parsed with Triton's ModelConfig"]))
-    return out, skipped
+    return out

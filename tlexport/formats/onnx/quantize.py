@@ -1,21 +1,24 @@
-"""fp16 conversion and int8 static quantization of the fp32 ONNX model (onnxruntime tools)."""
+"""fp16 conversion and accuracy-aware int8 static quantization of the fp32 ONNX model
+(onnxruntime's tools). The int8 policy (`--int8-fallback`) and calibration images are the shared
+ones of `tlexport.exporters.int8`; what is ONNX's own is here: QDQ quantization with
+onnxruntime's calibrators, the per-layer sensitivity ranking, and the trials measured on
+onnxruntime (and OpenVINO, where installed: export verifies int8 ONNX files on both)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
-import random
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError, UsageError, first_line
-from ..tables import metadata as md
-from .onnx_graph import save_checked
-
-CALIB_METHODS = ("minmax", "percentile", "entropy")
+from ...errors import ExportError, UsageError, first_line
+from ...exporters import int8 as shared
+from ..spec import CALIB_METHODS
+from .graph import save_checked
+from .metadata import embed_onnx
 
 
 def to_fp16(src: Path, dst: Path, *, fp16_io: bool, meta: dict) -> None:
@@ -40,88 +43,15 @@ def to_fp16(src: Path, dst: Path, *, fp16_io: bool, meta: dict) -> None:
             OnnxModel(half).topological_sort()
     except Exception as e:
         raise ExportError(f"fp16 conversion failed ({first_line(e, 300)})") from None
-    md.embed_onnx(half, meta)
+    embed_onnx(half, meta)
     save_checked(half, dst)
-
-
-def calibration_images(run, calib_data: Path | str | None, calib_size: int) -> list[Path]:
-    """Up to `calib_size` image files: from `calib_data` (a folder) or the run's train split.
-
-    A fixed seed picks the subset so exports are reproducible.
-
-    Raises:
-        ExportError: no images to calibrate with.
-    """
-    from ..data.images import iter_image_files
-
-    if calib_data is not None:
-        folder = Path(calib_data)
-        if not folder.is_dir():
-            raise UsageError(f"--calib-data {folder} is not a folder")
-        files = iter_image_files([folder])
-        where = str(folder)
-    else:
-        files = [p for p, _ in run.samples("train")]
-        where = f"the training split recorded in {run.dir / 'split.json'}"
-    if not files:
-        raise ExportError(f"int8 needs calibration images but none were found in {where}; "
-                          "pass --calib-data DIR")
-    if len(files) > calib_size:
-        files = sorted(random.Random(0).sample(files, calib_size))
-    return files
 
 
 # Images per calibration call when the batch dimension is free. Calibration holds the activations
 # of one call at a time (see `to_int8`), so this bounds its memory.
 CALIB_BATCH = 8
-HELDOUT_IMAGES = 256  # held-out images the int8 gate is measured on (the run's val split)
-RANDOM_HELDOUT = 64  # seeded random inputs when the run has no val split on disk
 SENSITIVITY_IMAGES = 8  # images whose every activation is compared to rank layers
 CANDIDATE_OPS = ("Conv", "Gemm", "MatMul")  # the layers int8 quantizes and may keep in float
-FALLBACKS = ("auto", "none")
-ALIASES = ("stem", "head")
-
-
-def calibration_batches(files: list[Path], preprocess, batch: int, *, pad: bool = False) -> list[np.ndarray]:
-    """Preprocess exactly as at inference (`Preprocess.to_array`) into float32 NCHW batches of
-    `batch` images. The last batch is shorter unless `pad` (a fixed-batch graph takes exactly
-    `batch` images; it is then filled by repeating its last image)."""
-    from ..data.images import BadImage, load_rgb
-
-    arrays = []
-    for f in files:
-        try:
-            arrays.append(preprocess.to_array(load_rgb(f)))
-        except BadImage:
-            continue  # a broken training image must not stop the export
-    if not arrays:
-        raise ExportError("int8 needs calibration images but none of them could be read")
-    out = []
-    for i in range(0, len(arrays), batch):
-        chunk = arrays[i : i + batch]
-        if pad:
-            chunk += [chunk[-1]] * (batch - len(chunk))
-        out.append(np.stack(chunk).astype(np.float32))
-    return out
-
-
-def parse_fallback(value) -> str | tuple[str, ...]:
-    """`--int8-fallback`: "auto", "none", or node names ("stem"/"head" name the first convolution
-    and the last Gemm/MatMul) as a comma-separated string or a sequence.
-
-    Raises:
-        UsageError: an empty list.
-    """
-    if isinstance(value, str):
-        if value.strip() in FALLBACKS:
-            return value.strip()
-        value = value.split(",")
-    names = tuple(dict.fromkeys(v.strip() for v in value if v and v.strip()))
-    if not names:
-        raise UsageError("--int8-fallback takes auto, none, or node names separated by commas")
-    if len(names) == 1 and names[0] in FALLBACKS:
-        return names[0]
-    return names
 
 
 def candidate_nodes(path: Path) -> list[str]:
@@ -233,7 +163,7 @@ def to_int8(pre: Path, dst: Path, *, batches: list[np.ndarray], method: str, met
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     model = onnx.load(str(dst))
-    md.embed_onnx(model, meta)
+    embed_onnx(model, meta)
     save_checked(model, dst)
 
 
@@ -251,26 +181,12 @@ def _quiet():
         root.setLevel(level)
 
 
-def held_out(run):
-    """The images the int8 gate is measured on: the run's val split (never the calibration
-    images, which come from the train split), else seeded random inputs (no labels)."""
-    from ..verify.inputs import load_images, random_inputs
-
-    samples = run.samples("val")
-    if samples:
-        return load_images(samples, run.preprocess, None, "the run's val split", HELDOUT_IMAGES)
-    return random_inputs(RANDOM_HELDOUT, run.preprocess.crop, note=", the run's val split is not on disk")
-
-
 def logits(path: Path, inputs, batch: int = 32, runtime: str = "onnxruntime") -> np.ndarray:
-    """CPU logits of every held-out image from onnxruntime or OpenVINO (fixed-batch graphs are
-    padded by the runtime)."""
-    if runtime == "openvino":
-        from ..runtimes.openvino_rt import OpenVINORuntime as Rt
-    else:
-        from ..runtimes.onnx_rt import OnnxRuntime as Rt
+    """CPU logits of every held-out image from a runtime of the registry (onnxruntime, openvino;
+    fixed-batch graphs are padded by the runtime)."""
+    from ...runtimes import runtime_class
 
-    with Rt(path, "int8") as rt:
+    with runtime_class(runtime)(path, "int8") as rt:
         return np.concatenate([rt.run(b) for _, b in inputs.batches(batch)])
 
 
@@ -279,9 +195,10 @@ def gate_runtimes() -> tuple[str, ...]:
     must hold on: onnxruntime, and OpenVINO where it is installed (its int8 kernels round
     differently; on the quickstart model all-int8 passed on onnxruntime and lost 1.7 points of
     accuracy on OpenVINO)."""
-    from ..runtimes.openvino_rt import OpenVINORuntime
+    from ...runtimes import runtime_class, runtime_names
 
-    return ("onnxruntime",) + (() if OpenVINORuntime.unavailable_reason("cpu", "int8") else ("openvino",))
+    extra = "openvino" in runtime_names() and not runtime_class("openvino").unavailable_reason("cpu", "int8")
+    return ("onnxruntime",) + (("openvino",) if extra else ())
 
 
 def sensitivity(pre: Path, qdq: Path, x: np.ndarray, candidates: list[str], work: Path) -> list[tuple[str, float]]:
@@ -337,7 +254,7 @@ class Trials:
     def __call__(self, keep: list[str]):
         """(file, float nodes, result): the result of the runtime that did worst (the gate holds
         only when it holds on every runtime of `runtimes`)."""
-        from ..verify.compare import compare, gates_for
+        from ...verify.compare import compare, gates_for
 
         path = self.work / f"trial-{len(self.done)}.onnx"
         to_int8(self.pre, path, batches=self.batches, method=self.method, meta=self.meta, keep_float=keep,
@@ -345,119 +262,55 @@ class Trials:
         results = [compare(self.ref, logits(path, self.inputs, runtime=rt), self.inputs.labels, self.inputs.names,
                            "int8", gates_for("int8"), runtime=rt) for rt in self.runtimes]
         res = min(results, key=lambda r: (bool(r.passed), r.top1_agreement))  # a failing one first
-        self.done.append({"float_nodes": len(keep), "top1_agreement": round(res.top1_agreement / 100, 4),
-                          "accuracy_delta": res.accuracy_delta, "passed": all(bool(r.passed) for r in results),
+        self.done.append({**shared.trial_row(keep, res), "passed": all(bool(r.passed) for r in results),
                           "runtimes": {r.runtime: {"top1_agreement": round(r.top1_agreement / 100, 4),
                                                    "accuracy_delta": r.accuracy_delta, "passed": bool(r.passed)}
                                        for r in results}})
         return path, list(keep), res
 
 
-def fewest_float(trial, ranked: list[str]):
-    """The shortest prefix of `ranked` (most sensitive first) kept in float with which the gate
-    passes: prefixes of 1, 2, 4, ... until one passes, then bisection down to the fewest. Each
-    step is one quantization with cached calibration ranges, so a network of n layers costs
-    about 2 log2(n) of them.
+def build_int8(job, base: Path, dst: Path):
+    """The int8 ONNX file at `dst` from the staged fp32 file `base`, under the shared
+    `--int8-fallback` policy (`exporters.int8`): every Conv/Gemm/MatMul int8 unless the held-out
+    gate fails, then the fewest most sensitive layers (ranked by SQNR lost) in float, or exactly
+    the named ones.
 
     Returns:
-        the passing trial (path, nodes, result), or the all-float one when none passes.
+        (the manifest's int8 record, notes): formats converted from this file reuse both.
     """
-    lo, k, best = 0, 1, None
-    while best is None:
-        k = min(k, len(ranked))
-        t = trial(ranked[:k])
-        if t[2].passed or k == len(ranked):
-            best, hi = t, k
-        else:
-            lo, k = k, k * 2
-    if not best[2].passed:
-        return best
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        t = trial(ranked[:mid])
-        if t[2].passed:
-            best, hi = t, mid
-        else:
-            lo = mid
-    return best
-
-
-def build_int8(job, base: Path):
-    """model.int8.onnx from the staged fp32 file: every Conv/Gemm int8 unless the held-out gate
-    (parity's int8 gate against the fp32 model) fails, then the fewest most sensitive layers in
-    float (`--int8-fallback auto`, the default), or exactly the named ones. The record of what
-    stayed float and the agreement reached goes into the manifest (`Artifact.int8`)."""
     import os
     import shutil
 
-    from ..tables.artifacts import file_name
-    from .job import Artifact
-
-    o = job.options
-    policy = parse_fallback(o.get("int8_fallback") or job.spec.int8_fallback)
-    files = calibration_images(job.run, o["calib_data"], o["calib_size"])
+    policy = job.options.int8.policy(job.spec.int8_fallback)
+    method = job.options.int8.calibration.method or "minmax"
     fixed = None if job.dynamic else int(job.example.shape[0])
-    batches = calibration_batches(files, job.run.preprocess, fixed or CALIB_BATCH, pad=fixed is not None)
+    files, batches, source = shared.calibration(job, fixed or CALIB_BATCH, pad=fixed is not None)
     work = job.staging / ".int8"
     work.mkdir(exist_ok=True)
     try:
         pre = prepare(base, work / "pre.onnx")
-        inputs = held_out(job.run)
-        trial = Trials(pre, work, batches, o["calib_method"], job.meta, inputs, logits(base, inputs),
-                       runtimes=gate_runtimes())
-        path, kept, res, ranked = _search(trial, pre, policy, fixed, work)
-        if policy == "auto" and not res.passed and o.get("verify", True):
-            raise ExportError(f"int8 cannot reach its gate even with every layer in float ({'; '.join(res.failures)}); "
-                              "--no-verify keeps such an artifact")
-        dst = job.staging / file_name("onnx", "int8")
+        inputs = shared.held_out(job.run)
+        trial = Trials(pre, work, batches, method, job.meta, inputs, logits(base, inputs), runtimes=gate_runtimes())
+        path, kept, res, ranked = shared.search(trial, policy, resolve=lambda names: float_nodes(pre, names),
+                                                 rank=lambda first: _rank(pre, first[0], trial.inputs, fixed, work))
+        shared.check_reached(policy, res, job.options.verify, "every layer")
         os.replace(path, dst)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    source = str(o["calib_data"]) if o["calib_data"] else "run train split"
-    record = _record(policy, kept, res, inputs, trial.done, ranked, o["calib_method"], len(files), source,
-                     trial.runtimes)
-    o["_int8_record"] = record  # the OpenVINO int8 IR is converted from this file and shares it
+    record = shared.record(policy, kept, res, inputs, trial.done, reference="fp32 ONNX (onnxruntime CPU)",
+                            calibration={"method": method, "images": len(files), "source": source},
+                            gate_runtimes=list(trial.runtimes), sensitivity_db=[[n, round(v, 2)] for n, v in ranked[:10]])
     floats = f"; kept in float: {', '.join(kept)}" if kept else "; every Conv/Gemm int8"
     if not res.passed:
         floats += "; BELOW the int8 gate (" + "; ".join(res.failures) + ")"
-    return Artifact(dst.name, "onnx", "int8", int8=record, notes=[
-        f"QDQ static, per-channel int8 weights, uint8 activations; {o['calib_method']} calibration "
-        f"on {len(files)} images from {source}{floats}; top-1 agreement with fp32 "
-        f"{res.top1_agreement:.1f}% on {len(inputs)} images ({inputs.source})"])
+    return record, [f"QDQ static, per-channel int8 weights, uint8 activations; {method} calibration on "
+                    f"{len(files)} images from {source}{floats}; top-1 agreement with fp32 "
+                    f"{res.top1_agreement:.1f}% on {len(inputs)} images ({inputs.source})"]
 
 
-def _search(trial, pre, policy, fixed, work):
-    """Run the policy: (file, float nodes, result, sensitivity ranking)."""
-    if policy == "none":
-        return (*trial([]), [])
-    if policy != "auto":
-        return (*trial(float_nodes(pre, policy)), [])
-    path, kept, res = trial([])
-    if res.passed:
-        return path, kept, res, []
-    x = trial.inputs.batch(0, min(SENSITIVITY_IMAGES, len(trial.inputs)))
+def _rank(pre: Path, qdq: Path, inputs, fixed: int | None, work: Path) -> list[tuple[str, float]]:
+    """The layers of the all-int8 file `qdq`, most sensitive first (see `sensitivity`)."""
+    x = inputs.batch(0, min(SENSITIVITY_IMAGES, len(inputs)))
     if fixed:
         x = np.concatenate([x, np.repeat(x[-1:], max(0, fixed - len(x)), axis=0)])[:fixed]
-    ranked = sensitivity(pre, path, x, candidate_nodes(pre), work)
-    path, kept, res = fewest_float(trial, [n for n, _ in ranked])
-    return path, kept, res, ranked
-
-
-def _record(policy, kept, res, inputs, trials, ranked, method, n_calib, source, trial_runtimes=("onnxruntime",)) -> dict:
-    from ..verify.compare import gates_for
-
-    gates = gates_for("int8")
-    return {
-        "fallback": policy if isinstance(policy, str) else list(policy),
-        "float_nodes": kept,
-        "top1_agreement": round(res.top1_agreement / 100, 4),
-        "accuracy_delta": res.accuracy_delta,
-        "passed": bool(res.passed),
-        "images": len(inputs), "images_source": inputs.source, "labelled": inputs.labels is not None,
-        "reference": "fp32 ONNX (onnxruntime CPU)",
-        "gate_runtimes": list(trial_runtimes),
-        "gate": {"min_top1": gates.min_top1, "max_accuracy_drop": gates.max_accuracy_drop},
-        "calibration": {"method": method, "images": n_calib, "source": source},
-        "trials": trials,
-        "sensitivity_db": [[n, round(v, 2)] for n, v in ranked[:10]],
-    }
+    return sensitivity(pre, qdq, x, candidate_nodes(pre), work)

@@ -1,6 +1,6 @@
 """ExecuTorch's Python runtime on the CPU (XNNPACK delegate) for `.pte` programs.
 
-Optional: `pip install --no-deps executorch==1.5.1` plus the `edge` extra. ExecuTorch's extension
+Optional: `pip install --no-deps executorch==1.5.1` plus the `executorch` extra. ExecuTorch's extension
 module needs torch's libraries, so loading imports torch; importing this module does not.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import RuntimeUnavailable, first_line
-from .base import Runtime, cpu_package_reason
-from .quiet import silenced
+from ...errors import RuntimeUnavailable, first_line
+from ...runtimes.base import Runtime, cpu_package_reason
+from ...runtimes.quiet import silenced
 
 
 class ExecuTorchRuntime(Runtime):
@@ -56,6 +56,9 @@ class ExecuTorchRuntime(Runtime):
         for attr in ("_method", "_program"):
             if hasattr(self, attr):
                 delattr(self, attr)
+
+
+RUNTIMES = (ExecuTorchRuntime,)
 
 
 def _input_sizes(method) -> list[int]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import RuntimeUnavailable, first_line
-from .base import Runtime, cpu_package_reason
+from ...errors import RuntimeUnavailable, first_line
+from ...runtimes.base import Runtime, cpu_package_reason
 
 
 class OpenVINORuntime(Runtime):
@@ -52,3 +52,6 @@ class OpenVINORuntime(Runtime):
         out = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[self._compiled.output(0)]
         # The request reuses its output buffer on the next call: hand back a copy.
         return np.array(out, dtype=np.float32, copy=True)
+
+
+RUNTIMES = (OpenVINORuntime,)

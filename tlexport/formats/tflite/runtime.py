@@ -1,6 +1,6 @@
 """The LiteRT (TFLite) interpreter from ai-edge-litert, on the CPU.
 
-Optional: `pip install ai-edge-litert==2.3.0` (part of the `edge` extra). Torch-free. The runtime
+Optional: `pip install ai-edge-litert==2.3.0` (the `tflite` extra). Torch-free. The runtime
 takes tlexport's float32 NCHW batches whatever the file wants: it resizes the input to the batch,
 transposes to NHWC when the file's input is channels-last, and quantizes/dequantizes int8 or uint8
 input/output tensors with their own scale and zero point.
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import RuntimeUnavailable, first_line
-from .base import Runtime, cpu_package_reason
-from .quiet import silenced
+from ...errors import RuntimeUnavailable, first_line
+from ...runtimes.base import Runtime, cpu_package_reason
+from ...runtimes.quiet import silenced
 
 
 class LiteRTRuntime(Runtime):
@@ -64,6 +64,9 @@ class LiteRTRuntime(Runtime):
     def _release(self):
         if hasattr(self, "interpreter"):
             del self.interpreter
+
+
+RUNTIMES = (LiteRTRuntime,)
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:

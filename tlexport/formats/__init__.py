@@ -1,0 +1,16 @@
+"""Export formats: one package per format (`onnx`, `torchscript`, `pt2`, `openvino`, `executorch`,
+`tflite`, `ort`, `triton`), and the registry that lists them (`registry.FORMATS`).
+
+A format's package holds everything about it:
+
+    __init__.py   SPEC: its FormatSpec (suffix, file or folder, fixed file names and companions,
+                  precisions, runtimes, runs-code, optional packages and their extra, int8 support)
+    metadata.py   read(path) -> dict: the embedded metadata, without running the artifact
+    build.py      build(job, say) -> [Artifact]: makes each precision it is handed
+    runtime.py    RUNTIMES: the runtimes it provides (only when `SPEC.provides` names some)
+
+The submodules sit on different floors (tests/test_layers.py): the spec and reader are as low as
+the tables, the runtime on the runtimes floor, the builder (and its helpers) on the exporters
+floor. docs/adding-a-format.md walks through adding one; docs/formats.md is generated from the
+registry (`python -m tlexport.formats.doc > docs/formats.md`).
+"""

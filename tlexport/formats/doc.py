@@ -1,0 +1,131 @@
+"""docs/formats.md, generated from the format registry:
+
+    python -m tlexport.formats.doc > docs/formats.md
+
+tests/test_formats.py renders it again and fails when the committed file differs, so the table
+cannot drift from the specs. Torch-free: it reads the specs only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import registry
+from .spec import BAKED, CALIB_METHODS, DEVICES, FormatSpec
+
+HEADER = """# Export formats
+
+Generated from the format registry (`tlexport/formats/registry.py`) by
+`python -m tlexport.formats.doc > docs/formats.md`; the test suite fails when this page is stale,
+so edit the specs (`tlexport/formats/<name>/__init__.py`), not this page. Adding a format:
+[adding-a-format.md](adding-a-format.md).
+"""
+
+INT8_TEXT = """## int8
+
+`--int8-fallback` and `--calib-method` mean one thing for every format that quantizes; a format
+that cannot honour a value refuses it before any work, with a one-line reason (exit 2).
+
+- `--int8-fallback none`: every quantizable layer int8.
+- `--int8-fallback NODE,...`: exactly those layers stay float (`stem` and `head` name the first
+  convolution and the classifier; other names are the format's own: ONNX node names, ExecuTorch
+  module names). Refused by a format without per-layer fallback.
+- `--int8-fallback auto` (the default of most architectures): every layer int8 when parity's int8
+  gate (top-1 agreement with fp32, accuracy drop when labels are known) holds on the held-out
+  images (the run's val split, never the calibration images); otherwise the fewest layers, in the
+  format's order of likely sensitivity, stay float until it holds (prefixes of 1, 2, 4, ... then
+  bisection). ONNX ranks every Conv/Gemm/MatMul by the signal-to-quantization-noise ratio it
+  loses; ExecuTorch tries stem, then stem and head. Where the gate cannot be reached, export fails
+  (unless `--no-verify`). A format without per-layer fallback makes every layer int8, and export's
+  verification gates the file like any artifact.
+- `--calib-method`: how activation ranges are estimated from the calibration images. `minmax`
+  takes the observed min and max (onnxruntime's MinMax calibrator; PT2E's MinMaxObserver);
+  `percentile` and `entropy` are onnxruntime's histogram calibrators. Without the option each
+  format uses its default below, and the manifest's `int8.calibration` records what was used.
+- The formats converted from ONNX (`built from onnx`) reuse the int8 ONNX file: same calibration,
+  same float layers, same record.
+"""
+
+FOLDERS_TEXT = """## Artifacts that are folders
+
+A format whose spec says `folder=True` exports a folder (a CoreML `.mlpackage`, an ncnn or web
+folder). It is listed, verified, published and removed like a file: its manifest `size` is the sum
+of its files, its `sha256` is the sha256 of one line per file, in sorted order of relative POSIX
+paths, `<path>\\0<sha256 of the file>\\n` (a link: `<path>\\0-> <target>\\n`, never followed), and a
+re-export replaces it whole (the old folder is renamed aside, the new one renamed in). `tlexport
+predict FOLDER` runs a folder with such a suffix as the model itself.
+"""
+
+
+def _cell(values) -> str:
+    values = list(values)
+    return ", ".join(values) if values else "-"
+
+
+def _runtimes(spec: FormatSpec) -> str:
+    return _cell(f"{name} ({device})" for name, device in spec.runtimes)
+
+
+def _formats_table() -> list[str]:
+    rows = ["| format | artifact | precisions | runtimes (device) | runs code | needs | in `--format all` | built from |",
+            "|---|---|---|---|---|---|---|---|"]
+    for s in registry.FORMATS.values():
+        artifact = f"`{s.suffix}` {'folder' if s.folder else 'file'}"
+        # the extra's command, or the fuller one a package needs (ExecuTorch goes in without its deps)
+        needs = _cell(f"`{c}`" for c in ([r.pip for r in s.needs if "&&" in r.pip][:1] or [s.install] if s.needs else []))
+        rows.append(f"| `{s.name}` | {artifact} | {_cell(s.precisions)} | {_runtimes(s)} | "
+                    f"{'yes' if s.runs_code else 'no'} | {needs} | {'yes' if s.in_all else 'no'} | {s.built_from or '-'} |")
+    return rows
+
+
+def _files_table() -> list[str]:
+    rows = ["| format | precision | file | companions | notes |", "|---|---|---|---|---|"]
+    for s in registry.FORMATS.values():
+        for f in s.files:
+            notes = [n for n, on in (("uint8 NHWC input, normalisation inside", f.role == BAKED),
+                                     ("`--device cuda` only", f.cuda_only)) if on]
+            rows.append(f"| `{s.name}` | {f.precision} | `{f.name}` | {_cell(f'`{c}`' for c in f.companions)} | "
+                        f"{_cell(notes)} |")
+    return rows
+
+
+def _int8_table() -> list[str]:
+    rows = ["| format | `--calib-method` honoured | default calibration | per-layer fallback |", "|---|---|---|---|"]
+    for s in registry.FORMATS.values():
+        if s.int8:
+            methods = _cell(s.int8.calib_methods) if s.int8.calib_methods != CALIB_METHODS else "all"
+            per_layer = "yes" if s.int8.per_layer else f"no ({s.int8.why})"
+            rows.append(f"| `{s.name}` | {methods} | {s.int8.default_method} | {per_layer} |")
+    return rows
+
+
+def _runtime_table() -> list[str]:
+    rows = ["| runtime (`--runtimes`) | device | runs | provided by |", "|---|---|---|---|"]
+    seen = {}
+    for s in registry.FORMATS.values():
+        for name, device in s.runtimes:
+            seen.setdefault((name, device), []).append(s.name)
+    owner = {n: s.name for s in registry.FORMATS.values() for n in s.provides}
+    order = list(owner)
+    for (name, device), fmts in sorted(seen.items(), key=lambda kv: (order.index(kv[0][0]), DEVICES.index(kv[0][1]))):
+        rows.append(f"| `{name}` | {device} | {_cell(f'`{f}`' for f in fmts)} | `{owner[name]}` |")
+    return rows
+
+
+def render() -> str:
+    """The whole page."""
+    out = [HEADER, "## Formats", "", *_formats_table(), ""]
+    out += ["Descriptions:", ""] + [f"- `{s.name}`: {s.description}" for s in registry.FORMATS.values()] + [""]
+    out += ["## Files in an export folder", "", *_files_table(), ""]
+    out += ["## Runtimes", "", "`torch-eager` (the run's weights in PyTorch) is the reference every artifact is "
+            "compared with.", "", *_runtime_table(), ""]
+    out += [INT8_TEXT, *_int8_table(), "", FOLDERS_TEXT]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""ExecuTorch export: `model.pte` (fp32) and `model.int8.pte` (PT2E int8), lowered from the same
+torch.export program as `.pt2` onto the XNNPACK delegate, with the metadata as a constant method.
+
+int8 follows the shared `--int8-fallback` policy (`exporters.int8`): XNNPACK's quantizer leaves
+named modules float through a filter, so `auto` searches for the fewest of stem and head to keep
+float when the all-int8 program misses the held-out gate. Needs the `executorch` extra plus
+`pip install --no-deps executorch==1.5.1` (see this package's spec).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import ExportError, UsageError, first_line
+from ...exporters import int8 as shared
+from ...exporters.job import Artifact
+from ...tables.metadata import to_json
+from . import SPEC
+from .metadata import PTE_METHOD
+
+# Upper bound of the free batch dimension given to torch.export. ExecuTorch plans memory for a
+# bound of its own (15 with executorch 1.5.1 whatever is asked here); the runtime reads the real
+# bound from the program and feeds larger batches in chunks.
+MAX_BATCH = 64
+# The layers `auto` may keep float, most likely sensitive first: the first convolution sees raw
+# pixels, the classifier makes the logits (the same words as ONNX int8's aliases).
+CANDIDATES = (("stem", 0.0), ("head", 0.0))
+
+
+def _program(module, example, dynamic: bool):
+    import torch
+
+    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}} if dynamic else None
+    return torch.export.export(module, (example,), dynamic_shapes=shapes)
+
+
+def lower(program, path: Path, meta: dict) -> None:
+    """XNNPACK-delegated ExecuTorch program with `tlexport_metadata` as a constant method."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                       constant_methods={PTE_METHOD: to_json(meta)})
+    path.write_bytes(edge.to_executorch().buffer)
+
+
+def _float_modules(model, keep, head: str) -> list[str]:
+    """Module names left in float. "stem" is the first convolution and "head" the classifier (the
+    same words as ONNX int8); any other name must be a module of the model (`conv1`,
+    `features.0.0`, ...).
+
+    Raises:
+        UsageError: a name that is neither.
+    """
+    import torch
+
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    picked = {"stem": convs[:1], "head": [head]}
+    modules = dict(model.named_modules())
+    out = []
+    for part in keep:
+        if part in picked:
+            out += picked[part]
+        elif part in modules and part:
+            out.append(part)
+        else:
+            raise UsageError(f"--int8-fallback {part!r} names no module of this model for ExecuTorch int8 "
+                             "(use stem, head or a module name such as conv1)")
+    return out
+
+
+def quantized_program(job, batches, keep, method: str | None = None):
+    """PT2E static int8 for XNNPACK: per-channel symmetric int8 weights, int8 activations
+    calibrated on `batches` (`method` None: the quantizer's histogram observer; "minmax"); the
+    modules `keep` names stay float."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    config = shared.pt2e_config(get_symmetric_quantization_config(is_per_channel=True), method)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    # set_module_name(name, None) is "not supported yet": a filter leaves those modules float.
+    floats = [get_module_name_filter(n) for n in _float_modules(job.model, keep, job.spec.head)]
+    quantizer.set_filter_function(lambda node: not any(f(node) for f in floats))
+    module = _program(job.model_on("cpu"), job.example, job.dynamic).module()
+    return _program(shared.pt2e_calibrate(module, quantizer, batches), job.example, job.dynamic)
+
+
+class _Trials:
+    """keep -> (program, keep, parity's int8 comparison of the program run in torch with fp32)."""
+
+    def __init__(self, job, batches, method, inputs):
+        import numpy as np
+        import torch
+
+        self.job, self.batches, self.method, self.inputs = job, batches, method, inputs
+        model = job.model_on("cpu")
+        with torch.no_grad():
+            self.ref = np.concatenate([model(torch.from_numpy(b)).float().numpy() for _, b in inputs.batches(32)])
+        self.done: list[dict] = []
+
+    def __call__(self, keep):
+        from ...verify.compare import compare, gates_for
+
+        program = quantized_program(self.job, self.batches, tuple(keep), self.method)
+        res = compare(self.ref, self._logits(program), self.inputs.labels, self.inputs.names, "int8",
+                      gates_for("int8"), runtime="executorch")
+        self.done.append(shared.trial_row(keep, res))
+        return program, list(keep), res
+
+    def _logits(self, program):
+        import numpy as np
+        import torch
+
+        module = program.module()
+        fixed = None if self.job.dynamic else int(self.job.example.shape[0])
+        out = []
+        with torch.no_grad():
+            for _, b in self.inputs.batches(fixed or 32):
+                n = len(b)
+                if fixed:
+                    b = np.concatenate([b, np.repeat(b[-1:], fixed - n, axis=0)])
+                out.append(module(torch.from_numpy(b)).float().numpy()[:n])
+        return np.concatenate(out)
+
+
+def int8_program(job, batches, files: list, source: str):
+    """(program, record, notes) under the shared int8 policy (see the module docstring)."""
+    method, method_name = shared.pt2e_method(job, SPEC.int8)
+    policy = job.options.int8.policy(job.spec.int8_fallback)
+    inputs = shared.held_out(job.run)
+    trial = _Trials(job, batches, method, inputs)
+    program, kept, res, _ = shared.search(trial, policy, rank=lambda first: list(CANDIDATES))
+    shared.check_reached(policy, res, job.options.verify, "stem and head")
+    record = shared.record(policy, kept, res, inputs, trial.done, reference="fp32 model (torch-eager CPU)",
+                           calibration={"method": f"PT2E {method_name}", "images": len(files),
+                                        "source": source})
+    notes = [f"PT2E static int8 (XNNPACKQuantizer, per-channel symmetric weights, {method_name} activation ranges) "
+             f"calibrated on {len(files)} images; kept in float: {', '.join(kept) or 'nothing'}; top-1 agreement "
+             f"with fp32 {record['top1_agreement']:.1%} on {record['images']} images ({record['images_source']})"]
+    return program, record, notes
+
+
+def build(job, say) -> list[Artifact]:
+    """model.pte and/or model.int8.pte on the CPU (XNNPACK runs on Arm and x86 CPUs)."""
+    from ...runtimes.quiet import silenced
+    from ...tables.artifacts import file_name
+
+    out = []
+    for precision in job.precisions:
+        record = None
+        say(f"ExecuTorch {precision}" + (" (calibrating)" if precision == "int8" else ""))
+        dst = job.staging / file_name("executorch", precision)
+        notes = ["XNNPACK delegate; metadata in the constant method tlexport_metadata"]
+        try:
+            if precision == "fp32":
+                with silenced():
+                    lower(_program(job.model_on("cpu"), job.example, job.dynamic), dst, job.meta)
+            else:
+                files, batches, source = shared.calibration(job, int(job.example.shape[0]))
+                with silenced():
+                    program, record, more = int8_program(job, batches, files, source)
+                    lower(program, dst, job.meta)
+                notes += more
+        except (ExportError, UsageError):
+            raise
+        except Exception as e:
+            raise ExportError(f"ExecuTorch {precision} export failed ({first_line(e, 300)})") from None
+        out.append(Artifact(dst.name, "executorch", precision, notes=notes, int8=record))
+    return out

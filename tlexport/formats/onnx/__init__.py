@@ -1,0 +1,20 @@
+"""ONNX: one self-contained `.onnx` file from torch's dynamo exporter, with fp16, int8 (QDQ,
+accuracy-aware) and baked-preprocessing (uint8 NHWC input) variants. The ONNX graph helpers and
+quantization here are also what OpenVINO, ORT mobile and Triton are converted from."""
+
+from ..spec import BAKED, CALIB_METHODS, File, FormatSpec, Int8Support
+
+# onnxruntime's static quantization: its three calibrators, and per-node exclusion. The formats
+# converted from the int8 ONNX file (OpenVINO, ORT mobile, Triton) share it.
+INT8 = Int8Support(calib_methods=CALIB_METHODS, default_method="minmax", per_layer=True)
+
+SPEC = FormatSpec(
+    name="onnx", package=__name__, suffix=".onnx", in_all=True,
+    description="ONNX (dynamo exporter), one self-contained file",
+    files=(File("fp32", "model.onnx"), File("fp16", "model.fp16.onnx"), File("int8", "model.int8.onnx"),
+           File("fp32", "model.uint8.onnx", role=BAKED)),
+    runtimes=(("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda"), ("onnxruntime-tensorrt", "cuda"),
+              ("openvino", "cpu")),
+    provides=("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt"),
+    int8=INT8,
+)

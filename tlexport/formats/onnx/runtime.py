@@ -1,0 +1,144 @@
+"""onnxruntime, with its execution providers as data (after Polygraphy's
+`SessionFromOnnx(providers=[...])`): one runtime class, parameterised by a `Provider` row. A row
+says the name users type, the device, the provider list handed to onnxruntime (the one asked for,
+then its fallbacks), its options and what it refuses; a new execution provider is a new row.
+Torch-free: this is what `tlexport predict` runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import RuntimeUnavailable, UsageError, first_line
+from ...runtimes.base import Runtime
+
+CPU_EP = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One onnxruntime execution provider as a runtime (`tlexport parity --runtimes NAME`).
+
+    Args:
+        name: the runtime name users type.
+        device: the device it runs on.
+        provider: onnxruntime's name of the provider.
+        fallbacks: providers handed to onnxruntime after it, for the nodes it does not take.
+        fp16_option: a provider option switched on for fp16 files (TensorRT's fp16 kernels).
+        refuses: (precision, why) pairs it does not run.
+        install: what to install when onnxruntime lacks the provider.
+    """
+
+    name: str
+    device: str
+    provider: str
+    fallbacks: tuple[str, ...] = ()
+    fp16_option: str | None = None
+    refuses: tuple[tuple[str, str], ...] = ()
+    install: str = "install onnxruntime-gpu"
+
+    def providers(self, precision: str) -> list:
+        """The `providers=` list of an InferenceSession for a file of `precision`."""
+        first = (self.provider, {self.fp16_option: precision == "fp16"}) if self.fp16_option else self.provider
+        return [first, *self.fallbacks]
+
+    def unavailable_reason(self, device: str, precision: str) -> str | None:
+        """Why this provider cannot run on `device` at `precision` here (None when it can)."""
+        why = dict(self.refuses).get(precision)
+        if why:
+            return why
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed"
+        if self.provider not in ort.get_available_providers():
+            return f"onnxruntime has no {self.provider} ({self.install})"
+        if device == "cuda" and self.device == "cpu":
+            return "the CPU provider does not run on CUDA"
+        return None
+
+    def __call__(self, artifact=None, precision: str = "fp32", device: str | None = None, **kw) -> "OnnxRuntime":
+        """An unloaded runtime of this provider (what the runtime registry's entries are called with)."""
+        return OnnxRuntime(artifact, precision, device or self.device, provider=self, **kw)
+
+
+PROVIDERS = (
+    Provider("onnxruntime", "cpu", CPU_EP),
+    Provider("onnxruntime-cuda", "cuda", "CUDAExecutionProvider", fallbacks=(CPU_EP,)),
+    Provider("onnxruntime-tensorrt", "cuda", "TensorrtExecutionProvider",
+             fallbacks=("CUDAExecutionProvider", CPU_EP), fp16_option="trt_fp16_enable",
+             refuses=(("int8", "TensorRT int8 from QDQ models is not wired up in tlexport"),)),
+)
+RUNTIMES = PROVIDERS  # the runtime registry lists each row under its name
+
+
+class OnnxRuntime(Runtime):
+    """An InferenceSession of one ONNX (or .ort) file on one `Provider` row (default: the CPU)."""
+
+    def __init__(self, artifact=None, precision: str = "fp32", device: str = "cpu", *,
+                 provider: Provider = PROVIDERS[0], run_dir=None, threads: int | None = None):
+        super().__init__(artifact, precision, device, run_dir=run_dir, threads=threads)
+        self.provider = provider
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    def clone(self, threads):
+        return OnnxRuntime(self.artifact, self.precision, self.device, provider=self.provider,
+                           run_dir=self.run_dir, threads=threads)
+
+    def unavailable_reason(self, device, precision):  # an instance: its provider row decides
+        return self.provider.unavailable_reason(device, precision)
+
+    def _load(self):
+        import onnxruntime as ort
+
+        ep = self.provider.provider
+        if ep not in ort.get_available_providers():
+            raise RuntimeUnavailable(f"onnxruntime has no {ep} in this install")
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
+        opts.log_severity_level = 3  # keep ORT's warnings off the user's terminal
+        try:
+            self.session = ort.InferenceSession(str(self.artifact), opts,
+                                                providers=self.provider.providers(self.precision))
+        except Exception as e:
+            raise RuntimeUnavailable(f"onnxruntime cannot load {self.artifact} ({first_line(e)})") from None
+        if ep not in self.session.get_providers():
+            raise RuntimeUnavailable(f"{ep} could not be initialised (no usable GPU?)")
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.input_shape = inp.name, list(inp.shape)
+        self.input_dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(inp.type, np.float32)
+        self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def metadata(self) -> dict | None:
+        # A loaded session already parsed the model: read its metadata map instead of the file.
+        if self._metadata is None and self._loaded:
+            from .metadata import from_onnx_props
+
+            self._metadata = from_onnx_props(self.session.get_modelmeta().custom_metadata_map, self.artifact)
+        return super().metadata
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The session's own input shape decides (also for ONNX files from elsewhere)."""
+        self.load()
+        first = self.input_shape[0]
+        return first if isinstance(first, int) and first > 0 else None
+
+    def run_raw(self, batch: np.ndarray) -> np.ndarray:
+        """Feed a batch in the model's own input dtype/layout (e.g. uint8 NHWC); float32 logits."""
+        return self._checked(self._in_fixed_batches(self._session_run, batch))
+
+    def _session_run(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
+        return out.astype(np.float32, copy=False)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.input_dtype == np.uint8:
+            raise UsageError(f"{self.artifact} takes uint8 NHWC images (baked preprocessing); use run_raw")
+        return self._session_run(np.ascontiguousarray(batch, dtype=np.float32))

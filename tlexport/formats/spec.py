@@ -1,0 +1,130 @@
+"""What a format is, as data: `FormatSpec` and the rows it is made of, plus the shared vocabulary
+(precisions, devices, artifact roles). Every format package defines one `SPEC`; the registry
+lists them and everything else (export pipeline, runtime discovery, metadata readers, manifest
+checks, CLI choices and help, docs/formats.md) is derived from those rows.
+
+Torch-free, and free of tlexport imports beyond errors: the lowest floor of the format packages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
+MODEL, BAKED = "model", "baked-preprocess"  # artifact roles: float NCHW input, or uint8 NHWC input
+REFERENCE_RUNTIME = "torch-eager"  # the run's own weights in PyTorch: what every artifact is compared with
+CALIB_METHODS = ("minmax", "percentile", "entropy")  # every --calib-method value tlexport knows
+EDITABLE_INSTALL = "pip install -e '.[{extra}]'"
+
+
+@dataclass(frozen=True)
+class File:
+    """One file a format writes into an export folder, by its fixed name.
+
+    Args:
+        precision: what it holds (fp32 / fp16 / int8).
+        name: its path inside the export folder (a folder when the format's artifact is one).
+        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
+        cuda_only: it can only be built and run on a GPU (built only with --device cuda).
+        companions: other files that belong to it (OpenVINO's weights beside its graph): listed
+            with it in the manifest, published, replaced and removed with it.
+    """
+
+    precision: str
+    name: str
+    role: str = MODEL
+    cuda_only: bool = False
+    companions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """An optional Python package a format needs, and the one pip command every message naming it
+    shows."""
+
+    module: str  # the import name
+    pip: str
+
+
+@dataclass(frozen=True)
+class Int8Support:
+    """How a format's int8 honours `--calib-method` and `--int8-fallback`.
+
+    Args:
+        calib_methods: the `--calib-method` values it honours; any other is refused (exit 2).
+        default_method: what calibrates when `--calib-method` is not given (in the manifest).
+        per_layer: it can keep named layers in float, so `--int8-fallback NODE,...` works and
+            `auto` searches for the fewest float layers; without it a node list is refused and
+            `auto` is every layer int8 (checked by export's verification like any artifact).
+        why: one line saying what it cannot do, shown when an option is refused.
+    """
+
+    calib_methods: tuple[str, ...]
+    default_method: str
+    per_layer: bool
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """An export format: everything tlexport knows about it without importing its package's code.
+
+    Args:
+        name: the name users type (`--format NAME`).
+        package: the Python package holding its code: `<package>.build` (builder),
+            `<package>.metadata` (reader) and, when it provides runtimes, `<package>.runtime`.
+        suffix: the suffix of its artifact (a file, or a folder when `folder`).
+        description: one line for tables and help.
+        files: its fixed file names per precision and role; the precisions it exports are those
+            of its MODEL files.
+        runtimes: (runtime name, device) pairs that run it, the default runtime of a device first.
+        provides: the runtime names its package's runtime module defines.
+        runs_code: loading an artifact executes code stored in it (pickles, TorchScript): such
+            files are only loaded when the user names them or passes --trust-code.
+        folder: the artifact is a folder (a CoreML .mlpackage, an ncnn or web folder), not a file.
+        by_suffix: a file of this suffix whose name tlexport does not know is taken to be of this
+            format (False for Triton: its model.onnx is plain ONNX).
+        needs: optional packages exporting it needs (refused up front when missing).
+        extra: the pyproject.toml extra that installs `needs`.
+        in_all: part of `--format all` (formats that need an extra are asked for by name).
+        built_from: the format whose staged files it is converted from (needs an ONNX opset).
+        int8: how its int8 honours the int8 options (None: it has no int8).
+    """
+
+    name: str
+    package: str
+    suffix: str
+    description: str
+    files: tuple[File, ...]
+    runtimes: tuple[tuple[str, str], ...]
+    provides: tuple[str, ...] = ()
+    runs_code: bool = False
+    folder: bool = False
+    by_suffix: bool = True
+    needs: tuple[Requirement, ...] = ()
+    extra: str | None = None
+    in_all: bool = False
+    built_from: str | None = None
+    int8: Int8Support | None = None
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        made = {f.precision for f in self.files if f.role == MODEL}
+        return tuple(p for p in PRECISIONS if p in made)
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices its runtimes run it on (an artifact targets these unless it is cuda_only)."""
+        return tuple(d for d in DEVICES if any(dev == d for _, dev in self.runtimes))
+
+    def runtimes_on(self, device: str) -> list[str]:
+        return [name for name, d in self.runtimes if d == device]
+
+    def file(self, precision: str, role: str = MODEL) -> File | None:
+        return next((f for f in self.files if (f.precision, f.role) == (precision, role)), None)
+
+    @property
+    def install(self) -> str | None:
+        """The pip command that makes every `needs` importable (None when it needs nothing)."""
+        return EDITABLE_INSTALL.format(extra=self.extra) if self.extra else None
