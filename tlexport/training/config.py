@@ -90,20 +90,22 @@ def choice_error(f, value) -> str:
 def check_fields(obj) -> None:
     """Raise UsageError for the first field of a config dataclass outside its range or choices."""
     for f in fields(obj):
-        value, m = getattr(obj, f.name), f.metadata
-        if value is None or not m:
-            continue
-        if m.get("range") is not None and value not in m["range"]:
-            raise UsageError(range_error(f, value))
-        if m.get("choices") and value not in m["choices"]:
-            raise UsageError(choice_error(f, value))
+        check_field(f, getattr(obj, f.name))
 
 
 def check_value(cls, name: str, value) -> None:
-    """One field's range/choices check for a value outside a config object (eval's --batch-size)."""
-    f = next(f for f in fields(cls) if f.name == name)
-    if f.metadata.get("range") is not None and value not in f.metadata["range"]:
+    """One field's check for a value outside a config object (eval's --batch-size, resume's --epochs)."""
+    check_field(next(f for f in fields(cls) if f.name == name), value)
+
+
+def check_field(f, value) -> None:
+    m = f.metadata
+    if value is None or not m:
+        return
+    if m.get("range") is not None and value not in m["range"]:
         raise UsageError(range_error(f, value))
+    if m.get("choices") and value not in m["choices"]:
+        raise UsageError(choice_error(f, value))
 
 
 AT_LEAST_1, NON_NEGATIVE, POSITIVE = Range(1), Range(0), Range(0, lo_open=True)
@@ -114,7 +116,7 @@ FRACTION = Range(0, 1)
 class TrainConfig:
     """Every option of `tlexport train`; stored in run.json so `--resume` can rebuild the run."""
 
-    data: str = option(help="Image folder: <class>/* or train/<class>/* + val/<class>/*.", kind="path")
+    data: str = option(help="Image folder: `<class>/*`, or `train/<class>/*` + `val/<class>/*`.", kind="path")
     arch: str = option("resnet50", "Any torchvision classifier (`tlexport archs` lists them): resnet18..152, "
                        "mobilenet_v3_small, efficientnet_b0, regnet_x_400mf, convnext_tiny, vit_b_16, swin_t, ...",
                        kind="arch")
@@ -122,7 +124,8 @@ class TrainConfig:
                           ".safetensors/.pt/.pth path.")
     epochs: int = option(10, "Epochs to train (with --resume: a new total, to extend a finished run).",
                          range=AT_LEAST_1, resumable=True)
-    batch_size: int = option(32, "Images per step and process.", range=AT_LEAST_1)
+    batch_size: int = option(32, "Images per batch and process (an optimisation step takes --accumulate batches).",
+                             range=AT_LEAST_1)
     accumulate: int = option(1, "Gradient accumulation: micro-batches of --batch-size per optimisation step "
                              "(the effective batch is N x --batch-size per process); the LR schedule counts "
                              "optimisation steps.", range=AT_LEAST_1)

@@ -14,7 +14,7 @@ from ..errors import TlexportError, UsageError
 from ..run import RunDir, RunError, check_outside
 from . import distributed as D
 from .checkpoint import run_meta
-from .config import RESUMABLE, TrainConfig, _coerce
+from .config import RESUMABLE, TrainConfig, _coerce, check_value
 from .history import EpochStats, Progress, TrainResult  # noqa: F401 (the API's names)
 from .inputs import default_workers, make_loaders  # noqa: F401 (the benchmarks' names)
 from .session import Session
@@ -134,6 +134,8 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
     progress = progress or Progress()
     given = dict(epochs=epochs, device=device, workers=workers, dist_timeout=dist_timeout)
     changes = {k: v for k, v in given.items() if v is not None and k in RESUMABLE}
+    for name, value in changes.items():  # bad usage is told before the folder is even read
+        check_value(TrainConfig, name, value)
     with stop_on_signals():
         try:
             with _held(folder, folder.require, create=False):
