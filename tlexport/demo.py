@@ -73,8 +73,8 @@ def quickstart(out: Path | str = "tlexport-quickstart", epochs: int = 12, per_cl
         try:
             with made_dirs(out):
                 return _run_all(cfg, out, per_class, weights, note, progress)
-        except (KeyboardInterrupt, TrainingInterrupted) as e:
-            signum = e.exit_code - 128 if isinstance(e, TrainingInterrupted) else signal_number(e)
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, or the run's TrainingInterrupted
+            signum = signal_number(e)
             what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
             raise TrainingInterrupted(f"{what}; the partial quickstart in {out} was removed", signum) from None
 

@@ -20,10 +20,14 @@ def command(out, epochs):
     from .. import render
     from ..demo import quickstart
 
+    from ..training.signals import TrainingInterrupted
+
     con = console()
     progress = RichTrainProgress(con)
     try:
         result = quickstart(out, epochs=epochs, progress=progress)
+    except TrainingInterrupted as e:
+        raise e.as_error() from None
     finally:
         progress.close()
     render.train_summary(con, result.train)

@@ -49,13 +49,17 @@ class RichTrainProgress:
 
 def run_training(fn, quiet, as_json, summary=True):
     """Run `fn(progress)` with a progress bar, then print its TrainResult (table or JSON; none
-    without `summary`)."""
+    without `summary`). A run stopped by Ctrl-C or SIGTERM becomes its one-line error with its
+    own exit code (130 / 143) and the way to resume."""
     from ..render import train_summary
+    from ..training.signals import TrainingInterrupted
 
     con = console(quiet or as_json)
     progress = RichTrainProgress(con)
     try:
         result = fn(progress)
+    except TrainingInterrupted as e:
+        raise e.as_error() from None
     finally:
         progress.close()
     if as_json:
@@ -153,16 +157,17 @@ def as_worker(fn):
 def launch_training(resume_dir, nproc, quiet, as_json, overwrite, options):
     """`--nproc N`: check what can be checked here, start N workers with the same options (and
     one --out for all), then print the main worker's result or the failure in one line."""
-    from ..errors import TlexportError
     from ..run import RunDir
     from ..training import distributed as D
     from ..training.loop import check_new_run, default_run_dir
 
     if resume_dir:
-        for name in RESUMABLE:  # here, not in N workers (whose failure is the job's, exit 1)
+        for name in RESUMABLE:  # here, not in N workers
             if given(name):
                 check_value(TrainConfig, name, options[name])
         folder = RunDir(resume_dir)
+        with folder.writing(create=False):  # a live or missing run is told here, in one line
+            folder.require()
         args = forward_args(exclude={"nproc", "as_json", "quiet"})
     else:
         cfg = TrainConfig(**options)
@@ -173,7 +178,7 @@ def launch_training(resume_dir, nproc, quiet, as_json, overwrite, options):
     args += ["--quiet"] if quiet or as_json else []
     try:
         result = D.launch(nproc, args)
-    except TlexportError as e:  # keeps its exit code (1 a worker failed, 130/143 the launcher was stopped)
+    except (D.WorkerFailed, D.LauncherStopped) as e:  # keeps its exit code (1 or 2; 130/143 when stopped)
         saved = f". Its last finished epoch is saved: tlexport train --resume {folder} --nproc {nproc}"
         e.args = (f"{e}; the job stopped" + (saved if folder.has_checkpoint() else ""),)
         raise

@@ -57,7 +57,7 @@ def click_option(f, default=MISSING, help: str | None = None):
 
 def config_options(cls, names=None, defaults: dict | None = None, helps: dict | None = None):
     """Decorator: one click.option per field of `cls` (all, or those in `names`), in field order."""
-    chosen = [f for f in fields(cls) if f.metadata.get("cli", True) and (names is None or f.name in names)]
+    chosen = [f for f in fields(cls) if names is None or f.name in names]
     defaults, helps = defaults or {}, helps or {}
 
     def decorate(fn):

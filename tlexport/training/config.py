@@ -54,7 +54,7 @@ def _number(v) -> str:
 
 def option(default=MISSING, help: str = "", *, choices: tuple = (), range: Range | None = None,
            what: str = "", note: str = "", flag: str | None = None, kind: str | None = None,
-           resumable: bool = False, cli: bool = True):
+           resumable: bool = False):
     """A TrainConfig field with what the CLI and the docs need to know about it.
 
     Args:
@@ -64,10 +64,9 @@ def option(default=MISSING, help: str = "", *, choices: tuple = (), range: Range
         kind: "path" or "arch": the Click type the CLI uses for the value.
         resumable: `train --resume` may change it (it changes where or how fast the run goes,
             never what it computes).
-        cli: False for a field that no command line sets.
     """
     meta = {"help": help, "choices": tuple(choices), "range": range, "what": what, "note": note,
-            "flag": flag, "kind": kind, "resumable": resumable, "cli": cli}
+            "flag": flag, "kind": kind, "resumable": resumable}
     return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
 
 

@@ -28,12 +28,20 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-class TrainingInterrupted(TlexportError):
-    """A run was stopped by Ctrl-C or SIGTERM; the message says what is saved and how to go on."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """A run was stopped by Ctrl-C or SIGTERM; the message says what is saved and how to go on.
+    A KeyboardInterrupt, as Ctrl-C is, so `except Exception` does not swallow it; `exit_code` is
+    130 for SIGINT, 143 for SIGTERM."""
 
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
-        self.exit_code = 128 + signum
+        self.signum, self.exit_code = signum, 128 + signum
+
+    def as_error(self) -> TlexportError:
+        """The same message and exit code as a TlexportError (for the CLI's one-line report)."""
+        error = TlexportError(str(self))
+        error.exit_code = self.exit_code
+        return error
 
 
 class _State:
