@@ -210,7 +210,7 @@ def sec_train_syn(ctx: Ctx, compiled: bool = False) -> dict:
     """The training step on random tensors already on the device: what the GPU sustains."""
     import torch
 
-    from tlexport.training.loop import train_step
+    from tlexport.training.engine import Engine
 
     arch, batch, px = size(ctx, ("resnet50", 256, 224), ("resnet18", 8, 64))
     dev, model, opt, dtype, scaler = _train_setup(ctx, arch, 1000)
@@ -219,11 +219,11 @@ def sec_train_syn(ctx: Ctx, compiled: bool = False) -> dict:
     xs = [torch.randn(batch, 3, px, px, device=dev, generator=g).contiguous(memory_format=torch.channels_last)
           for _ in range(2)]
     ys = [torch.randint(0, 1000, (batch,), device=dev, generator=g) for _ in range(2)]
-    crit, i = torch.nn.CrossEntropyLoss(), [0]
+    engine, i = Engine(opt, torch.nn.CrossEntropyLoss(), scaler=scaler, dtype=dtype), [0]
 
     def step():
         k = i[0] % 2
-        train_step(fn, xs[k], ys[k], opt, scaler, crit, dtype)
+        engine.step(fn, [(xs[k], ys[k])])
         i[0] += 1
 
     warm = size(ctx, 20 if compiled else 15, 2)
@@ -291,7 +291,7 @@ def _loader(ctx: Ctx, arch: str, batch: int, px: int, workers: int):
     from tlexport.data.folders import scan
     from tlexport.models import default_preprocess
     from tlexport.training.config import TrainConfig
-    from tlexport.training.loop import make_loaders
+    from tlexport.training.inputs import make_loaders
     from tlexport.training.torchutil import resolve_device
 
     root = ctx.result("data")["root"]
@@ -319,7 +319,8 @@ def sec_train_real(ctx: Ctx) -> dict:
     """The synthetic section's step, fed from JPEG files by tlexport's DataLoader."""
     import torch
 
-    from tlexport.training.loop import default_workers, train_step
+    from tlexport.training.engine import Engine
+    from tlexport.training.inputs import default_workers
     from tlexport.training.torchutil import resolve_device, to_device
 
     arch, batch, px = size(ctx, ("resnet50", 256, 224), ("resnet18", 8, 64))
@@ -328,11 +329,12 @@ def sec_train_real(ctx: Ctx) -> dict:
     default = default_workers(resolve_device(ctx.device))
     loader_only = [_loader_rate(ctx, arch, batch, px, w) for w in sorted({workers, min(default, workers)})]
     dev, model, opt, dtype, scaler = _train_setup(ctx, arch, 6)
-    it, crit = _endless(_loader(ctx, arch, batch, px, workers)), torch.nn.CrossEntropyLoss()
+    it = _endless(_loader(ctx, arch, batch, px, workers))
+    engine = Engine(opt, torch.nn.CrossEntropyLoss(), scaler=scaler, dtype=dtype)
 
     def step():
         x, y = to_device(next(it), dev)
-        train_step(model, x, y, opt, scaler, crit, dtype)
+        engine.step(model, [(x, y)])
         return len(y)
 
     r = timed_steps(step, ctx.device, batch, size(ctx, 8, 1), *size(ctx, (30, 5.0, 40.0), (3, 0.0, 60.0)))

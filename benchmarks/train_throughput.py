@@ -6,7 +6,7 @@ Both run in the same process on the same generated JPEG files, same architecture
 - plain:    PIL load, Resize((224, 224)), ToTensor, Normalize((0.5,)*3, (0.5,)*3), SGD lr 1e-3
             momentum 0.9, contiguous NCHW, fp32, DataLoader without workers (the original recipe)
 - tlexport: tlexport.training's own Dataset / transforms / DataLoader (make_loaders) and step
-            (train_epoch): channels-last, mixed precision + cudnn.benchmark on CUDA, loader workers
+            (the training engine): channels-last, mixed precision + cudnn.benchmark on CUDA, loader workers
             where the device has cores to spare; discriminative LR off (full fine-tuning)
 
 Extra variants (`--variants`) isolate single changes so a speed-up can be attributed:
@@ -134,11 +134,12 @@ class _StepCounter:
 
 
 def tlexport_variant(data_root, arch, device, warmup, steps, workers=None, compile_model=False, precision="auto"):
-    """images/s of tlexport.training's own loaders and train_epoch (full fine-tuning)."""
+    """images/s of tlexport.training's own loaders and engine (full fine-tuning)."""
     from tlexport import models
     from tlexport.data.folders import scan
     from tlexport.training.config import TrainConfig
-    from tlexport.training.loop import make_loaders, train_epoch
+    from tlexport.training.engine import Engine
+    from tlexport.training.inputs import image_batches, make_loaders
     from tlexport.training.schedule import make_optimizer
     from tlexport.training.torchutil import resolve_precision
 
@@ -160,13 +161,15 @@ def tlexport_variant(data_root, arch, device, warmup, steps, workers=None, compi
     counter = _StepCounter()
     constant_lr = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
+    engine = Engine(opt, crit, scheduler=constant_lr, scaler=scaler, dtype=dtype)
+
     def run(n):
-        """n steps through train_epoch (restarting the loader when an epoch ends)."""
+        """n steps through the training engine (restarting the loader when an epoch ends)."""
         counter.images, counter.steps = 0, 0
         start = time.perf_counter()
         while counter.steps < n:
             left = n - counter.steps
-            train_epoch(run_model, loader, opt, scaler, crit, device, dtype, constant_lr, counter, max_steps=left)
+            engine.epoch(run_model, image_batches(loader, device, left), left, counter)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return counter.images, time.perf_counter() - start

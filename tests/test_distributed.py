@@ -67,16 +67,24 @@ def test_the_failure_report_names_the_rank_that_died_not_the_ones_stopped_after_
 AUDIT = textwrap.dedent('''
     import os, sys
     RUN, LOG = os.environ["AUDIT_RUN_DIR"], os.environ["AUDIT_LOG_DIR"]
+    DATA, MARKER = os.environ["AUDIT_DATA_DIR"], os.environ["AUDIT_MARKER"]
     busy = False
     def hook(event, args):
         global busy
         if busy or event not in ("open", "os.rename", "os.mkdir", "os.remove"):
             return
+        path = os.fsdecode(args[0]) if isinstance(args[0], (str, bytes, os.PathLike)) else ""
         if event == "open":
             mode, flags = args[1], args[2]
             if not (mode and set(mode) & set("wax+")) and not (mode is None and flags & (os.O_WRONLY | os.O_RDWR)):
+                # rank 1 reads a training image once epoch 1 is saved: the job is inside a later epoch
+                if (path.startswith(DATA) and os.environ.get("RANK") == "1" and not os.path.exists(MARKER)
+                        and os.path.exists(os.path.join(RUN, "checkpoint.pt"))):
+                    busy = True
+                    open(MARKER, "w").close()
+                    busy = False
                 return
-        if not isinstance(args[0], (str, bytes, os.PathLike)) or not os.fsdecode(args[0]).startswith(RUN):
+        if not path.startswith(RUN):
             return
         busy = True
         with open(os.path.join(LOG, f"{os.getpid()}.log"), "a") as f:
@@ -86,14 +94,16 @@ AUDIT = textwrap.dedent('''
 ''')
 
 
-def _audit_env(tmp_path, run):
-    """Every process of the job logs its writes under `run` (a sitecustomize audit hook)."""
+def _audit_env(tmp_path, run, data):
+    """Every process of the job logs its writes under `run` (a sitecustomize audit hook), and rank 1
+    leaves a marker file once it reads images after the first checkpoint."""
     hooks, logs = tmp_path / "hooks", tmp_path / "writes"
     hooks.mkdir()
     logs.mkdir()
     (hooks / "sitecustomize.py").write_text(AUDIT)
     root = str(Path(tlexport.__file__).resolve().parents[1])
-    return {"AUDIT_RUN_DIR": str(run), "AUDIT_LOG_DIR": str(logs),
+    return {"AUDIT_RUN_DIR": str(run), "AUDIT_LOG_DIR": str(logs), "AUDIT_DATA_DIR": str(data),
+            "AUDIT_MARKER": str(tmp_path / "inside-epoch"),
             "PYTHONPATH": os.pathsep.join([str(hooks), root, os.environ.get("PYTHONPATH", "")])}, logs
 
 
@@ -113,17 +123,21 @@ def _kill_rank(rank: int, marker: str) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker through /proc")
 def test_two_process_job_dies_cleanly_resumes_and_exports(tmp_path, tiny_data, monkeypatch):
     run = tmp_path / "run"
-    env, logs = _audit_env(tmp_path, run)
+    env, logs = _audit_env(tmp_path, run, tiny_data)
     marker = uuid.uuid4().hex  # the workers inherit the launcher's environment: this job's rank 1 alone is killed
+    # 40 epochs: the job cannot end before the kill (it waits for the marker, then kills at once);
+    # --accumulate 2 runs the engine's DDP no_sync path in both stages
     job = subprocess.Popen(
         [sys.executable, "-m", "tlexport", "train", "--data", str(tiny_data), *TINY, "--epochs", "40",
-         "--freeze-epochs", "1", "--nproc", "2", "--out", str(run), "--quiet"],
+         "--freeze-epochs", "1", "--accumulate", "2", "--nproc", "2", "--out", str(run), "--quiet"],
         env={**os.environ, **env, "TEST_JOB": marker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run / "checkpoint.pt").exists() and job.poll() is None and time.time() < deadline:
+    inside = Path(env["AUDIT_MARKER"])
+    deadline = time.monotonic() + 300  # a bound on a hang, not a timing assumption
+    while not inside.exists() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert inside.exists(), job.communicate(timeout=60)[1] if job.poll() is not None else "no marker"
     killed = _kill_rank(1, f"TEST_JOB={marker}")
-    _, err = job.communicate(timeout=120)
+    _, err = job.communicate(timeout=300)
     assert killed, err
     assert job.returncode == 1
     expected = (f"Error: rank 1 died (SIGKILL); the job stopped. Its last finished epoch is saved: "

@@ -14,9 +14,10 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-def test_amp_training_step_learns_on_cuda():
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_amp_training_step_learns_on_cuda(accumulate):
     from tlexport import models
-    from tlexport.training.loop import train_step
+    from tlexport.training.engine import Engine
     from tlexport.training.torchutil import amp_dtype, resolve_device
 
     dev = resolve_device("cuda:0")
@@ -28,12 +29,16 @@ def test_amp_training_step_learns_on_cuda():
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     x = torch.randn(8, 3, 64, 64, device=dev).contiguous(memory_format=torch.channels_last)
     y = torch.arange(8, device=dev) % 3
-    crit = torch.nn.CrossEntropyLoss()
+    engine = Engine(opt, torch.nn.CrossEntropyLoss(), scaler=scaler, dtype=dtype, accumulate=accumulate)
+    group = [(x[i::accumulate], y[i::accumulate]) for i in range(accumulate)]  # micro-batches of the same 8 images
+    out_dtypes = []
+    model.register_forward_hook(lambda module, inputs, output: out_dtypes.append(output.dtype))
     losses = []
     for _ in range(12):  # one fixed batch: a working step drives its loss down
-        loss, logits = train_step(model, x, y, opt, scaler, crit, dtype)
-        losses.append(loss.item())
-    assert logits.dtype == dtype  # the forward pass ran under autocast
+        totals = engine.step(model, group)
+        losses.append(totals.loss_sum / totals.images)
+    assert out_dtypes and set(out_dtypes) == {dtype}  # the forward pass ran under autocast
+    assert len(out_dtypes) == 12 * accumulate
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

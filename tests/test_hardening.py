@@ -367,10 +367,10 @@ def test_last_training_batch_of_one_image_does_not_crash_batchnorm(tmp_path):
 
 # ---- 3. runs: stopped before the first checkpoint, resume on changed data, devices ----------------
 def test_run_killed_before_its_first_checkpoint_has_a_way_forward(tmp_path, tiny_data, monkeypatch):
-    from tlexport.training import loop
+    from tlexport.training import session
 
     out = tmp_path / "run"
-    monkeypatch.setattr(loop._Session, "loop", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(session.Session, "loop", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
     assert invoke("train", "--data", tiny_data, *TINY, "--epochs", 1, "--max-steps", 1, "--out", out).exit_code == 130
     monkeypatch.undo()
     assert (out / "run.json").is_file() and not (out / "checkpoint.pt").exists()

@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .data.preprocess import Preprocess
-from .errors import WeightsError, first_line
+from .errors import ArtifactError, WeightsError, first_line
+from .run import RunDir, RunError
 from .tables import archs
 
 
@@ -179,10 +179,14 @@ def build(arch: str, num_classes: int, weights: str = "imagenet", image_size: in
 
 @dataclass
 class Run:
-    """A finished (or running) training run as stored on disk."""
+    """A finished (or running) training run as stored on disk (read through tlexport.run)."""
 
     dir: Path
     meta: dict
+
+    @property
+    def folder(self) -> RunDir:
+        return RunDir(self.dir)
 
     @property
     def arch(self) -> str:
@@ -197,17 +201,16 @@ class Run:
         return Preprocess.from_dict(self.meta["preprocess"])
 
     def weights_file(self, which: str = "best") -> Path:
-        return self.dir / f"{which}.safetensors"
+        return self.folder.weights_file(which)
 
     def samples(self, split: str = "val") -> list[tuple[Path, int]]:
         """The (path, label) list of the run's train or val split, from split.json ([] when the
         run has no record or its data folder has moved)."""
-        record_file = self.dir / "split.json"
-        if not record_file.is_file():
+        record = self.folder.read_split()
+        if record is None:
             return []
-        record = json.loads(record_file.read_text())
         root = Path(record["root"])
-        out = [(root / rel, int(y)) for rel, y in record.get(split, [])]
+        out = [(root / rel, y) for rel, y in record[split] if y < len(self.classes)]
         return [s for s in out if s[0].is_file()]
 
     def load_model(self, which: str = "best", device="cpu"):
@@ -217,22 +220,22 @@ class Run:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise WeightsError(f"{self.weights_file(which)} does not match run.json ({first_line(e)})") from None
+            raise WeightsError(f"{self.weights_file(which)} does not match {self.folder.meta_file.name} "
+                               f"({first_line(e)})") from None
         return model.to(device).eval()
 
 
 def load_run(run_dir: Path | str) -> Run:
-    """Read a run directory written by `tlexport train`."""
-    run_dir = Path(run_dir).expanduser()
-    meta_file = run_dir / "run.json"
-    if not run_dir.is_dir():
-        raise WeightsError(f"run directory {run_dir} does not exist")
-    if not meta_file.is_file():
-        raise WeightsError(f"{run_dir} is not a tlexport run (no run.json)")
+    """Read a run directory written by `tlexport train`.
+
+    Raises:
+        RunError: the folder is missing, is not a run, or its run.json is damaged (the
+            preprocessing included: it is checked here, before any command relies on it).
+    """
+    folder = RunDir(run_dir)
+    meta = folder.read_meta()
     try:
-        meta = json.loads(meta_file.read_text())
-        for key in ("arch", "classes", "preprocess"):
-            meta[key]
-    except (ValueError, KeyError) as e:
-        raise WeightsError(f"{meta_file} is damaged ({first_line(e)})") from None
-    return Run(run_dir, meta)
+        Preprocess.from_dict(meta["preprocess"], str(folder.meta_file))
+    except ArtifactError as e:
+        raise RunError(str(e)) from None  # names the file and the field
+    return Run(folder.path, meta)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import click
 
+from ..run.layout import WEIGHTS
+from ..training.config import TrainConfig
 from .common import console, emit_json, error_boundary
+from .trainopts import config_options
 
 
 @click.command("eval")
 @click.argument("run_dir", type=click.Path())
 @click.option("--data", type=click.Path(), help="Labelled folder (<class>/*); default the run's val split.")
-@click.option("--weights", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--weights", "which", default="best", show_default=True, type=click.Choice(list(WEIGHTS)),
+              help="The best epoch's weights or the last one's.")
+@config_options(TrainConfig, ("batch_size", "device"), helps={"batch_size": "Images per forward pass."})
 @click.option("--out", type=click.Path(), help="Folder for confusion.png and eval.json (default RUN_DIR/eval).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @error_boundary

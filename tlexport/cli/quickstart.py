@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import click
 
+from ..training.config import TrainConfig
 from .common import console, error_boundary
 from .train import RichTrainProgress
+from .trainopts import config_options
 
 
 @click.command("quickstart")
 @click.option("--out", default="tlexport-quickstart", show_default=True, type=click.Path(),
               help="Folder for the generated data, the run and its exports (must be empty).")
-@click.option("--epochs", default=12, show_default=True, type=int)
+@config_options(TrainConfig, ("epochs",), defaults={"epochs": 12}, helps={"epochs": "Epochs to train."})
 @error_boundary
 def command(out, epochs):
     """Run the whole pipeline offline on a generated shapes dataset (resnet18, a few minutes)."""
     from .. import render
     from ..demo import quickstart
 
+    from ..training.signals import TrainingInterrupted
+
     con = console()
     progress = RichTrainProgress(con)
     try:
         result = quickstart(out, epochs=epochs, progress=progress)
+    except TrainingInterrupted as e:
+        raise e.as_error() from None
     finally:
         progress.close()
     render.train_summary(con, result.train)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import click
 
+from ..training.config import RESUMABLE, TrainConfig, check_value, flag_of
 from .common import console, emit_json, error_boundary, given
+from .trainopts import config_options
 
 
 class RichTrainProgress:
@@ -45,13 +49,17 @@ class RichTrainProgress:
 
 def run_training(fn, quiet, as_json, summary=True):
     """Run `fn(progress)` with a progress bar, then print its TrainResult (table or JSON; none
-    without `summary`)."""
+    without `summary`). A run stopped by Ctrl-C or SIGTERM becomes its one-line error with its
+    own exit code (130 / 143) and the way to resume."""
     from ..render import train_summary
+    from ..training.signals import TrainingInterrupted
 
     con = console(quiet or as_json)
     progress = RichTrainProgress(con)
     try:
         result = fn(progress)
+    except TrainingInterrupted as e:
+        raise e.as_error() from None
     finally:
         progress.close()
     if as_json:
@@ -61,82 +69,12 @@ def run_training(fn, quiet, as_json, summary=True):
     return result
 
 
-class ArchType(click.ParamType):
-    """--arch: any name in the architecture registry (a bad name is Click's usual "Invalid value",
-    with the closest names suggested)."""
-
-    name = "arch"
-
-    def convert(self, value, param, ctx):
-        from ..errors import UsageError
-        from ..tables import archs
-
-        try:
-            return archs.get(value).name
-        except UsageError as e:
-            self.fail(str(e), param, ctx)
-
-
 @click.command("train")
-@click.option("--data", type=click.Path(), help="Image folder: <class>/* or train/<class>/* + val/<class>/*.")
-@click.option("--arch", default="resnet50", show_default=True, type=ArchType(),
-              help="Any torchvision classifier (`tlexport archs` lists them): resnet18..152, mobilenet_v3_small, "
-                   "efficientnet_b0, regnet_x_400mf, convnext_tiny, vit_b_16, swin_t, ...")
-@click.option("--weights", default="imagenet", show_default=True,
-              help="imagenet (torchvision's, via its cache), none (from scratch), or a .safetensors/.pt/.pth path.")
-@click.option("--epochs", default=10, show_default=True, type=int)
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adamw"]))
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--momentum", default=0.9, show_default=True, type=float)
-@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
-@click.option("--label-smoothing", default=0.0, show_default=True, type=float)
-@click.option("--scheduler", default="cosine", show_default=True, type=click.Choice(["cosine", "step"]))
-@click.option("--warmup-epochs", default=0.0, show_default=True, type=float, help="Linear LR warm-up length.")
-@click.option("--step-size", default=0, type=int, help="Epochs per LR step for --scheduler step (default: a third of the run).")
-@click.option("--freeze-epochs", default=0, show_default=True, type=int, help="Train only the new head for N epochs first.")
-@click.option("--backbone-lr-mult", default=0.1, show_default=True, type=float, help="Backbone LR = lr x this, once unfrozen.")
-@click.option("--augment/--no-augment", default=True, show_default=True, help="RandomResizedCrop + horizontal flip.")
-@click.option("--crop-scale", default=0.08, show_default=True, type=float,
-              help="Smallest image area fraction a random crop keeps (raise it when objects are small).")
-@click.option("--val-fraction", default=0.2, show_default=True, type=float, help="Val share when DATA has no val/ folder.")
-@click.option("--image-size", type=int, help="Crop size fed to the network (default: the weights' own, e.g. 224).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", type=int, help="Data loader processes (default: by device and cores).")
-@click.option("--max-steps", type=int, help="Cap on steps per epoch (smoke tests).")
-@click.option("--out", type=click.Path(), help="Run directory (default runs/<arch>-<time>).")
-@click.option("--name", help="Run name under runs/ when --out is not given.")
+@config_options(TrainConfig)
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue RUN_DIR from its checkpoint with its stored options.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out (its run files are removed).")
-@click.option("--ema", default=0.0, show_default=True, type=float,
-              help="Keep an EMA of the weights with this decay per step (e.g. 0.9998); it is validated and saved. 0 = off.")
-@click.option("--mixup", default=0.0, show_default=True, type=float, help="MixUp Beta(alpha, alpha) per batch; 0 = off.")
-@click.option("--cutmix", default=0.0, show_default=True, type=float, help="CutMix Beta(alpha, alpha) per batch; 0 = off.")
-@click.option("--mixup-prob", default=1.0, show_default=True, type=float, help="Chance a batch is mixed at all.")
-@click.option("--mixup-switch-prob", default=0.5, show_default=True, type=float,
-              help="Chance of CutMix instead of MixUp when both are on.")
-@click.option("--auto-augment", default="none", show_default=True, type=click.Choice(["rand", "trivial", "none"]),
-              help="RandAugment or TrivialAugmentWide after the random crop and flip.")
-@click.option("--patience", default=0, show_default=True, type=int,
-              help="Stop when val accuracy has not improved for N epochs; 0 = off.")
-@click.option("--class-weights", default="none", show_default=True, type=click.Choice(["auto", "none"]),
-              help="auto: inverse-frequency class weights in the loss (imbalanced data).")
-@click.option("--balanced-sampler", is_flag=True, help="Draw every class equally often (seeded, with replacement).")
-@click.option("--config", "config_file", type=click.Path(),
-              help="YAML or JSON file of train options (keys as the flags: batch_size or batch-size); flags given win.")
-@click.option("--linear-probe", is_flag=True, help="Train only the new head, every epoch (frozen backbone).")
-@click.option("--cache-views", default=0, show_default=True, type=int,
-              help="Head stage: augmented views cached per image (0: one view, eval preprocessing).")
-@click.option("--feature-cache", default="auto", show_default=True, type=click.Choice(["auto", "memory", "disk", "off"]),
-              help="Head stage (frozen backbone) trains on backbone features computed once per image, kept in "
-                   "memory or in RUN/feature-cache (auto: disk above 2 GiB); off runs the frozen model every epoch.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
-              help="Autocast: auto = AMP on CUDA, bf16 on CPUs with AVX-512 BF16/AMX where a probe finds it faster.")
-@click.option("--dist-timeout", default=900.0, show_default=True, type=float,
-              help="Distributed: seconds a rank waits for the others before the job fails.")
 @click.option("--nproc", type=int, help="Train data-parallel in N processes on this machine (torchrun's launcher).")
 @error_boundary
 def command(resume_dir, as_json, quiet, overwrite, nproc, **options):
@@ -159,16 +97,16 @@ def command(resume_dir, as_json, quiet, overwrite, nproc, **options):
     D.cleanup()
 
 
-# Where and how fast a resumed run goes may change; what it computes may not.
-RESUME_OPTIONS = ("epochs", "device", "workers", "dist_timeout")
-
-
 def check_resume_flags(options: dict, overwrite: bool) -> None:
-    fixed = [name for name in options if name not in RESUME_OPTIONS and given(name)]
+    """With --resume only the resumable options (where and how fast the run goes, never what it
+    computes) may be given."""
+    flag = {f.name: flag_of(f) for f in fields(TrainConfig)}
+    fixed = [flag[name] for name in options if name not in RESUMABLE and given(name)]
     if fixed or overwrite:
-        flags = ", ".join("--" + n.replace("_", "-") for n in fixed + (["overwrite"] if overwrite else []))
+        flags = ", ".join(fixed + (["--overwrite"] if overwrite else []))
+        allowed = ", ".join(flag[n] for n in RESUMABLE)
         raise click.UsageError(f"{flags} cannot be given with --resume (the run keeps its stored options; "
-                               "only --epochs, --device, --workers, --dist-timeout and --nproc can change)")
+                               f"only {allowed} and --nproc can change)")
 
 
 def with_config_file(options: dict) -> dict:
@@ -186,12 +124,11 @@ def with_config_file(options: dict) -> dict:
 
 def train_or_resume(resume_dir, quiet, as_json, overwrite, options):
     from ..training import distributed as D
-    from ..training.config import TrainConfig
     from ..training.loop import resume, train
 
     summary = not D.launched()  # under --nproc the launcher prints it
     if resume_dir:
-        picked = {k: options[k] for k in RESUME_OPTIONS if given(k)}
+        picked = {k: options[k] for k in RESUMABLE if given(k)}
         return run_training(lambda p: resume(resume_dir, progress=p, **picked), quiet, as_json, summary)
     cfg = TrainConfig(**options)
     return run_training(lambda p: train(cfg, progress=p, overwrite=overwrite), quiet, as_json, summary)
@@ -220,30 +157,31 @@ def as_worker(fn):
 def launch_training(resume_dir, nproc, quiet, as_json, overwrite, options):
     """`--nproc N`: check what can be checked here, start N workers with the same options (and
     one --out for all), then print the main worker's result or the failure in one line."""
-    from pathlib import Path
-
-    from ..errors import TlexportError
+    from ..run import RunDir
     from ..training import distributed as D
-    from ..training.config import TrainConfig
-    from ..training.loop import check_new_run_dir, default_run_dir
+    from ..training.loop import check_new_run, default_run_dir
 
     if resume_dir:
-        run_dir = Path(resume_dir).expanduser()
+        for name in RESUMABLE:  # here, not in N workers
+            if given(name):
+                check_value(TrainConfig, name, options[name])
+        folder = RunDir(resume_dir)
+        with folder.writing(create=False):  # a live or missing run is told here, in one line
+            folder.require()
         args = forward_args(exclude={"nproc", "as_json", "quiet"})
     else:
         cfg = TrainConfig(**options)
         cfg.validate()
-        run_dir = default_run_dir(cfg)
-        check_new_run_dir(run_dir, overwrite)
-        args = forward_args(exclude={"nproc", "as_json", "quiet", "out"}) + ["--out", str(run_dir)]
+        folder = RunDir(default_run_dir(cfg))
+        check_new_run(cfg, folder.path, overwrite)
+        args = forward_args(exclude={"nproc", "as_json", "quiet", "out"}) + ["--out", str(folder)]
     args += ["--quiet"] if quiet or as_json else []
     try:
         result = D.launch(nproc, args)
-    except TlexportError as e:
-        if (run_dir / "checkpoint.pt").is_file():
-            raise TlexportError(f"{e}; the job stopped. Its last finished epoch is saved: "
-                                f"tlexport train --resume {run_dir} --nproc {nproc}") from None
-        raise TlexportError(f"{e}; the job stopped") from None
+    except (D.WorkerFailed, D.LauncherStopped) as e:  # keeps its exit code (1 or 2; 130/143 when stopped)
+        saved = f". Its last finished epoch is saved: tlexport train --resume {folder} --nproc {nproc}"
+        e.args = (f"{e}; the job stopped" + (saved if folder.has_checkpoint() else ""),)
+        raise
     show_result(result, quiet, as_json)
 
 
@@ -265,18 +203,10 @@ def forward_args(exclude: set) -> list[str]:
 
 
 def show_result(result: dict, quiet: bool, as_json: bool) -> None:
-    from pathlib import Path
-
     from ..render import train_summary
-    from ..training.loop import EpochStats, TrainResult
+    from ..training.history import TrainResult
 
     if as_json:
         emit_json(result)
     elif not quiet:
-        train_summary(console(), TrainResult(
-            run_dir=Path(result["run_dir"]), classes=result["classes"],
-            best_val_accuracy=result["best_val_accuracy"], best_epoch=result["best_epoch"],
-            epochs=result["epochs"], weights_file=Path(result["weights_file"]),
-            weights_source=result["weights_source"], device=result["device"],
-            history=[EpochStats(**h) for h in result["history"]], skipped=result["skipped_files"],
-            notes=result.get("notes", []), stopped_epoch=result.get("stopped_epoch")))
+        train_summary(console(), TrainResult.from_dict(result))

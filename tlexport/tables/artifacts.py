@@ -359,10 +359,12 @@ def find_run_dir(export_dir: Path | str, run_dir=None, *, required: bool = True)
         manifest = {}  # the run is found from the parent folder; the artifacts' reader reports it
     run = manifest.get("run") if isinstance(manifest.get("run"), dict) else {}
     recorded = [Path(c) for c in (run.get("dir"),) if isinstance(c, str) and c]
+    from ..run import RUN_JSON
+
     for cand in (*recorded, export_dir.parent, export_dir):
-        if (cand / "run.json").is_file():
+        if (cand / RUN_JSON).is_file():
             return cand
     if not required:
         return None
-    raise UsageError(f"cannot find the training run of {export_dir} (no run.json in its manifest's "
+    raise UsageError(f"cannot find the training run of {export_dir} (no {RUN_JSON} in its manifest's "
                      "run dir or parent folder); pass --run-dir")

@@ -1,37 +1,87 @@
-"""What a run directory holds between epochs: safetensors weights, the resumable checkpoint
-(plain tensors, loads with weights_only=True), RNG state and metrics.csv. All written atomically."""
+"""What a run folder holds between epochs, from the training side: run.json's content, the
+safetensors weights, the resumable checkpoint (plain tensors, loads with weights_only=True) with
+the RNG state, and metrics.csv. The files themselves are named, written (atomically) and read by
+tlexport.run."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
-from dataclasses import asdict, fields
-from pathlib import Path
+from dataclasses import asdict
 
-from ..fileio import write_bytes, write_text
-
-
-def save_weights(model, path: Path, meta: dict) -> None:
-    """best/last weights as safetensors (plain contiguous tensors, strict-loadable by torchvision)."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_bytes(path, save(state, metadata={k: json.dumps(v) for k, v in meta.items()}))
+from .. import __version__
+from ..envinfo import versions
+from ..run import RunDir
+from ..run.layout import SKIPPED
+from . import distributed as D
+from .recipe import ema_state, recipe_meta
 
 
-def save_checkpoint(path: Path, model, optimizer, scaler, scheduler, state: dict) -> None:
+def run_meta(session) -> dict:
+    """run.json: what the run is (arch, classes, preprocessing, weights, data), where and how it
+    ran, its metrics so far, every option (what resume rebuilds it from) and the recipe."""
+    cfg, inputs, model = session.cfg, session.inputs, session.trainable
+    scanned = inputs.scanned
+    return {
+        "tlexport_version": __version__,
+        "arch": cfg.arch,
+        "classes": scanned.classes,
+        "preprocess": inputs.pre.to_dict(),
+        "weights": model.source.to_dict(),
+        "data": {
+            "root": str(scanned.root.resolve()), "layout": scanned.layout,
+            "train_images": len(scanned.train), "val_images": len(scanned.val),
+            "skipped": len(scanned.skipped),
+        },
+        "device": str(session.device),
+        "mixed_precision": str(model.dtype).replace("torch.", "") if model.dtype else None,
+        "precision_reason": model.precision_reason,
+        "world_size": D.world_size(),
+        "metrics": session.history.metrics(),
+        "options": asdict(cfg),
+        "recipe": recipe_meta(cfg, scanned.train, len(scanned.classes), session.history.stopper),
+        "versions": versions(("torch", "torchvision")),
+    }
+
+
+def write_start_files(folder: RunDir, session, progress) -> None:
+    """split.json, skipped.txt (if files were skipped) and run.json, before the first epoch."""
+    scanned = session.inputs.scanned
+    folder.write_split(scanned.split_record())
+    if scanned.skipped:
+        skipped = folder.file(SKIPPED)
+        scanned.write_skipped(skipped)
+        progress.message(f"warning: skipped {len(scanned.skipped)} unreadable file(s); see {skipped}")
+    folder.write_meta(run_meta(session))
+
+
+def save_epoch(folder: RunDir, session, is_best: bool) -> None:
+    """Every file of a finished epoch: best (if it is) and last weights, the checkpoint, metrics.csv
+    and run.json."""
+    model, history = session.trainable, session.history
+    meta = {"arch": session.cfg.arch, "classes": session.inputs.classes, "preprocess": session.inputs.pre.to_dict()}
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.eval_model.state_dict().items()}
+    if is_best:
+        folder.write_weights("best", weights, meta)
+    folder.write_weights("last", weights, meta)
+    state = history.state_dict()
+    if model.ema is not None:
+        state["ema"] = ema_state(model.ema)
+    folder.write_checkpoint(checkpoint_payload(model, state))
+    folder.write_metrics([asdict(h) for h in history.epochs])
+    folder.write_meta(run_meta(session))
+
+
+def checkpoint_payload(model, state: dict) -> dict:
     """Everything needed to resume, as tensors and plain types (loads with weights_only=True)."""
     import numpy as np
     import torch
 
     np_state = np.random.get_state()
-    payload = {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
-        "scheduler": scheduler.state_dict(),
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.model.state_dict().items()},
+        "optimizer": model.optimizer.state_dict(),
+        "scaler": model.scaler.state_dict() if model.scaler is not None else {},
+        "scheduler": model.scheduler.state_dict(),
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -41,9 +91,6 @@ def save_checkpoint(path: Path, model, optimizer, scaler, scheduler, state: dict
         },
         **state,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_bytes(path, buffer.getvalue())
 
 
 def restore_rng(rng: dict) -> None:
@@ -68,13 +115,3 @@ def restore_cuda_rng(states: list) -> int:
     for index in range(n):
         torch.cuda.set_rng_state(states[index], device=index)
     return n
-
-
-def write_metrics(run_dir: Path, history: list) -> None:
-    """metrics.csv: one row per finished epoch (EpochStats dataclasses)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(history[0])] if history else [])
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(row).items()})
-    write_text(run_dir / "metrics.csv", buffer.getvalue())

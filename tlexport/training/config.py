@@ -1,112 +1,208 @@
-"""Every option of `tlexport train`, validated before anything is written."""
+"""Every option of `tlexport train`, defined once: a TrainConfig field carries its default, its
+help, its choices or range, and whether a resumed run may change it. Validation, the Click
+options of `train`, `lr-find` and `eval`, and the options table in docs/train.md are all derived
+from these fields, so a new recipe option is one field plus the code that uses it."""
 
 from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import UsageError, first_line
+from ..run.jsonio import MAX_DEPTH, depth
 from ..tables import archs
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("cosine", "step")
+AUTO_AUGMENT = ("rand", "trivial", "none")
+CLASS_WEIGHTS = ("auto", "none")
+CACHE_MODES = ("auto", "memory", "disk", "off")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: lo/hi bounds (None: unbounded), each closed or open."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        return self.hi is None or not (value > self.hi or (self.hi_open and value == self.hi))
+
+    def words(self) -> str:
+        """'at least 1', '>= 0', 'positive', 'in [0, 1)', ..."""
+        lo, hi = _number(self.lo), _number(self.hi)
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {hi}"
+        if self.lo == 0:
+            return "positive" if self.lo_open else ">= 0"
+        return f"> {lo}" if self.lo_open else f"at least {lo}"
+
+
+def _number(v) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}" if v is not None else ""
+
+
+def option(default=MISSING, help: str = "", *, choices: tuple = (), range: Range | None = None,
+           what: str = "", note: str = "", flag: str | None = None, kind: str | None = None,
+           resumable: bool = False):
+    """A TrainConfig field with what the CLI and the docs need to know about it.
+
+    Args:
+        what, note: words around the range in the error ("--ema must be a decay in [0, 1)
+            (e.g. 0.9998; 0 = off), got 1.5").
+        flag: the option's name when it is not --field-name (config_file: --config).
+        kind: "path" or "arch": the Click type the CLI uses for the value.
+        resumable: `train --resume` may change it (it changes where or how fast the run goes,
+            never what it computes).
+    """
+    meta = {"help": help, "choices": tuple(choices), "range": range, "what": what, "note": note,
+            "flag": flag, "kind": kind, "resumable": resumable}
+    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
+
+
+def flag_of(f) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def range_error(f, value) -> str:
+    m = f.metadata
+    words = " ".join(w for w in (m["what"], m["range"].words()) if w)
+    note = f" ({m['note']})" if m["note"] else ""
+    return f"{flag_of(f)} must be {words}{note}, got {value}"
+
+
+def choice_error(f, value) -> str:
+    choices = f.metadata["choices"]
+    return f"unknown {flag_of(f)} {value!r}; use {', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def check_fields(obj) -> None:
+    """Raise UsageError for the first field of a config dataclass outside its range or choices."""
+    for f in fields(obj):
+        check_field(f, getattr(obj, f.name))
+
+
+def check_value(cls, name: str, value) -> None:
+    """One field's check for a value outside a config object (eval's --batch-size, resume's --epochs)."""
+    check_field(next(f for f in fields(cls) if f.name == name), value)
+
+
+def check_field(f, value) -> None:
+    m = f.metadata
+    if value is None or not m:
+        return
+    if m.get("range") is not None and value not in m["range"]:
+        raise UsageError(range_error(f, value))
+    if m.get("choices") and value not in m["choices"]:
+        raise UsageError(choice_error(f, value))
+
+
+AT_LEAST_1, NON_NEGATIVE, POSITIVE = Range(1), Range(0), Range(0, lo_open=True)
+FRACTION = Range(0, 1)
 
 
 @dataclass
 class TrainConfig:
     """Every option of `tlexport train`; stored in run.json so `--resume` can rebuild the run."""
 
-    data: str
-    arch: str = "resnet50"
-    weights: str = "imagenet"  # imagenet | none | path to .safetensors/.pt/.pth
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    scheduler: str = "cosine"  # cosine | step
-    warmup_epochs: float = 0.0
-    step_size: int = 0  # epochs per LR step (0: a third of the run); gamma 0.1
-    freeze_epochs: int = 0
-    backbone_lr_mult: float = 0.1
-    augment: bool = True
-    crop_scale: float = 0.08  # smallest area fraction RandomResizedCrop keeps (torchvision's 0.08)
-    val_fraction: float = 0.2
-    image_size: int | None = None  # crop size; None keeps the weights' (224)
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None
-    max_steps: int | None = None  # cap on steps per epoch (smoke runs, benchmarks)
-    out: str | None = None
-    name: str | None = None
+    data: str = option(help="Image folder: `<class>/*`, or `train/<class>/*` + `val/<class>/*`.", kind="path")
+    arch: str = option("resnet50", "Any torchvision classifier (`tlexport archs` lists them): resnet18..152, "
+                       "mobilenet_v3_small, efficientnet_b0, regnet_x_400mf, convnext_tiny, vit_b_16, swin_t, ...",
+                       kind="arch")
+    weights: str = option("imagenet", "imagenet (torchvision's, via its cache), none (from scratch), or a "
+                          ".safetensors/.pt/.pth path.")
+    epochs: int = option(10, "Epochs to train (with --resume: a new total, to extend a finished run).",
+                         range=AT_LEAST_1, resumable=True)
+    batch_size: int = option(32, "Images per batch and process (an optimisation step takes --accumulate batches).",
+                             range=AT_LEAST_1)
+    accumulate: int = option(1, "Gradient accumulation: micro-batches of --batch-size per optimisation step "
+                             "(the effective batch is N x --batch-size per process); the LR schedule counts "
+                             "optimisation steps.", range=AT_LEAST_1)
+    optimizer: str = option("sgd", "Optimiser.", choices=OPTIMIZERS)
+    lr: float = option(1e-3, "Learning rate of the head (and of the body, see --backbone-lr-mult).", range=POSITIVE)
+    momentum: float = option(0.9, "SGD momentum.", range=Range(0, 1))
+    weight_decay: float = option(1e-4, "Weight decay.", range=NON_NEGATIVE)
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.", range=Range(0, 1, hi_open=True))
+    scheduler: str = option("cosine", "LR schedule after the warm-up: cosine decay to 0, or x0.1 steps.",
+                            choices=SCHEDULERS)
+    warmup_epochs: float = option(0.0, "Linear LR warm-up length.", range=NON_NEGATIVE)
+    step_size: int = option(0, "Epochs per LR step for --scheduler step (0: a third of the run).", range=NON_NEGATIVE)
+    freeze_epochs: int = option(0, "Train only the new head for N epochs first.", range=NON_NEGATIVE)
+    backbone_lr_mult: float = option(0.1, "Backbone LR = lr x this, once unfrozen.", range=NON_NEGATIVE)
+    augment: bool = option(True, "RandomResizedCrop + horizontal flip.")
+    crop_scale: float = option(0.08, "Smallest image area fraction a random crop keeps (raise it when objects "
+                               "are small).", range=Range(0, 1, lo_open=True))
+    val_fraction: float = option(0.2, "Val share when DATA has no val/ folder.",
+                                 range=Range(0, 1, lo_open=True, hi_open=True))
+    image_size: int | None = option(None, "Crop size fed to the network (default: the weights' own, e.g. 224).",
+                                    range=Range(16))
+    seed: int = option(0, "Seed of the split, the initial head, the data order and the augmentation.",
+                       range=Range(-(2**31), 2**31 - 1))
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.", resumable=True)
+    workers: int | None = option(None, "Data loader processes (default: by device and cores).",
+                                 range=NON_NEGATIVE, resumable=True)
+    max_steps: int | None = option(None, "Cap on optimisation steps per epoch (smoke runs, benchmarks).",
+                                   range=AT_LEAST_1)
+    out: str | None = option(None, "Run directory (default runs/<arch>-<time>).", kind="path")
+    name: str | None = option(None, "Run name under runs/ when --out is not given.")
     # ---- recipe options (timm / torchvision references) ----
-    ema: float = 0.0  # EMA decay per step (e.g. 0.9998); 0 = off. Saved weights come from the EMA model
-    mixup: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
-    cutmix: float = 0.0  # CutMix Beta(alpha, alpha); 0 = off
-    mixup_prob: float = 1.0  # chance a batch is mixed at all (timm's --mixup-prob)
-    mixup_switch_prob: float = 0.5  # chance of CutMix rather than MixUp when both are on
-    auto_augment: str = "none"  # rand | trivial | none (torchvision transforms.v2)
-    patience: int = 0  # early stopping: epochs without val improvement; 0 = off
-    class_weights: str = "none"  # auto (inverse frequency) | none
-    balanced_sampler: bool = False
-    config_file: str | None = None  # the --config file the values came from (provenance only)
+    ema: float = option(0.0, "Keep an EMA of the weights with this decay per step (e.g. 0.9998); it is validated "
+                        "and saved. 0 = off.", range=Range(0, 1, hi_open=True), what="a decay",
+                        note="e.g. 0.9998; 0 = off")
+    mixup: float = option(0.0, "MixUp Beta(alpha, alpha) per batch; 0 = off.", range=NON_NEGATIVE, note="0 = off")
+    cutmix: float = option(0.0, "CutMix Beta(alpha, alpha) per batch; 0 = off.", range=NON_NEGATIVE, note="0 = off")
+    mixup_prob: float = option(1.0, "Chance a batch is mixed at all.", range=FRACTION)
+    mixup_switch_prob: float = option(0.5, "Chance of CutMix instead of MixUp when both are on.", range=FRACTION)
+    auto_augment: str = option("none", "RandAugment or TrivialAugmentWide after the random crop and flip.",
+                               choices=AUTO_AUGMENT)
+    patience: int = option(0, "Stop when val accuracy has not improved for N epochs; 0 = off.",
+                           range=NON_NEGATIVE, note="0 = off")
+    class_weights: str = option("none", "auto: inverse-frequency class weights in the loss (imbalanced data).",
+                                choices=CLASS_WEIGHTS)
+    balanced_sampler: bool = option(False, "Draw every class equally often (seeded, with replacement).")
+    config_file: str | None = option(None, "YAML or JSON file of train options (keys as the flags: batch_size or "
+                                     "batch-size); flags given win.", flag="--config", kind="path")
     # ---- how it runs: stages, precision, processes ----
-    linear_probe: bool = False  # train only the head, every epoch
-    cache_views: int = 0  # head stage: augmented views cached per image (0: one eval-preprocessed view)
-    feature_cache: str = "auto"  # head stage features: auto | memory | disk | off
-    precision: str = "auto"  # autocast: auto | fp32 | bf16
-    dist_timeout: float = 900.0  # seconds a rank waits for the others before the job fails
+    linear_probe: bool = option(False, "Train only the new head, every epoch (frozen backbone).")
+    cache_views: int = option(0, "Head stage: augmented views cached per image (0: one view, eval preprocessing).",
+                              range=Range(0, 64))
+    feature_cache: str = option("auto", "Head stage (frozen backbone) trains on backbone features computed once per "
+                                "image, kept in memory or in RUN/feature-cache (auto: disk above 2 GiB); off runs the "
+                                "frozen model every epoch.", choices=CACHE_MODES)
+    precision: str = option("auto", "Autocast: auto = AMP on CUDA, bf16 on CPUs with AVX-512 BF16/AMX where a probe "
+                            "finds it faster.", choices=PRECISIONS)
+    dist_timeout: float = option(900.0, "Distributed: seconds a rank waits for the others before the job fails.",
+                                 range=POSITIVE, resumable=True)
 
     def validate(self) -> None:
         """Raise UsageError for options that cannot work, before anything is written."""
-        spec = archs.get(self.arch)
+        check_fields(self)
         checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (0 <= self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
+            (self.freeze_epochs < self.epochs or self.freeze_epochs == 0,
              f"--freeze-epochs ({self.freeze_epochs}) must be smaller than --epochs ({self.epochs})"),
-            (self.backbone_lr_mult >= 0, "--backbone-lr-mult must be >= 0"),
-            (0 < self.crop_scale <= 1, "--crop-scale must be in (0, 1]"),
-            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
-            (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
-            (self.optimizer in ("sgd", "adamw"), f"unknown --optimizer {self.optimizer!r}"),
-            (self.scheduler in ("cosine", "step"), f"unknown --scheduler {self.scheduler!r}"),
-            (self.image_size is None or self.image_size >= 16, "--image-size must be at least 16"),
-            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
-            (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
-            *self._recipe_checks(),
-            (0 <= self.cache_views <= 64, "--cache-views must be in [0, 64]"),
-            (self.feature_cache in ("auto", "memory", "disk", "off"), f"unknown --feature-cache {self.feature_cache!r}"),
-            (self.precision in ("auto", "fp32", "bf16"), f"unknown --precision {self.precision!r}"),
-            (self.dist_timeout > 0, "--dist-timeout must be positive"),
+            (self.auto_augment == "none" or self.augment, "--auto-augment needs augmentation on (drop --no-augment)"),
+            (not (self.balanced_sampler and self.class_weights == "auto"),
+             "--balanced-sampler and --class-weights auto both correct the imbalance; use one"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        spec = archs.get(self.arch)
         if self.image_size is not None:
             spec.check_size(self.image_size)
 
-    def _recipe_checks(self) -> list[tuple[bool, str]]:
-        return [
-            (0 <= self.ema < 1, f"--ema must be a decay in [0, 1) (e.g. 0.9998; 0 = off), got {self.ema}"),
-            (self.mixup >= 0, f"--mixup must be >= 0 (0 = off), got {self.mixup}"),
-            (self.cutmix >= 0, f"--cutmix must be >= 0 (0 = off), got {self.cutmix}"),
-            (0 <= self.mixup_prob <= 1, f"--mixup-prob must be in [0, 1], got {self.mixup_prob}"),
-            (0 <= self.mixup_switch_prob <= 1, f"--mixup-switch-prob must be in [0, 1], got {self.mixup_switch_prob}"),
-            (self.auto_augment in AUTO_AUGMENT, f"unknown --auto-augment {self.auto_augment!r}; use rand, trivial or none"),
-            (self.auto_augment == "none" or self.augment,
-             "--auto-augment needs augmentation on (drop --no-augment)"),
-            (self.patience >= 0, f"--patience must be >= 0 (0 = off), got {self.patience}"),
-            (self.class_weights in ("auto", "none"), f"unknown --class-weights {self.class_weights!r}; use auto or none"),
-            (not (self.balanced_sampler and self.class_weights == "auto"),
-             "--balanced-sampler and --class-weights auto both correct the imbalance; use one"),
-        ]
 
-
-AUTO_AUGMENT = ("rand", "trivial", "none")
+RESUMABLE = tuple(f.name for f in fields(TrainConfig) if f.metadata["resumable"])
 
 
 # ---- config files -------------------------------------------------------------------------------
@@ -132,9 +228,14 @@ def load_config_file(path: str | Path) -> dict:
     return values
 
 
+CONFIG_MAX_BYTES = 1 << 20
+
+
 def _read_mapping(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"--config {path}: no such file")
+    if path.stat().st_size > CONFIG_MAX_BYTES:
+        raise UsageError(f"--config {path}: too large for a file of options (over {CONFIG_MAX_BYTES} bytes)")
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         if path.suffix.lower() == ".json":
@@ -147,12 +248,16 @@ def _read_mapping(path: Path) -> dict:
             raise UsageError(f"--config {path}: use a .yaml, .yml or .json file")
     except (ValueError, ImportError) as e:  # json.JSONDecodeError is a ValueError
         raise UsageError(f"--config {path}: cannot be parsed ({first_line(e)})") from None
+    except RecursionError:
+        raise UsageError(f"--config {path}: nested too deeply to be a mapping of options") from None
     except Exception as e:  # yaml.YAMLError: multi-line messages with a caret diagram
         if type(e).__module__.startswith("yaml"):
             raise UsageError(f"--config {path}: cannot be parsed ({first_line(e)})") from None
         raise
     if data is None:
         return {}
+    if depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise UsageError(f"--config {path}: nested too deeply to be a mapping of options")
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value, got {type(data).__name__}")
     return data

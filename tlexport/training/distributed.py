@@ -14,7 +14,6 @@ forward, and validation takes rank 0's (sync_module), so what is saved is what w
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import signal
@@ -93,20 +92,12 @@ def setup(device_spec: str, timeout_s: float):
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    # Python's default SIGTERM ends the process without running `finally` blocks; the launcher
-    # sends SIGTERM to the survivors when a rank dies, and atomic writes must clean up.
-    # While Python shuts down (atexit callbacks) the default is right again: an exception raised
-    # there only prints a traceback. atexit runs callbacks last-in first-out, so this one runs
-    # before the finalizers torch registered at import.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    atexit.register(signal.signal, signal.SIGTERM, signal.SIG_DFL)
+    # The launcher sends SIGTERM to the survivors when a rank dies: while the run trains,
+    # training.signals turns it into a stop that finishes the epoch's files (and nothing else
+    # handles it, so a SIGTERM during interpreter shutdown ends the process silently).
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
                             device_id=device if device.type == "cuda" else None)
     return device
-
-
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
 
 
 def cleanup() -> None:
@@ -303,13 +294,28 @@ def launch(nproc: int, cli_args: list[str]) -> dict:
         return json.loads(result_file.read_text())
 
 
+class LauncherStopped(TlexportError):
+    """The launcher itself got SIGINT or SIGTERM; torchelastic stopped the workers (each finishes
+    the files of its epoch first)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
 def _run_elastic(torchrun, args) -> None:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     try:
         torchrun.run(args)
     except ChildFailedError as e:
-        raise WorkerFailed(describe_failure(e.failures)) from None
+        failed = WorkerFailed(describe_failure(e.failures))
+        if root_cause(e.failures)[1].exitcode == UsageError.exit_code:  # the workers' bad usage is the job's
+            failed.exit_code = UsageError.exit_code
+        raise failed from None
+    except SignalException as e:  # torchelastic's agent turns the signal into this, after stopping the workers
+        raise LauncherStopped(int(e.sigval)) from None
 
 
 def describe_failure(failures: dict) -> str:
@@ -319,24 +325,31 @@ def describe_failure(failures: dict) -> str:
     the others then fail on the broken connection or get the agent's SIGTERM. Otherwise the
     earliest failure that left a message, else the earliest.
     """
+    r, f = root_cause(failures)
+    if f.exitcode < 0:
+        return f"rank {r} died ({f.signal_name()})"
+    if _has_message(f):
+        return f"rank {r}: {first_line(Exception(f.message), 300)}"
+    return f"rank {r} failed with exit code {f.exitcode}"
+
+
+def root_cause(failures: dict) -> tuple:
+    """(rank, failure) of the root cause among torchelastic's failures (see describe_failure)."""
     def killed(f):
         return f.exitcode < 0 and f.signal_name() != "SIGTERM"
 
-    def has_message(f):  # a worker's own one line (a signal's death has torch's made-up message)
-        return (f.exitcode > 0 and isinstance(f.message, str) and bool(f.message)
-                and not f.message.startswith("To enable traceback"))
-
     ordered = sorted(failures.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
-    for test in (killed, has_message, lambda f: True):
+    for test in (killed, _has_message, lambda f: True):
         picked = [(r, f) for r, f in ordered if test(f)]
         if picked:
-            break
-    r, f = picked[0]
-    if f.exitcode < 0:
-        return f"rank {r} died ({f.signal_name()})"
-    if has_message(f):
-        return f"rank {r}: {first_line(Exception(f.message), 300)}"
-    return f"rank {r} failed with exit code {f.exitcode}"
+            return picked[0]
+    raise ValueError("no failure")
+
+
+def _has_message(f) -> bool:
+    """A worker's own one line (a signal's death has torch's made-up message)."""
+    return (f.exitcode > 0 and isinstance(f.message, str) and bool(f.message)
+            and not f.message.startswith("To enable traceback"))
 
 
 class _environ:

@@ -11,6 +11,9 @@ from ..data.folders import check_files, labelled_folder
 from ..errors import DataError
 from ..fileio import write_json
 from ..models import load_run
+from ..run import check_outside, made_dirs
+from ..run.layout import EVAL_DIR
+from .config import TrainConfig, check_value
 
 
 @dataclass
@@ -61,9 +64,12 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
 
     Args:
         data: folder with `<class>/` sub-folders (or train/ and val/); default the run's val split.
-        out: folder for confusion.png and eval.json (default RUN_DIR/eval).
+        out: folder for confusion.png and eval.json (default RUN_DIR/eval; never inside the data).
     Returns:
         EvalResult with accuracy, per-class metrics and the confusion matrix.
+    Raises:
+        UsageError: a bad batch size, or `out` inside the images' folder; RunError: not a run;
+        DataError: no image to evaluate.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -72,9 +78,12 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
     from ..render import plot_confusion
     from .torchutil import predict_logits, resolve_device
 
+    check_value(TrainConfig, "batch_size", batch_size)
     run = load_run(run_dir)
-    if batch_size < 1:
-        raise DataError(f"--batch-size must be at least 1, got {batch_size}")
+    record = run.folder.read_split()
+    out_dir = Path(out).expanduser() if out else run.dir / EVAL_DIR
+    for read in ([data] if data else []) + ([record["root"]] if record else []):
+        check_outside(out_dir, read, "the eval folder")
     samples = labelled_folder(data, run.classes)[0] if data else run.samples("val")
     if not samples:
         raise DataError(f"no images to evaluate: {run.dir} has no val split on disk; pass --data DIR")
@@ -93,8 +102,7 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
     ]
     result = EvalResult(run.dir, str(data) if data else "run val split", run.classes, int(labels.numel()),
                         top1, top5, rows, confusion.tolist(), [(str(p), r) for p, r in bad])
-    out_dir = Path(out) if out else run.dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result.confusion_png = plot_confusion(confusion, run.classes, out_dir / "confusion.png")
-    write_json(out_dir / "eval.json", result.to_dict())
+    with made_dirs(out_dir):  # a folder it created is not left behind empty if writing fails
+        result.confusion_png = plot_confusion(confusion, run.classes, out_dir / "confusion.png")
+        write_json(out_dir / "eval.json", result.to_dict())
     return result

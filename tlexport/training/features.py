@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileio import atomic_path, sha256, write_text
+from ..run.layout import FEATURE_CACHE
 from ..tables import archs
 from . import distributed as D
 
-CACHE_MODES = ("auto", "memory", "disk", "off")
 MEMORY_LIMIT = 2 << 30  # auto: features bigger than this go to disk
 FORMAT_VERSION = 1
 
@@ -328,7 +328,7 @@ def prepare(model, arch: str, scanned, pre, cfg, device, dtype, run_dir: Path, s
     train_keys, val_keys = keys_for(scanned.train, views), keys_for(scanned.val, [View("eval")])
     cache = choose_cache(cfg.feature_cache, len(wanted), block[-1].in_features)
     store = stores.get(cache) or stores.setdefault(
-        cache, FeatureStore(run_dir / "feature-cache" if cache == "disk" else None))
+        cache, FeatureStore(run_dir / FEATURE_CACHE if cache == "disk" else None))
     before = store.computed
     fill(store, model, arch, {k: v for k, v in wanted.items() if v is not None}, pre, cfg, device, dtype)
     train, val = _table(store, train_keys, scanned.train), _table(store, val_keys, scanned.val)
@@ -349,43 +349,48 @@ def _table(store: FeatureStore, keys: list[list[str]], samples) -> Table:
     return Table(store, loc, torch.tensor([y for _, y in samples], dtype=torch.long))
 
 
-def head_epoch(net, data: HeadData, sampler, optimizer, scheduler, criterion, progress, batch_size: int,
-               steps: int, seed: int, ema=None, ema_source=None):
-    """One epoch of the head on cached features: the sampler's order (this rank's share, as the
-    image loader would have it), each image in one of its cached views, `steps` steps with the
-    scheduler stepped after each. `net` is data.block, DDP-wrapped in a process group. With --ema,
-    `ema` averages `ema_source` (the whole model, whose head `net` trains) after every step.
-    Returns (mean loss, accuracy, images/s)."""
+def head_batches(data: HeadData, sampler, batch_size: int, batches: int, seed: int, device):
+    """The head stage's micro-batches for the engine: the sampler's order (this rank's share, as
+    the image loader would have it), each image in one of its cached views, `batches` batches of
+    (features, labels) on `device`; None for a batch whose every image was unreadable."""
     import torch
 
     order = torch.tensor(sampler.order(), dtype=torch.long)
     g = torch.Generator().manual_seed(seed * 1000 + sampler.epoch + 1)
     view = torch.randint(data.views, (len(order),), generator=g)
     items = torch.stack([order, view], 1)
-    net.train()
-    loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-    for b in range(steps):
+    for b in range(batches):
         batch = items[b * batch_size:(b + 1) * batch_size]
         batch = batch[data.train.valid(batch)]
-        if not len(batch):  # every image of the batch was unreadable
-            scheduler.step()
+        if not len(batch):
+            yield None
             continue
-        x, y = data.train.gather(batch), data.train.labels[batch[:, 0]]
-        x, y = x.to(_device(net)), y.to(_device(net))
-        logits = net(x)
-        loss = criterion(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(ema_source)
-        n = len(y)
-        loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += n
-        progress.step(n, loss_sum / seen, correct / seen, seen / max(time.perf_counter() - start, 1e-9))
-    return loss_sum / max(seen, 1), correct / max(seen, 1), seen / max(time.perf_counter() - start, 1e-9)
+        yield data.train.gather(batch).to(device), data.train.labels[batch[:, 0]].to(device)
+
+
+class HeadStage:
+    """The head stage's features for a session, prepared once: the frozen backbone does not
+    change between head epochs. `features()` is None when the head trains through the frozen
+    model instead (a head that cannot train on features, mixing on, or the cache off)."""
+
+    def __init__(self, cfg, inputs, device, dtype, run_dir: Path | None):
+        self.cfg, self.inputs, self.device, self.dtype, self.run_dir = cfg, inputs, device, dtype, run_dir
+        self.prepared = None  # HeadData, False (no features), or None (not asked yet)
+        self.stores: dict = {}  # FeatureStores by mode, kept across epochs
+
+    def features(self, model, progress) -> HeadData | None:
+        if self.prepared is not None:
+            return self.prepared or None
+        cfg = self.cfg
+        data = prepare(model, cfg.arch, self.inputs.scanned, self.inputs.pre, cfg, self.device, self.dtype,
+                       self.run_dir, self.stores)
+        if data is not None and data.computed:
+            progress.message(f"cached backbone features of {data.computed} image view(s) "
+                             f"({data.cache}, {data.seconds:.1f} s)")
+        elif data is None and cfg.feature_cache != "off":
+            progress.message(f"head epochs run the frozen model: {head_block(model, cfg.arch)[1]}")
+        self.prepared = data or False
+        return data
 
 
 def head_validate(block, data: HeadData) -> tuple[float, float, int]:

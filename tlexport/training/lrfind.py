@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import TlexportError, UsageError
-from .config import TrainConfig
+from .config import Range, TrainConfig, check_fields, option
 
 MAX_STEPS = 300
 RULES = ("min10", "steepest")
@@ -50,16 +50,21 @@ class LrFindResult:
         }
 
 
+@dataclass
+class Sweep:
+    """The range test's own options (lr-find's --start-lr, --end-lr, --steps, --rule)."""
+
+    start_lr: float = option(1e-7, "The sweep's first LR.", range=Range(0, lo_open=True))
+    end_lr: float = option(10.0, "The sweep's last LR.", range=Range(0, lo_open=True))
+    steps: int = option(100, f"Sweep length (at most {MAX_STEPS}; stops on divergence).", range=Range(5, MAX_STEPS))
+    rule: str = option("min10", "min10: lowest-loss LR / 10; steepest: fastest-falling loss. Both are reported.",
+                       choices=RULES)
+
+
 def check_sweep(start_lr: float, end_lr: float, steps: int, rule: str) -> None:
-    checks = [
-        (start_lr > 0, f"--start-lr must be positive, got {start_lr}"),
-        (end_lr > start_lr, f"--end-lr ({end_lr}) must be larger than --start-lr ({start_lr})"),
-        (5 <= steps <= MAX_STEPS, f"--steps must be in [5, {MAX_STEPS}], got {steps}"),
-        (rule in RULES, f"unknown --rule {rule!r}; use {' or '.join(RULES)}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
+    check_fields(Sweep(start_lr, end_lr, steps, rule))
+    if end_lr <= start_lr:
+        raise UsageError(f"--end-lr ({end_lr}) must be larger than --start-lr ({start_lr})")
 
 
 def lr_sweep(step_fn, optimizer, start_lr: float, end_lr: float, steps: int,
@@ -143,20 +148,25 @@ def find_lr(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0, step
         start_lr, end_lr: the sweep's range; steps: its length (at most 300).
         rule: which suggestion becomes `suggested_lr` (min10 or steepest; both are reported).
     """
-    from .loop import Progress, _Session, train_step
+    from .engine import Engine
+    from .history import Progress
+    from .session import Session
     from .torchutil import set_train_mode, to_device
 
     cfg.validate()
     check_sweep(start_lr, end_lr, steps, rule)
-    session = _Session(cfg, None, progress or Progress())
-    model, optimizer = session.model, session.optimizer
+    session = Session(cfg, None, progress or Progress())
+    trainable = session.trainable
+    model, optimizer = trainable.model, trainable.optimizer
     set_train_mode(model, cfg.arch, frozen=False)
-    batches = _endless(session.train_loader, session.sampler)
+    batches = _endless(session.inputs.train_loader, session.inputs.sampler)
+    # the sweep sets the LR itself: no schedule, no EMA; --accumulate micro-batches per step as in train
+    engine = Engine(optimizer, trainable.criterion, scaler=trainable.scaler, dtype=trainable.dtype,
+                    accumulate=cfg.accumulate)
 
     def step() -> float:
-        x, y = to_device(next(batches), session.device)
-        loss, _ = train_step(model, x, y, optimizer, session.scaler, session.criterion, session.dtype)
-        return loss.item()
+        totals = engine.step(model, [to_device(next(batches), session.device) for _ in range(cfg.accumulate)])
+        return totals.loss_sum / totals.images
 
     result = run_lr_find(model, optimizer, step, start_lr, end_lr, steps, rule)
     result.extra = {"arch": cfg.arch, "data": cfg.data, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,

@@ -8,6 +8,7 @@ import time
 
 from ..errors import RuntimeUnavailable, UsageError
 from ..tables import archs
+from .config import PRECISIONS
 
 
 def resolve_device(spec: str):
@@ -38,9 +39,6 @@ def amp_dtype(device):
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def cpu_has_bf16() -> bool:
