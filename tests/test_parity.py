@@ -188,7 +188,7 @@ def test_image_inputs_match_to_array_and_skip_bad_files(tmp_path, tiny_data):
     (["--random", "4", "--data", "."], "either --data or --random"),
     (["--random", "0"], "--random must be a positive"),
     (["--atol", "-1"], "--atol must be a finite number"),
-    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--batch-size", "0"], "--batch-size must be an integer from 1 to 65536"),
     (["--device", "tpu"], "unknown device tpu"),
     (["--runtimes", "tensorflow"], "unknown runtime tensorflow"),
 ])

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import RuntimeUnavailable, TlexportError, UsageError, first_line
+from .errors import MissingInput, NotAnExport, RuntimeUnavailable, TlexportError, UsageError, first_line, require_gpu
 from .formats.registry import FORMATS
 from .tables.artifacts import DEVICES, MANIFEST, PRECISIONS, check_devices, check_precisions
 
@@ -241,7 +241,7 @@ def validate_options(batch_sizes, devices, precisions, warmup, iters, duration, 
 
     Raises:
         UsageError: bad numbers, unknown device/precision, both iters and duration.
-        RuntimeUnavailable: a CUDA device asked for on a machine without one.
+        NoGPU: a CUDA device asked for on a machine without one.
     """
     if not batch_sizes:
         raise UsageError("no batch size given")
@@ -260,24 +260,20 @@ def validate_options(batch_sizes, devices, precisions, warmup, iters, duration, 
         raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
     if threads is not None and threads <= 0:
         raise UsageError(f"--threads must be a positive integer, got {threads}")
-    if "cuda" in devices:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeUnavailable("--device cuda needs a CUDA GPU, and torch sees none on this machine")
+    require_gpu(devices)
 
 
-ARTIFACT_GLOBS = (*(f"*{f.suffix}" for f in FORMATS.values()), MANIFEST)
+ARTIFACT_GLOBS = tuple(dict.fromkeys((*(f"*{f.suffix}" for f in FORMATS.values()), MANIFEST)))
 
 
 def check_export_dir(export_dir: Path) -> Path:
     """The export folder must exist and hold at least one artifact (or its manifest)."""
     export_dir = Path(export_dir).expanduser()
     if not export_dir.is_dir():
-        raise TlexportError(f"export folder {export_dir} does not exist (run `tlexport export RUN_DIR` first)")
+        raise MissingInput(f"export folder {export_dir} does not exist (run `tlexport export RUN_DIR` first)")
     if not any(any(export_dir.glob(g)) for g in ARTIFACT_GLOBS):
-        raise TlexportError(f"{export_dir} holds no exported model ({', '.join(ARTIFACT_GLOBS)}); "
-                            "run `tlexport export RUN_DIR --out` to that folder first")
+        raise NotAnExport(f"{export_dir} is not a tlexport export: it holds no exported model "
+                          f"({', '.join(ARTIFACT_GLOBS)}); run `tlexport export RUN_DIR --out {export_dir}` first")
     return export_dir
 
 
@@ -289,10 +285,7 @@ def select_runtimes(export_dir, run_dir, names, devices, precisions, threads, tr
     """
     from . import runtimes as rt
 
-    if names:
-        unknown = [n for n in names if n not in rt.RUNTIME_NAMES]
-        if unknown:
-            raise UsageError(f"unknown runtime {', '.join(unknown)}; choose from {', '.join(rt.RUNTIME_NAMES)}")
+    names = list(rt.check_names(names)) if names else []
     ask = sorted(set(names) | {EAGER}) if names else None
     found, skipped = rt.discover(export_dir, run_dir=run_dir, names=ask, devices=tuple(devices),
                                  precisions=None, threads=threads, trust_code=trust_code)

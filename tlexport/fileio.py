@@ -1,5 +1,6 @@
 """Writing files so that they are either complete or absent (temp name + fsync + os.replace),
-locking a folder against a second writer, and cleaning what killed processes left behind."""
+locking a folder against a second writer, cleaning what killed processes left behind, and
+reading JSON / YAML that anyone may have written with bounds on size and nesting."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from .errors import TlexportError
+from .errors import ArtifactError, TlexportError
 
 LOCK_FILE = ".tlexport.lock"
 # Temporary names carry the writer's pid, so leftovers of a dead process can be told apart.
@@ -81,6 +82,108 @@ def sha256(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ---- bounded readers of untrusted JSON and YAML ---------------------------------------------------
+# Files tlexport writes nest at most about six levels. json.loads and yaml's composer recurse once
+# per level, so a file of a hundred thousand `[` would end in RecursionError (or worse, deep in
+# a caller's stack): the depth is measured by a linear scan *before* the parser runs.
+MAX_DEPTH = 32
+JSON_MAX_BYTES = 64 << 20  # callers with bigger legitimate files (split.json) pass their own
+YAML_MAX_BYTES = 1 << 20  # a file of options
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def read_json(path: Path | str, max_bytes: int = JSON_MAX_BYTES, error: type[TlexportError] = ArtifactError,
+              max_depth: int = MAX_DEPTH):
+    """The parsed content of a JSON file that anyone may have written.
+
+    Args:
+        max_bytes: files larger than this are refused without being read whole.
+        error: the error class raised (its exit code is the caller's policy: ArtifactError for a
+            file inside an export or run, UsageError for a file the user passes as an option).
+        max_depth: deepest nesting of lists and objects accepted.
+    Raises:
+        `error`: missing, unreadable, too large, nested too deeply or not JSON; one line naming
+            the file.
+    """
+    return parse_json(_read_capped(Path(path), max_bytes, error), path, max_bytes, error, max_depth)
+
+
+def parse_json(data: bytes | str, source, max_bytes: int = JSON_MAX_BYTES,
+               error: type[TlexportError] = ArtifactError, max_depth: int = MAX_DEPTH):
+    """`read_json` for JSON text that arrives inside something else (a model's metadata
+    property); `source` names it in the message."""
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if len(raw) > max_bytes:
+        raise error(f"{source} is too large ({len(raw)} bytes; at most {max_bytes} are read)")
+    if json_depth(raw, max_depth) > max_depth:
+        raise error(f"{source} is nested too deeply (more than {max_depth} levels)")
+    try:
+        return json.loads(raw)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise error(f"{source} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+
+
+def json_depth(raw: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deep lists and objects nest in JSON text, without parsing it: brackets outside
+    strings are counted in one pass over them. Stops early once the depth passes `limit`, and
+    when the text cannot be one JSON value (a bracket closes what never opened, or a second
+    value follows the first): the parser then reports that."""
+    depth = deepest = 0
+    for b in _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET):
+        depth += 1 if b in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+        elif depth <= 0:
+            break
+    return deepest
+
+
+def read_yaml(path: Path | str, max_bytes: int = YAML_MAX_BYTES, error: type[TlexportError] = ArtifactError,
+              max_depth: int = MAX_DEPTH):
+    """The parsed content of a YAML file (`yaml.safe_load`) that anyone may have written: size
+    and depth bounded as in `read_json`, measured on yaml's event stream (its parser is a loop,
+    its composer recursion) before anything is built; aliases (`*name`) are refused, since a few
+    of them expand to gigabytes once the result is copied or written out as JSON.
+
+    Raises:
+        `error`: missing, unreadable, too large, too deep, with aliases, or not YAML.
+    """
+    import yaml
+
+    text = _read_capped(Path(path), max_bytes, error).decode("utf-8", errors="replace")
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise error(f"{path} uses a YAML alias (*{event.anchor}); write the value out instead")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > max_depth:
+                    raise error(f"{path} is nested too deeply (more than {max_depth} levels)")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:  # multi-line messages with a caret diagram: keep the first line
+        raise error(f"{path} is not valid YAML ({str(e).strip().splitlines()[0][:120]})") from None
+
+
+def _read_capped(path: Path, max_bytes: int, error: type[TlexportError]) -> bytes:
+    """At most `max_bytes` of the file: never more is read, whatever its size claims."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise error(f"{path} does not exist") from None
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or type(e).__name__})") from None
+    if len(data) > max_bytes:
+        raise error(f"{path} is too large (more than {max_bytes} bytes)")
+    return data
 
 
 # ---- processes ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ report file. Importing it is cheap: rich and matplotlib are imported inside the 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -15,11 +16,14 @@ from pathlib import Path
 
 
 def json_safe(obj):
-    """Recursively replace NaN/Inf (not valid JSON) by None and numpy scalars by Python ones."""
+    """Recursively replace NaN/Inf (not valid JSON) by None, numpy scalars and arrays by Python
+    numbers and lists, and paths by strings."""
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist) and not isinstance(obj, (str, bytes)):
+        return json_safe(obj.tolist())  # a numpy array or scalar (scalars give a Python number)
     if hasattr(obj, "item") and callable(obj.item) and not isinstance(obj, (str, bytes)):
         try:
             obj = obj.item()
@@ -32,17 +36,24 @@ def json_safe(obj):
     return obj
 
 
+def json_text(obj) -> str:
+    """The one JSON rendering of every command's output, printed or written to a file: strict
+    JSON (NaN and infinities become null, so any parser reads it), indented, objects of other
+    types (dates, enums) as their str()."""
+    return json.dumps(json_safe(obj), indent=2, allow_nan=False, default=str)
+
+
 def write_json_report(path: Path | str, report) -> Path:
-    """Write a report (an object with .to_dict() or a dict) as JSON, atomically.
+    """Write a report (an object with .to_dict() or a dict) as JSON (`json_text`), atomically.
 
     Returns:
         The path written.
     """
-    from .fileio import write_json
+    from .fileio import write_text
 
     path = Path(path).expanduser()
     data = report.to_dict() if hasattr(report, "to_dict") else report
-    write_json(path, json_safe(data))
+    write_text(path, json_text(data) + "\n")
     return path
 
 

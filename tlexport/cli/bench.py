@@ -5,32 +5,35 @@ from __future__ import annotations
 import click
 
 from ..formats.registry import runtime_names
-from .common import console, error_boundary, int_list, list_option
+from . import policies as P
+from .common import console, error_boundary, list_option, write_json, write_report
 
 
 @click.command("bench")
 @click.argument("export_dir", type=click.Path())
-@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]", help=f"Runtimes to measure: {', '.join(runtime_names())} "
-             "(default: all available; torch-eager fp32 is always measured as the baseline).")
-@list_option("--precision", "--precisions", "precisions", metavar="P[,P...]", help="fp32, fp16, int8 (default: all exported).")
-@list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]", help="cpu, cuda.")
+@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]", callback=P.names("runtime"),
+             help=f"Runtimes to measure: {', '.join(runtime_names())} (default: all available; torch-eager fp32 "
+             "is always measured as the baseline).")
+@list_option("--precision", "--precisions", "precisions", metavar="P[,P...]", callback=P.names("precision"),
+             help="fp32, fp16, int8 (default: all exported).")
+@list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]",
+             callback=P.names("device"), help="cpu, cuda.")
 @list_option("--batch-size", "--batch-sizes", "batch_sizes", default=("1",), show_default=True, metavar="B[,B...]",
-             callback=int_list, help="Batch sizes to measure, e.g. 1,8,32.")
-@click.option("--warmup", default="auto", show_default=True, callback=lambda c, p, v: _warmup(v),
+             callback=P.counts("batch size", P.MAX_BATCH), help="Batch sizes to measure, e.g. 1,8,32.")
+@click.option("--warmup", default="auto", show_default=True, type=P.CountOrWord("auto"),
               help="Untimed calls per cell: a count, or auto (until latency is stable, bounded).")
-@click.option("--iters", type=int, help="Timed calls per cell (default: a 2 s budget, at least 10 calls).")
-@click.option("--duration", type=float, help="Seconds of timed calls per cell (instead of --iters).")
+@click.option("--iters", type=P.Count(), help="Timed calls per cell (default: a 2 s budget, at least 10 calls).")
+@click.option("--duration", type=P.Number(lo_open=True), help="Seconds of timed calls per cell (instead of --iters).")
 @list_option("--concurrency", "concurrency", default=("1",), show_default=True, metavar="N[,N...]",
-             callback=int_list, help="Parallel sessions per cell: throughput and latency under load (1: plain latency).")
+             callback=P.counts("session count"), help="Parallel sessions per cell: throughput and latency under load (1: plain latency).")
 @click.option("--strict", is_flag=True, help="Refuse to measure when other processes load the CPU; exit 1 when a "
               "cell was measured beside competing load (the report is still written).")
-@click.option("--threads", type=int, help="Intra-op threads for every runtime (default: library default).")
-@click.option("--run-dir", type=click.Path(file_okay=False),
-              help="Run directory for torch-eager (default: the one recorded by the export).")
+@click.option("--threads", type=P.Count(), help="Intra-op threads for every runtime (default: library default).")
+@click.option("--run-dir", type=click.Path(), help="Run directory for torch-eager (default: the one recorded by the export).")
 @click.option("--trust-code", is_flag=True, help="Also load the folder's TorchScript / .pt2 files (loading them runs code stored in them).")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
-@click.option("--markdown", "md_file", type=click.Path(dir_okay=False), help="Write the report as Markdown.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write latency/throughput vs batch size (PNG).")
+@click.option("--json", "json_file", type=P.ReportFile(), help="Write the full report as JSON to FILE (- for stdout).")
+@click.option("--markdown", "md_file", type=P.ReportFile(), help="Write the report as Markdown to FILE (- for stdout).")
+@click.option("--plot", "plot_file", type=P.ReportFile(stdout=False), help="Write latency/throughput vs batch size (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 @error_boundary
 def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iters, duration, concurrency, strict,
@@ -44,10 +47,14 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
 
     from .. import render
     from ..benchmark import bench
-    from ..errors import TlexportError, UsageError
+    from ..errors import TlexportError
 
-    if iters is not None and duration is not None:
-        raise UsageError("give either --iters or --duration, not both")
+    P.exclusive(iters=iters, duration=duration)
+    P.distinct(json=json_file, markdown=md_file, plot=plot_file)
+    export_dir = P.export_folder(export_dir)
+    if run_dir is not None:
+        run_dir = P.run_folder(run_dir)
+    P.require_gpu(devices)
     con = console(quiet)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=con,
                   transient=True, disable=quiet) as bar:
@@ -58,14 +65,14 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
             run_dir=run_dir, trust_code=trust_code, concurrency=concurrency or (1,), strict=strict,
             progress=lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
         )
-    if not quiet:
-        console(stderr=False).print(render.bench_table(report))
+    if not quiet:  # the table is a result (stdout), unless a report takes stdout
+        console(stderr=P.STDOUT in (json_file, md_file)).print(render.bench_table(report))
         for s in report.skipped:
             con.print(f"skipped {s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}", markup=False)
     if json_file:
-        render.write_json_report(json_file, report)
+        write_json(json_file, report)
     if md_file:
-        render.write_text_report(md_file, report.to_markdown())
+        write_report(md_file, report.to_markdown())
     if plot_file:
         render.latency_vs_batch(report, plot_file)
     failed = [r for r in report.results if r.error]
@@ -79,11 +86,3 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
         if strict:
             raise TlexportError("other processes loaded the CPU during the measurement (--strict)")
 
-
-def _warmup(value):
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(f"expected 'auto' or a count, not {value!r}") from None

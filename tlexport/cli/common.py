@@ -1,9 +1,9 @@
-"""What every command shares: the error boundary, consoles, list options, JSON output."""
+"""What every command shares: the error boundary, consoles, list options, JSON output (the
+policies every command applies to its inputs are in `policies`)."""
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import traceback
 
@@ -14,6 +14,8 @@ from ..errors import TlexportError, first_line
 # Tables are wide (parity has 14 columns); in a log, a pipe or CliRunner there is no terminal
 # width to respect, so every console uses this width there instead of squashing to 80.
 WIDTH_WITHOUT_TERMINAL = 180
+# A report option (--json FILE, --markdown FILE) given this name writes to stdout instead.
+STDOUT = "-"
 
 
 class Context:
@@ -51,7 +53,30 @@ def fail(message: str, code: int):
 
 
 def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    """Print `obj` on stdout as JSON: the same text a report file gets (`render.json_text`)."""
+    from ..render import json_text
+
+    click.echo(json_text(obj))
+
+
+def write_report(destination: str, text: str) -> None:
+    """A text report to a file (atomically) or, for `-`, to stdout."""
+    from ..render import write_text_report
+
+    if destination == STDOUT:
+        click.echo(text)
+    else:
+        write_text_report(destination, text)
+
+
+def write_json(destination: str, report) -> None:
+    """A report (an object with .to_dict() or a dict) as JSON to a file or, for `-`, to stdout."""
+    from ..render import write_json_report
+
+    if destination == STDOUT:
+        emit_json(report.to_dict() if hasattr(report, "to_dict") else report)
+    else:
+        write_json_report(destination, report)
 
 
 def console(quiet: bool = False, stderr: bool = True):
@@ -73,16 +98,6 @@ def split_list(ctx, param, value):
     values = (value,) if isinstance(value, str) else tuple(value)
     items = tuple(v.strip() for text in values for v in str(text).split(",") if v.strip())
     return items or None
-
-
-def int_list(ctx, param, value):
-    items = split_list(ctx, param, value)
-    if items is None:
-        return None
-    try:
-        return tuple(int(v) for v in items)
-    except ValueError:
-        raise click.BadParameter(f"expected integers, got {', '.join(items)}") from None
 
 
 def list_option(*names, **kwargs):

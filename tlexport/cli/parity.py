@@ -7,7 +7,8 @@ import sys
 import click
 
 from ..formats.registry import runtime_names
-from .common import console, error_boundary, list_option
+from . import policies as P
+from .common import console, error_boundary, list_option, write_json, write_report
 
 
 class ParityProgress:
@@ -36,20 +37,23 @@ class ParityProgress:
 @click.command("parity")
 @click.argument("export_dir", type=click.Path())
 @click.option("--data", type=click.Path(), help="Image folder; <class>/* sub-folders named like the run's classes give labels (default: the run's val split).")
-@click.option("--random", "random_n", type=int, help="Compare on N seeded random-normal inputs instead of images.")
-@click.option("--reference", default="torch-eager", show_default=True, help="Reference runtime, or name/precision/device.")
-@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]",
+@click.option("--random", "random_n", type=P.Count(), help="Compare on N seeded random-normal inputs instead of images.")
+@click.option("--reference", default="torch-eager", show_default=True, callback=P.reference,
+              help="Reference runtime, or name/precision/device.")
+@list_option("--runtime", "--runtimes", "runtimes", metavar="R[,R...]", callback=P.names("runtime"),
              help=f"Runtimes to compare: {', '.join(runtime_names())} (default: all the export allows).")
-@list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]", help="cpu, cuda.")
-@list_option("--precision", "--precisions", "precisions", metavar="P[,P...]", help="fp32, fp16, int8 (default: all exported).")
-@click.option("--atol", type=float, help="fp32 absolute tolerance on logits (default: the architecture's, in `tlexport archs --json`).")
-@click.option("--rtol", type=float, help="fp32 relative tolerance on logits (default: the architecture's, in `tlexport archs --json`).")
-@click.option("--max-images", type=int, help="Use at most N images (spread over the list).")
-@click.option("--batch-size", default=16, show_default=True, type=int)
+@list_option("--device", "--devices", "devices", default=("cpu",), show_default=True, metavar="D[,D...]",
+             callback=P.names("device"), help="cpu, cuda.")
+@list_option("--precision", "--precisions", "precisions", metavar="P[,P...]", callback=P.names("precision"),
+             help="fp32, fp16, int8 (default: all exported).")
+@click.option("--atol", type=P.Number(), help="fp32 absolute tolerance on logits (default: the architecture's, in `tlexport archs --json`).")
+@click.option("--rtol", type=P.Number(), help="fp32 relative tolerance on logits (default: the architecture's, in `tlexport archs --json`).")
+@click.option("--max-images", type=P.Count(), help="Use at most N images (spread over the list).")
+@click.option("--batch-size", default=16, show_default=True, type=P.BATCH)
 @click.option("--run-dir", type=click.Path(), help="The training run (default: from manifest.json / the parent folder).")
 @click.option("--trust-code", is_flag=True, help="Also run the folder's TorchScript / .pt2 files (loading them runs code stored in them).")
-@click.option("--json", "json_file", type=click.Path(), help="Write the full report as JSON to FILE.")
-@click.option("--markdown", "md_file", type=click.Path(), help="Write the table as Markdown to FILE.")
+@click.option("--json", "json_file", type=P.ReportFile(), help="Write the full report as JSON to FILE (- for stdout).")
+@click.option("--markdown", "md_file", type=P.ReportFile(), help="Write the table as Markdown to FILE (- for stdout).")
 @click.option("--quiet", is_flag=True, help="Only the final PASS/FAIL line.")
 @error_boundary
 def command(export_dir, data, random_n, reference, runtimes, devices, precisions, atol, rtol, max_images,
@@ -64,6 +68,14 @@ def command(export_dir, data, random_n, reference, runtimes, devices, precisions
     from .. import render as rep
     from ..verify.parity import parity
 
+    P.exclusive(data=data, random=random_n)
+    P.distinct(json=json_file, markdown=md_file)
+    export_dir = P.export_folder(export_dir)
+    if data is not None:
+        data = P.input_path(data, "data folder")
+    if run_dir is not None:
+        run_dir = P.run_folder(run_dir)
+    P.require_gpu(devices)
     con = console()
     with ParityProgress(con, quiet) as progress:
         result = parity(export_dir, data=data, random=random_n, reference=reference, runtimes=runtimes,
@@ -71,11 +83,11 @@ def command(export_dir, data, random_n, reference, runtimes, devices, precisions
                         max_images=max_images, batch_size=batch_size, run_dir=run_dir,
                         trust_code=trust_code, progress=progress)
     if json_file:
-        rep.write_json_report(json_file, result)
+        write_json(json_file, result)
     if md_file:
-        rep.write_text_report(md_file, rep.parity_markdown(result))
-    if quiet:
-        click.echo("PASS" if result.passed else "FAIL")
+        write_report(md_file, rep.parity_markdown(result))
+    if quiet:  # stdout, unless a report took it
+        click.echo("PASS" if result.passed else "FAIL", err=P.STDOUT in (json_file, md_file))
     else:
         rep.render_parity(result, con)
     if not result.passed:

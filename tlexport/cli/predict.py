@@ -6,14 +6,15 @@ import sys
 
 import click
 
+from . import policies as P
 from .common import console, emit_json, error_boundary
 
 
 @click.command("predict")
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top-k", default=5, show_default=True, type=int, help="Labels per image.")
-@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--top-k", default=5, show_default=True, type=P.Count(), help="Labels per image.")
+@click.option("--batch-size", default=16, show_default=True, type=P.BATCH)
 @click.option("--json", "as_json", is_flag=True,
               help='Print [{"image", "top": [{"label", "index", "prob"}]}] on stdout.')
 @error_boundary
