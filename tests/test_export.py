@@ -160,7 +160,7 @@ def _one_line_error(r, code, text):
 
 
 def test_bad_input_gets_one_line_errors(fake_run, tmp_path):
-    _one_line_error(_invoke(tmp_path / "missing"), 1, "does not exist")
+    _one_line_error(_invoke(tmp_path / "missing"), 2, "does not exist")
     _one_line_error(_invoke(fake_run, "--format", "onnx2"), 2, "onnx2")
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
@@ -170,7 +170,7 @@ def test_bad_input_gets_one_line_errors(fake_run, tmp_path):
     import torch
 
     if not torch.cuda.is_available():
-        _one_line_error(_invoke(fake_run, "--device", "cuda", "--out", tmp_path / "o"), 2, "no CUDA")
+        _one_line_error(_invoke(fake_run, "--device", "cuda", "--out", tmp_path / "o"), 1, "no CUDA")
 
 
 def test_truncated_weights_fail_and_write_nothing(fake_run, tmp_path):

@@ -2,9 +2,7 @@
 `[` is a one-line error naming the file, never a RecursionError (docs/security.md).
 
 The bounded readers are `tlexport.fileio.read_json` / `parse_json` / `read_yaml`. The CLI tests
-below feed a deep file to every command that reads one; those whose reader is not yet the bounded
-one are xfail(strict=True), the reason naming the file and the change: when the reader switches,
-the test passes, strict xfail turns that into a failure, and the mark is removed."""
+below feed a deep file to every command that reads one."""
 
 from __future__ import annotations
 
@@ -34,10 +32,6 @@ def refused(r, code: int, names: str) -> str:
     errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and names in errors[0], r.output
     return errors[0]
-
-
-def pending(reader: str, change: str):
-    return pytest.mark.xfail(strict=True, reason=f"reader in {reader} not yet bounded: {change}")
 
 
 # ---- the readers ----------------------------------------------------------------------------------
@@ -164,13 +158,11 @@ def deep_run(tmp_path, fake_run):
 
 
 # ---- manifest.json: parity, bench, predict ---------------------------------------------------------
-MANIFEST = pending("tlexport/tables/artifacts.py read_manifest",
-                   "json.loads(path.read_text()) -> fileio.read_json(path) (ArtifactError, exit 1)")
 
 
 @pytest.mark.parametrize("command", [
-    pytest.param(["parity", "{export}", "--run-dir", "{run}", "--random", "2"], marks=MANIFEST),
-    pytest.param(["bench", "{export}", "--run-dir", "{run}", "--iters", "1", "--warmup", "0"], marks=MANIFEST),
+    pytest.param(["parity", "{export}", "--run-dir", "{run}", "--random", "2"]),
+    pytest.param(["bench", "{export}", "--run-dir", "{run}", "--iters", "1", "--warmup", "0"]),
 ], ids=lambda c: c[0])
 def test_a_deep_manifest_is_one_line(export_copy, fake_run, command):
     args = [{"{export}": export_copy, "{run}": fake_run}.get(a, a) for a in command]
@@ -184,22 +176,15 @@ def test_predict_does_not_read_the_manifest(export_copy, tiny_data):
 
 
 # ---- run.json and split.json: eval, export, resume, parity -----------------------------------------
-RUN_JSON = pending("tlexport/models.py load_run (run/folder.py on the training branch)",
-                   "json.loads(meta_file.read_text()) -> fileio.read_json(meta_file, error=WeightsError)")
-RESUME_JSON = pending("tlexport/training/loop.py _read_json",
-                      "json.loads(path.read_text()) -> fileio.read_json(path, error=TlexportError)")
-SPLIT_JSON = pending("tlexport/models.py Run.samples",
-                     "json.loads(record_file.read_text()) -> fileio.read_json(record_file, max_bytes=512 << 20, "
-                     "error=WeightsError)")
 
 
 @pytest.mark.parametrize("name, command", [
-    pytest.param("run.json", ["eval", "{run}"], marks=RUN_JSON),
-    pytest.param("run.json", ["export", "{run}", "--out", "{out}"], marks=RUN_JSON),
-    pytest.param("run.json", ["parity", "{export}", "--run-dir", "{run}", "--random", "2"], marks=RUN_JSON),
-    pytest.param("run.json", ["train", "--resume", "{run}"], marks=RESUME_JSON),
-    pytest.param("split.json", ["eval", "{run}"], marks=SPLIT_JSON),
-    pytest.param("split.json", ["parity", "{export}", "--run-dir", "{run}"], marks=SPLIT_JSON),
+    pytest.param("run.json", ["eval", "{run}"]),
+    pytest.param("run.json", ["export", "{run}", "--out", "{out}"]),
+    pytest.param("run.json", ["parity", "{export}", "--run-dir", "{run}", "--random", "2"]),
+    pytest.param("run.json", ["train", "--resume", "{run}"]),
+    pytest.param("split.json", ["eval", "{run}"]),
+    pytest.param("split.json", ["parity", "{export}", "--run-dir", "{run}"]),
 ], ids=lambda v: v if isinstance(v, str) else v[0])
 def test_a_deep_run_file_is_one_line(deep_run, export_copy, tmp_path, name, command):
     (deep_run / name).write_text(DEEP)
@@ -216,10 +201,8 @@ def test_deep_onnx_metadata_is_one_line(tmp_path, tiny_data):
     assert "classes" in line
 
 
-@pytest.mark.xfail(strict=True, reason="reader in tlexport/tables/metadata.py read_ir_metadata not yet bounded: "
-                   "json.loads(node.get('value')) -> fileio.parse_json(value, path) (RecursionError escapes today)")
 def test_deep_openvino_metadata_is_an_artifact_error(tmp_path):
-    from tlexport.tables.metadata import read_metadata
+    from tlexport.formats.metadata import read_metadata
 
     xml = tmp_path / "model.xml"
     xml.write_text(f'<net name="m" version="11"><rt_info><tlexport><metadata value="{DEEP}"/></tlexport></rt_info></net>')
@@ -228,15 +211,12 @@ def test_deep_openvino_metadata_is_an_artifact_error(tmp_path):
 
 
 # ---- --config: train, lr-find -----------------------------------------------------------------------
-CONFIG = pending("tlexport/training/config.py _read_mapping",
-                 "json.loads / yaml.safe_load -> fileio.read_json(path, CONFIG_MAX_BYTES, UsageError) / "
-                 "fileio.read_yaml(path, error=UsageError)")
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 @pytest.mark.parametrize("command", [
-    pytest.param(["train", "--data", "{data}", *TINY, "--out", "{out}"], marks=CONFIG, id="train"),
-    pytest.param(["lr-find", "--data", "{data}", *TINY], marks=CONFIG, id="lr-find"),
+    pytest.param(["train", "--data", "{data}", *TINY, "--out", "{out}"], id="train"),
+    pytest.param(["lr-find", "--data", "{data}", *TINY], id="lr-find"),
 ])
 def test_a_deep_config_is_one_line_bad_usage(tmp_path, tiny_data, command, suffix):
     config = tmp_path / f"options{suffix}"

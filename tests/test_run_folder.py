@@ -76,9 +76,9 @@ def test_oversized_run_json_is_refused_before_it_is_read(run_copy):
 def test_missing_folder_and_non_run_say_so_alike(tmp_path):
     (tmp_path / "empty").mkdir()
     for args in (["eval", tmp_path / "nope"], ["train", "--resume", tmp_path / "nope"]):
-        one_line(invoke(*args), 1, f"run folder {tmp_path / 'nope'} does not exist")
+        one_line(invoke(*args), 2, f"run folder {tmp_path / 'nope'} does not exist")
     for args in (["eval", tmp_path / "empty"], ["train", "--resume", tmp_path / "empty"]):
-        one_line(invoke(*args), 1, "is not a tlexport run (no run.json)")
+        one_line(invoke(*args), 2, "is not a tlexport run (no run.json)")
     assert tree(tmp_path) == ["empty"]  # resume took the lock of an existing folder, and left nothing
 
 

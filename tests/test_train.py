@@ -113,7 +113,7 @@ def test_imagenet_weights_from_prefilled_cache_train_offline(tmp_path, tiny_data
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["--data", "{nope}"], 1, "does not exist"),
+    (["--data", "{nope}"], 2, "does not exist"),
     (["--data", "{data}", "--epochs", "0"], 2, "--epochs must be at least 1"),
     (["--data", "{data}", "--batch-size", "-4"], 2, "--batch-size must be at least 1"),
     (["--data", "{data}", "--arch", "resnet9"], 2, "Invalid value for '--arch'"),

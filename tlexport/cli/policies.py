@@ -25,13 +25,10 @@ from pathlib import Path
 import click
 
 from ..errors import MissingInput, NotARun, UsageError, require_gpu  # noqa: F401 (require_gpu: a policy)
+from ..run.layout import RUN_JSON as RUN_RECORD
+from ..tables.metadata import MAX_BATCH  # a batch beyond the metadata's ceiling is a typo
 from .common import STDOUT, split_list
 
-# The record `tlexport train` writes into every run folder.
-RUN_RECORD = "run.json"
-# The same ceiling as the embedded metadata's `batch` (tlexport.tables.metadata): a batch size
-# beyond it is a typo, and would allocate tens of gigabytes before failing.
-MAX_BATCH = 65536
 # Files a report must never replace, whatever folder they are in: what parity, bench and predict
 # read, and what train writes.
 RECORD_NAMES = frozenset({"manifest.json", RUN_RECORD, "split.json", "checkpoint.pt"})

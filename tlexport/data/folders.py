@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, MissingInput
 from .images import BadImage, is_image_file, load_rgb
 
 Sample = tuple[Path, int]
@@ -123,9 +123,9 @@ def scan(root: Path | str, val_fraction: float = 0.2, seed: int = 0, verify: boo
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise DataError(f"data folder {root} does not exist")
+        raise MissingInput(f"data folder {root} does not exist")
     if not root.is_dir():
-        raise DataError(f"{root} is not a folder (expected class sub-folders, or train/ and val/)")
+        raise MissingInput(f"{root} is not a folder (expected class sub-folders, or train/ and val/)")
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     if (root / "train").is_dir() and (root / "val").is_dir():
@@ -270,7 +270,7 @@ def labelled_folder(folder: Path | str, classes: list[str], *, unknown: str = "e
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist")
+        raise MissingInput(f"data folder {folder} does not exist")
     notes = []
     if (folder / "train").is_dir() and (folder / "val").is_dir():
         folder = folder / "val"

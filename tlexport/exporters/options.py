@@ -14,6 +14,7 @@ from ..errors import UsageError
 from ..formats import registry
 from ..formats.onnx.options import OnnxOptions
 from ..formats.spec import CALIB_METHODS
+from ..tables.metadata import MAX_BATCH
 
 FALLBACKS = ("auto", "none")
 
@@ -83,8 +84,8 @@ class Batch:
             fixed = int(value)
         except ValueError:
             fixed = 0
-        if fixed < 1:
-            raise UsageError(f"--batch must be 'dynamic' or a positive integer, not {value!r}")
+        if not 1 <= fixed <= MAX_BATCH:  # the bound the embedded metadata's schema holds it to
+            raise UsageError(f"--batch must be 'dynamic' or an integer from 1 to {MAX_BATCH}, not {value!r}")
         return cls(fixed)
 
 

@@ -264,11 +264,9 @@ def _drop_intermediates(staging: Path, made: list[Artifact]) -> None:
 
 
 def _check_device(device: str) -> None:
-    if device == "cuda":
-        import torch
+    from ..errors import require_gpu
 
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA GPU is available here (use --device cpu)")
+    require_gpu(device)  # the one "no GPU" policy of every command (NoGPU, exit 1)
 
 
 def _resolve_opset(formats, opset):

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
 from ..errors import ArtifactError, UsageError, first_line
 from ..tables.metadata import validate
+from ..fileio import parse_json
 
 EXTRA_FILE = "tlexport.json"
 MAX_EXTRA = 16 << 20  # class names of 100k labels fit in a few MB
@@ -27,8 +27,5 @@ def read_extra(path: Path) -> dict:
             text = z.read(names[0]).decode()
     except (zipfile.BadZipFile, ValueError, OSError, NotImplementedError) as e:
         raise UsageError(f"{path} is not a readable model archive ({first_line(e)})") from None
-    try:
-        meta = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ArtifactError(f"{path}: embedded {EXTRA_FILE} is not valid JSON") from None
+    meta = parse_json(text, f"{path}: embedded {EXTRA_FILE}", MAX_EXTRA)
     return validate(meta, path)

@@ -1,6 +1,5 @@
-"""The run folder `tlexport train` writes, with one owner: the names of its files (layout), the
-bounded JSON reader (jsonio), and RunDir: reading (validated, one error per problem), writing
-(atomic), the lock and the judgement of what a folder holds. Training, resume, eval, load_run and
+"""The run folder `tlexport train` writes, with one owner: the names of its files (layout)
+and RunDir: reading (validated, one error per problem), writing (atomic), the lock and the judgement of what a folder holds. Training, resume, eval, load_run and
 finding an export's run all go through here. Torch is imported only where a checkpoint is read or
 written."""
 

@@ -9,10 +9,9 @@ import io
 import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from ..errors import TlexportError, UsageError, first_line
-from ..fileio import clean_stale, folder_lock, write_bytes, write_json, write_text
+from ..errors import MissingInput, NotARun, TlexportError, UsageError, first_line
+from ..fileio import clean_stale, folder_lock, read_json, write_bytes, write_json, write_text
 from . import layout as L
-from .jsonio import read_json
 
 META_MAX_BYTES = 16 << 20
 SPLIT_MAX_BYTES = 512 << 20  # one row per image: millions of images stay readable
@@ -69,13 +68,13 @@ class RunDir:
             (self.path / n).is_file() for n in (L.SPLIT_JSON, L.CHECKPOINT, L.BEST))
 
     def require(self) -> None:
-        """Raises RunError unless the folder exists and holds run.json."""
+        """MissingInput unless the folder exists, NotARun unless it holds run.json (both exit 2)."""
         if not self.path.exists():
-            raise RunError(f"run folder {self.path} does not exist")
+            raise MissingInput(f"run folder {self.path} does not exist")
         if not self.path.is_dir():
-            raise RunError(f"{self.path} is a file, not a run folder")
+            raise MissingInput(f"{self.path} is a file, not a run folder")
         if not self.meta_file.is_file():
-            raise RunError(f"{self.path} is not a tlexport run (no {L.RUN_JSON})")
+            raise NotARun(f"{self.path} is not a tlexport run (no {L.RUN_JSON})")
 
     def check_new(self, overwrite: bool = False) -> None:
         """Refuse to start a new run in a folder that holds one, unless `overwrite`; the message
@@ -171,7 +170,7 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"{self.path} is a file, not a folder")
         if not create and not self.path.is_dir():
-            raise RunError(f"run folder {self.path} does not exist")
+            raise MissingInput(f"run folder {self.path} does not exist")
         with made_dirs(self.path), folder_lock(self.path, what):
             clean_stale(self.path)
             yield self

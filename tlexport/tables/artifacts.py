@@ -13,7 +13,6 @@ Torch-free to import.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from ..errors import ArtifactError, UsageError
 from ..formats import registry
 from ..formats.spec import BAKED, DEVICES, MODEL, PRECISIONS
+from ..fileio import read_json
 
 __all__ = ["BAKED", "DEVICES", "MANIFEST", "MODEL", "PRECISIONS"]  # the vocabulary is read from here too
 MANIFEST = "manifest.json"
@@ -167,10 +167,7 @@ def read_manifest(export_dir: Path | str) -> dict | None:
     path = Path(export_dir) / MANIFEST
     if not path.is_file():
         return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: not readable JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    manifest = read_json(path)  # bounded: size and nesting depth checked before parsing (ArtifactError)
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: must be a JSON object, not {type(manifest).__name__}")
     artifacts = manifest.get("artifacts", [])

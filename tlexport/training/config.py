@@ -6,12 +6,10 @@ from these fields, so a new recipe option is one field plus the code that uses i
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import UsageError, first_line
-from ..run.jsonio import MAX_DEPTH, depth
+from ..errors import UsageError
 from ..tables import archs
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -232,32 +230,21 @@ CONFIG_MAX_BYTES = 1 << 20
 
 
 def _read_mapping(path: Path) -> dict:
+    """The --config file's mapping, read through the bounded readers (size and depth checked
+    before the parser can recurse; YAML aliases refused)."""
+    from ..fileio import read_json, read_yaml
+
     if not path.is_file():
         raise UsageError(f"--config {path}: no such file")
-    if path.stat().st_size > CONFIG_MAX_BYTES:
-        raise UsageError(f"--config {path}: too large for a file of options (over {CONFIG_MAX_BYTES} bytes)")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            raise UsageError(f"--config {path}: use a .yaml, .yml or .json file")
-    except (ValueError, ImportError) as e:  # json.JSONDecodeError is a ValueError
-        raise UsageError(f"--config {path}: cannot be parsed ({first_line(e)})") from None
-    except RecursionError:
-        raise UsageError(f"--config {path}: nested too deeply to be a mapping of options") from None
-    except Exception as e:  # yaml.YAMLError: multi-line messages with a caret diagram
-        if type(e).__module__.startswith("yaml"):
-            raise UsageError(f"--config {path}: cannot be parsed ({first_line(e)})") from None
-        raise
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = read_json(path, CONFIG_MAX_BYTES, UsageError)
+    elif suffix in (".yaml", ".yml"):
+        data = read_yaml(path, CONFIG_MAX_BYTES, UsageError)
+    else:
+        raise UsageError(f"--config {path}: use a .yaml, .yml or .json file")
     if data is None:
         return {}
-    if depth(data, MAX_DEPTH) > MAX_DEPTH:
-        raise UsageError(f"--config {path}: nested too deeply to be a mapping of options")
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: expected a mapping of option: value, got {type(data).__name__}")
     return data

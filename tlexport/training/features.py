@@ -22,7 +22,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fileio import atomic_path, sha256, write_text
+from ..errors import DataError
+from ..fileio import atomic_path, read_json, sha256, write_text
 from ..run.layout import FEATURE_CACHE
 from ..tables import archs
 from . import distributed as D
@@ -153,7 +154,7 @@ class FeatureStore:
             if str(npy.resolve()) in known or not npy.is_file():
                 continue
             arr = np.load(npy, mmap_mode="r")
-            self._register(arr, json.loads(keys_file.read_text()))
+            self._register(arr, read_json(keys_file, error=DataError))
 
     def _register(self, arr, keys: list[str]) -> None:
         a = len(self.arrays)

@@ -3,11 +3,11 @@ the JSON (no model code runs). Reading imports torch: ExecuTorch's runtime needs
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...errors import UsageError, first_line
 from ...tables.extras import not_installed
+from ...fileio import parse_json
 
 PTE_METHOD = "tlexport_metadata"  # ExecuTorch constant method returning the JSON
 
@@ -22,6 +22,7 @@ def read(path: Path) -> dict:
         program = Runtime.get().load_program(str(path))
         if PTE_METHOD not in program.method_names:
             return {}
-        return json.loads(program.load_method(PTE_METHOD).execute([])[0])
+        text = program.load_method(PTE_METHOD).execute([])[0]
     except Exception as e:  # ExecuTorch raises plain RuntimeError/ValueError for bad files
         raise UsageError(f"{path} is not a readable .pte program ({first_line(e)})") from None
+    return parse_json(text, f"{path}: {PTE_METHOD}")

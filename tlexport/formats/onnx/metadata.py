@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...errors import ArtifactError, UsageError, first_line
+from ...errors import UsageError, first_line
 from ...tables.metadata import validate
+from ...fileio import parse_json
 
 # metadata_props keys -> keys of the dict every reader returns.
 ONNX_KEYS = {
@@ -44,10 +45,10 @@ def from_onnx_props(props: dict, source="ONNX metadata") -> dict:
     out = {}
     for key, field in ONNX_KEYS.items():
         if key in props:
-            try:
-                out[field] = json.loads(props[key]) if field in JSON_VALUED else props[key]
-            except (ValueError, TypeError, RecursionError):
-                raise ArtifactError(f"{source}: metadata field '{field}' ({key}) is not valid JSON") from None
+            if field in JSON_VALUED:
+                out[field] = parse_json(props[key], f"{source}: metadata field '{field}' ({key})")
+            else:
+                out[field] = props[key]
     return validate(out, source)
 
 

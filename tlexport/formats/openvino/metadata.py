@@ -3,10 +3,10 @@ standard library (no openvino needed)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...errors import UsageError, first_line
+from ...fileio import parse_json
 
 IR_RT_INFO = ("tlexport", "metadata")  # rt_info path of the JSON in an OpenVINO IR
 
@@ -19,7 +19,7 @@ def read(path: Path) -> dict:
     try:
         root = ET.parse(path).getroot()
         node = root.find("rt_info/" + "/".join(IR_RT_INFO))
-        meta = json.loads(node.get("value")) if node is not None else {}
+        meta = parse_json(node.get("value") or "", f"{path}: rt_info tlexport/metadata") if node is not None else {}
         return meta if isinstance(meta, dict) else {}
     except (ET.ParseError, ValueError, TypeError, OSError) as e:
         raise UsageError(f"{path} is not a readable OpenVINO IR ({first_line(e)})") from None

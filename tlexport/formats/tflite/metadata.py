@@ -3,12 +3,12 @@ ai-edge-litert's schema (torch-free, no interpreter)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...errors import UsageError, first_line
 from ...tables.extras import not_installed
 from ...tables.metadata import to_json
+from ...fileio import parse_json
 
 TFLITE_ENTRY = "tlexport.json"  # name of the TFLite Model.metadata entry
 
@@ -23,7 +23,7 @@ def read(path: Path) -> dict:
         for i in range(model.MetadataLength()):
             entry = model.Metadata(i)
             if (entry.Name() or b"").decode() == TFLITE_ENTRY:
-                return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode())
+                return parse_json(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes(), f"{path}: {TFLITE_ENTRY}")
     except (ValueError, OSError, IndexError, AttributeError) as e:
         raise UsageError(f"{path} is not a readable .tflite model ({first_line(e)})") from None
     return {}
