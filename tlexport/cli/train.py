@@ -25,6 +25,23 @@ class RichTrainProgress:
     def message(self, text):
         self.con.print(text)
 
+    def files_checked(self, done, total):
+        """The validity scan's bar (files decoded, files/s); refreshed here rather than by rich's
+        thread, so that the scan can still fork its processes."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if done == 0:
+            self.scan_bar = Progress(TextColumn("checking images"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.con,
+                                     auto_refresh=False, disable=self.con.quiet)
+            self.scan_task = self.scan_bar.add_task("scan", total=total, rate="")
+            self.scan_bar.start()
+        speed = self.scan_bar.tasks[0].speed
+        self.scan_bar.update(self.scan_task, completed=done, rate=f"{speed:.0f} files/s" if speed else "")
+        self.scan_bar.refresh()
+        if done >= total:
+            self.scan_bar.stop()
+
     def start_epoch(self, epoch, epochs, steps, phase):
         if not self.started:
             self.bar.start()
@@ -133,6 +150,10 @@ class ArchType(click.ParamType):
 @click.option("--feature-cache", default="auto", show_default=True, type=click.Choice(["auto", "memory", "disk", "off"]),
               help="Head stage (frozen backbone) trains on backbone features computed once per image, kept in "
                    "memory or in RUN/feature-cache (auto: disk above 2 GiB); off runs the frozen model every epoch.")
+@click.option("--data-cache", default="disk", show_default=True, type=click.Choice(["disk", "memory", "off"]),
+              help="Keep each training image decoded and shrunk to what the augmentation needs, so only the first "
+                   "epoch decodes: disk (the user cache folder, shared by epochs, resumes, runs and ranks; "
+                   "`tlexport cache` shows where and how big), memory (this run only) or off.")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
               help="Autocast: auto = AMP on CUDA, bf16 on CPUs with AVX-512 BF16/AMX where a probe finds it faster.")
 @click.option("--dist-timeout", default=900.0, show_default=True, type=float,

@@ -55,6 +55,7 @@ class TrainConfig:
     linear_probe: bool = False  # train only the head, every epoch
     cache_views: int = 0  # head stage: augmented views cached per image (0: one eval-preprocessed view)
     feature_cache: str = "auto"  # head stage features: auto | memory | disk | off
+    data_cache: str = "disk"  # decoded, shrunk training images: disk | memory | off (tlexport/data/cache.py)
     precision: str = "auto"  # autocast: auto | fp32 | bf16
     dist_timeout: float = 900.0  # seconds a rank waits for the others before the job fails
 
@@ -81,6 +82,7 @@ class TrainConfig:
             (0 <= self.cache_views <= 64, "--cache-views must be in [0, 64]"),
             (self.feature_cache in ("auto", "memory", "disk", "off"), f"unknown --feature-cache {self.feature_cache!r}"),
             (self.precision in ("auto", "fp32", "bf16"), f"unknown --precision {self.precision!r}"),
+            (self.data_cache in ("disk", "memory", "off"), f"unknown --data-cache {self.data_cache!r}"),
             (self.dist_timeout > 0, "--dist-timeout must be positive"),
         ]
         for ok, message in checks:

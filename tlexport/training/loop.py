@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .. import __version__
+from ..data.cache import ImageCache
 from ..data.dataset import ImageDataset, collate_skip_none
 from ..data.folders import ScanResult, from_record, scan
 from ..data.preprocess import Preprocess
@@ -86,6 +87,7 @@ class Progress:
     """Callbacks for long work; the CLI subclasses it with rich bars. Library default: silent."""
 
     def message(self, text: str) -> None: ...
+    def files_checked(self, done: int, total: int) -> None: ...
     def start_epoch(self, epoch: int, epochs: int, steps: int, phase: str) -> None: ...
     def step(self, images: int, loss: float, acc: float, images_per_s: float) -> None: ...
     def end_epoch(self, stats: EpochStats) -> None: ...
@@ -105,8 +107,9 @@ def make_loaders(scanned: ScanResult, pre: Preprocess, cfg: TrainConfig, device)
     )
     if workers > 0:
         common["prefetch_factor"] = 4
-    train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment, cfg.crop_scale, cfg.auto_augment))
-    val_ds = ImageDataset(scanned.val, pre.eval_transform())
+    cache = ImageCache(cfg.data_cache, scanned.digests)
+    train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment, cfg.crop_scale, cfg.auto_augment), cache)
+    val_ds = ImageDataset(scanned.val, pre.eval_transform(), cache)
     sampler = D.EpochSampler(len(train_ds), cfg.seed, weights=sampling_weights(train_ds, cfg))
     train = DataLoader(train_ds, sampler=sampler, drop_last=False,
                        **{**common, "collate_fn": train_collate(cfg, len(scanned.classes))})
@@ -251,9 +254,11 @@ class _Session:
         self.notes: list[str] = []
         if recorded is None:
             progress.message(f"scanning {cfg.data} ...")
-            self.scanned = scan(cfg.data, cfg.val_fraction, cfg.seed, check_size=self.pre.check_size)
+            self.scanned = scan(cfg.data, cfg.val_fraction, cfg.seed, check_size=self.pre.check_size,
+                                progress=progress.files_checked)
         else:
-            self.scanned, self.notes = from_record(*recorded, check_size=self.pre.check_size)
+            self.scanned, self.notes = from_record(*recorded, check_size=self.pre.check_size,
+                                                   progress=progress.files_checked)
             for note in self.notes:
                 progress.message(f"note: {note}")
         self.model, self.source = build(cfg.arch, len(self.scanned.classes), cfg.weights if pretrained else "none",
