@@ -84,7 +84,8 @@ def decoder_tag() -> str:
     import PIL
     from PIL import features
 
-    return f"{images.DECODE_VERSION}|{PIL.__version__}|{features.version('libjpeg_turbo') or features.version('jpg')}"
+    jpeg = features.version("libjpeg_turbo") or features.version("jpg")
+    return f"{images.DECODE_VERSION}|dct={images.DCT_SCALING}|{PIL.__version__}|{jpeg}"
 
 
 # ---- the image cache --------------------------------------------------------------------------------------

@@ -44,7 +44,10 @@ class ScanMemory:
     manager: what was checked is saved on the way out, an interruption included."""
 
     def __init__(self, root: Path | str, enabled: bool = True):
-        self.root = Path(root).expanduser().resolve()
+        given = Path(root).expanduser()
+        self.root = given.resolve()
+        # the samples' paths start with the root as given: names by prefix, no resolve() per file
+        self.prefixes = tuple(dict.fromkeys(os.path.join(str(p), "") for p in (given, self.root)))
         name = hashlib.blake2b(str(self.root).encode(), digest_size=12).hexdigest()
         self.path = cache_dir() / "scan" / f"{name}.json"
         self.enabled, self.rows, self.changed = enabled, {}, False
@@ -59,6 +62,10 @@ class ScanMemory:
         return False
 
     def _name(self, path: Path) -> str:
+        text = str(path)
+        for prefix in self.prefixes:
+            if text.startswith(prefix):
+                return Path(text[len(prefix):]).as_posix()
         try:
             return Path(path).resolve().relative_to(self.root).as_posix()
         except ValueError:
