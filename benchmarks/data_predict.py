@@ -25,10 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from photos import SHAPES, add_common_args, machine_line, photo_folder, table, write_results
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
 BASELINE_REF = "44e699d"  # main just before the reduced decode and the decoding pool
 TARGET = 2.5
 
@@ -57,10 +58,7 @@ def parse(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--baseline-ref", default=BASELINE_REF, help="git ref of the tlexport to compare with")
-    ap.add_argument("--photo-size", default="4032x3024")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/tlexport-data-predict"))
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--smoke", action="store_true", help="8 photos of 640x480, 1 repeat")
+    add_common_args(ap, "tlexport-data-predict", HERE / "results")  # --smoke: 8 photos of 640x480, 1 repeat
     a = ap.parse_args(argv)
     if a.smoke:
         a.photos, a.repeats, a.photo_size = 8, 1, "640x480"
@@ -118,15 +116,10 @@ def main(argv=None) -> int:
     a = parse(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TLEXPORT_CACHE_DIR", str(a.work / "cache"))
-    from photos import SHAPES, write_photos
-
     from tlexport.envinfo import environment
 
-    photos = a.work / f"photos-{a.photo_size}-{a.photos}"
-    if not (photos / ".complete").is_file():
-        per = -(-a.photos // len(SHAPES))
-        info = write_photos(photos, classes=SHAPES, per_class=per, size=a.size)
-        (photos / ".complete").write_text(json.dumps(info))
+    photos, info = photo_folder(a.work / f"photos-{a.photo_size}-{a.photos}", classes=SHAPES,
+                                per_class=-(-a.photos // len(SHAPES)), size=a.size)
     model = make_model(a.work)
     env_before = environment()
     with tempfile.TemporaryDirectory(prefix="tlexport-baseline-") as tmp:
@@ -138,7 +131,7 @@ def main(argv=None) -> int:
                 out = run_arm(root, setup, kw, model, photos, 1)
                 times[name] += out["times"]
                 top1[name] = out["top1"]
-    n = json.loads((photos / ".complete").read_text())["files"]
+    n = info["files"]
     rows = [{"arm": name, "images": n, "seconds_median": round(statistics.median(t), 3),
              "images_per_s": round(n / statistics.median(t), 2), "seconds_all": [round(x, 3) for x in t]}
             for name, t in times.items()]
@@ -147,14 +140,8 @@ def main(argv=None) -> int:
         r["vs_baseline"] = round(r["images_per_s"] / base, 2)
     same = {name: sum(x == y for x, y in zip(t, top1[rows[0]["arm"]])) / n for name, t in top1.items()}
     result = {"rows": rows, "target_vs_baseline": TARGET, "top1_same_as_baseline": same,
-              "photos": json.loads((photos / ".complete").read_text()), "environment_before": env_before,
-              "load_after": environment().get("load_average")}
-    text = markdown(a, result)
-    stamp = time.strftime("%Y-%m-%d")
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"data-predict-{stamp}.json").write_text(json.dumps(result, indent=1, default=str))
-    (a.out / f"data-predict-{stamp}.md").write_text(text)
-    print(text)
+              "photos": info, "environment_before": env_before, "load_after": environment().get("load_average")}
+    write_results(a.out, "data-predict", result, markdown(a, result))
     return 0
 
 
@@ -165,12 +152,10 @@ def markdown(a, result: dict) -> str:
              "", f"`python benchmarks/data_predict.py --photos {a.photos} --repeats {a.repeats} --baseline-ref "
              f"{a.baseline_ref}` — resnet18 ONNX fp32 (256/224), batch {a.batch_size}, {info['files']} JPEGs of "
              f"{a.photo_size} ({info['mean_bytes'] / 1e6:.1f} MB mean).", "",
-             f"CPU: {env.get('cpu')}; usable cores {env.get('usable_cores')}; load before {env.get('load_average')}, "
-             f"after {result['load_after']}.", "",
-             "| arm | img/s (median) | vs before #21 | top-1 same as before |", "|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['arm']} | {r['images_per_s']} | {r['vs_baseline']}x | "
-                     f"{result['top1_same_as_baseline'][r['arm']]:.0%} |")
+             machine_line(env, result["load_after"]), ""]
+    lines += table(["arm", "img/s (median)", "vs before #21", "top-1 same as before"],
+                   [[r["arm"], r["images_per_s"], f"{r['vs_baseline']}x", f"{result['top1_same_as_baseline'][r['arm']]:.0%}"]
+                    for r in result["rows"]])
     lines += ["", f"Target: this checkout >= {TARGET}x before #21."]
     return "\n".join(lines) + "\n"
 

@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from photos import add_common_args, machine_line, table, write_results, write_small_files
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
 TARGET = 0.10
 
 CHILD = r"""
@@ -51,15 +52,11 @@ def run_scan(data: Path, cache: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=20_000)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/tlexport-data-scan"))
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--smoke", action="store_true")
+    add_common_args(ap, "tlexport-data-scan", HERE / "results")  # --smoke: 300 files
     a = ap.parse_args(argv)
     if a.smoke:
         a.files, a.work = 300, a.work.with_name(a.work.name + "-smoke")
         a.out = a.work / "out"
-    from photos import write_small_files
-
     from tlexport.envinfo import environment
 
     data = a.work / f"small-{a.files}"
@@ -84,18 +81,11 @@ def main(argv=None) -> int:
              f"{', SMOKE: not a measurement' if a.smoke else ''})", "",
              f"`python benchmarks/data_scan.py --files {a.files}` — {a.files} files of 64 px (3/4 JPEG, 1/4 PNG) in "
              f"4 class folders; the remembered scan is {result['memory_bytes'] / 1e6:.1f} MB.", "",
-             f"CPU: {env.get('cpu')}; usable cores {env.get('usable_cores')}; load before {env.get('load_average')}, "
-             f"after {result['load_after']}.", "",
-             "| run | seconds | files decoded | verdicts remembered |", "|---|---|---|---|"]
-    for name, r in runs.items():
-        lines.append(f"| {name} | {r['seconds']:.2f} | {r['decoded']} | {r['remembered']} |")
+             machine_line(env, result["load_after"]), ""]
+    lines += table(["run", "seconds", "files decoded", "verdicts remembered"],
+                   [[name, f"{r['seconds']:.2f}", r["decoded"], r["remembered"]] for name, r in runs.items()])
     lines += ["", f"Second run / first: {ratio:.1%} (target < {TARGET:.0%})."]
-    text = "\n".join(lines) + "\n"
-    stamp = time.strftime("%Y-%m-%d")
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"data-scan-{stamp}.json").write_text(json.dumps(result, indent=1, default=str))
-    (a.out / f"data-scan-{stamp}.md").write_text(text)
-    print(text)
+    write_results(a.out, "data-scan", result, "\n".join(lines) + "\n")
     return 0
 
 

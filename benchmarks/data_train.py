@@ -26,9 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+from photos import add_common_args, machine_line, photo_folder, pre_resized_copy, table, write_results
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 TARGET = 0.8
 
 
@@ -40,10 +41,7 @@ def parse(argv=None):
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, help="loader processes (default: tlexport's choice)")
-    ap.add_argument("--photo-size", default="4032x3024")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/tlexport-data-train"))
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--smoke", action="store_true", help="2 x 4 photos of 640x480, 2 epochs, 32 px")
+    add_common_args(ap, "tlexport-data-train", HERE / "results")  # --smoke: 2 x 4 photos of 640x480, 2 epochs, 32 px
     a = ap.parse_args(argv)
     if a.smoke:
         a.per_class, a.epochs, a.image_size, a.photo_size, a.batch_size = 4, 2, 32, "640x480", 4
@@ -54,17 +52,12 @@ def parse(argv=None):
 
 
 def make_data(a) -> tuple[Path, Path, dict]:
-    from photos import pre_resized_copy, write_photos
-
-    photos = a.work / f"photos-{a.photo_size}-{a.per_class}"
+    photos, info = photo_folder(a.work / f"photos-{a.photo_size}-{a.per_class}", per_class=a.per_class, size=a.size)
     small = a.work / f"resized256-{a.photo_size}-{a.per_class}"
-    if not (photos / ".complete").is_file():
-        info = write_photos(photos, per_class=a.per_class, size=a.size)
-        (photos / ".complete").write_text(json.dumps(info))
     if not (small / ".complete").is_file():
         pre_resized_copy(photos, small, 256)
         (small / ".complete").write_text("{}")
-    return photos, small, json.loads((photos / ".complete").read_text())
+    return photos, small, info
 
 
 def run_arm(a, name: str, data: Path, cache: str) -> dict:
@@ -104,12 +97,7 @@ def main(argv=None) -> int:
         r["vs_pre_resized"] = round(r["images_per_s_epoch2_on"] / base, 3) if base and r["images_per_s_epoch2_on"] else None
     result = {"rows": rows, "target": TARGET, "photos": info, "environment": env,
               "load_after": environment().get("load_average")}
-    stamp = time.strftime("%Y-%m-%d")
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"data-train-{stamp}.json").write_text(json.dumps(result, indent=1, default=str))
-    text = markdown(a, result)
-    (a.out / f"data-train-{stamp}.md").write_text(text)
-    print(text)
+    write_results(a.out, "data-train", result, markdown(a, result))
     return 0
 
 
@@ -120,13 +108,10 @@ def markdown(a, result: dict) -> str:
              f"`python benchmarks/data_train.py --per-class {a.per_class} --epochs {a.epochs} --arch {a.arch} "
              f"--image-size {a.image_size}` — {a.arch} from scratch, batch {a.batch_size}, {info['files']} JPEGs of "
              f"{a.photo_size} ({info['mean_bytes'] / 1e6:.1f} MB mean), 20% validate.", "",
-             f"CPU: {env.get('cpu')}; usable cores {env.get('usable_cores')}; load before {env.get('load_average')}, "
-             f"after {result['load_after']}.", "",
-             "| arm | img/s per epoch | img/s epochs 2+ | vs pre-resized (cache off) | cache MB | run s |",
-             "|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['arm']} | {', '.join(map(str, r['epoch_images_per_s']))} | {r['images_per_s_epoch2_on']} | "
-                     f"{r['vs_pre_resized']} | {r['cache_bytes'] / 1e6:.1f} | {r['seconds']} |")
+             machine_line(env, result["load_after"]), ""]
+    lines += table(["arm", "img/s per epoch", "img/s epochs 2+", "vs pre-resized (cache off)", "cache MB", "run s"],
+                   [[r["arm"], ", ".join(map(str, r["epoch_images_per_s"])), r["images_per_s_epoch2_on"],
+                     r["vs_pre_resized"], f"{r['cache_bytes'] / 1e6:.1f}", r["seconds"]] for r in result["rows"]])
     lines += ["", f"Target: photos with the cache >= {TARGET:.0%} of the pre-resized rate, epochs 2 on."]
     return "\n".join(lines) + "\n"
 

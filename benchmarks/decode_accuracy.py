@@ -22,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from photos import SHAPES, add_common_args, machine_line, photo_folder, table, write_results
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's tlexport
-sys.path.insert(0, str(HERE))
 
 
 def parse(argv=None):
@@ -33,10 +34,7 @@ def parse(argv=None):
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--per-class", type=int, default=60, help="photos per class (4 classes; 25%% validate)")
     ap.add_argument("--image-size", type=int, default=96, help="crop fed to the network")
-    ap.add_argument("--photo-size", default="4032x3024")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/tlexport-decode-accuracy"))
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--smoke", action="store_true", help="2 classes x 6 photos of 320x240, 1 epoch, 1 seed")
+    add_common_args(ap, "tlexport-decode-accuracy", HERE / "results")  # --smoke: 2 x 6 photos of 320x240, 1 epoch
     a = ap.parse_args(argv)
     if a.smoke:
         a.seeds, a.epochs, a.per_class, a.image_size, a.photo_size = "0", 1, 6, 32, "320x240"
@@ -45,16 +43,9 @@ def parse(argv=None):
     return a
 
 
-def make_data(a) -> Path:
-    from photos import SHAPES, write_photos
-
-    data = a.work / f"photos-{a.photo_size}-{a.per_class}"
-    if not (data / ".complete").is_file():
-        classes = SHAPES[:2] if a.smoke else SHAPES
-        info = write_photos(data, classes=classes, per_class=a.per_class, size=a.size, radius=(0.06, 0.12),
-                            contrast=40.0)
-        (data / ".complete").write_text(json.dumps(info))
-    return data
+def make_data(a) -> tuple[Path, dict]:
+    return photo_folder(a.work / f"photos-{a.photo_size}-{a.per_class}", classes=SHAPES[:2] if a.smoke else SHAPES,
+                        per_class=a.per_class, size=a.size, radius=(0.06, 0.12), contrast=40.0)
 
 
 def train_arm(a, data: Path, full: bool, seed: int) -> dict:
@@ -107,13 +98,12 @@ def report(a, rows: list[dict], env: dict, data_info: dict) -> str:
              f"--image-size {a.image_size}` — resnet18 from scratch, AdamW 2e-3, batch 32, crop scale 0.35, "
              f"{data_info.get('files')} generated photos of {a.photo_size} ({data_info.get('mean_bytes', 0) / 1e6:.1f} MB "
              "mean), 25% validate.", "",
-             f"CPU: {env.get('cpu')}; usable cores {env.get('usable_cores')}; load {env.get('load_average')}.", "",
-             "| decode | seed | best val acc | last val acc | val acc, reduced decode | val acc, full decode | "
-             "top-1 same under both | run s |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        c = r["cross"]
-        lines.append(f"| {r['decode']} | {r['seed']} | {r['best_val_accuracy']:.1%} | {r['final_val_accuracy']:.1%} | "
-                     f"{c['acc_reduced_decode']:.1%} | {c['acc_full_decode']:.1%} | {c['top1_same']:.1%} | {r['seconds']} |")
+             machine_line(env, env.get("load_after")), ""]
+    lines += table(["decode", "seed", "best val acc", "last val acc", "val acc, reduced decode", "val acc, full decode",
+                    "top-1 same under both", "run s"],
+                   [[r["decode"], r["seed"], f"{r['best_val_accuracy']:.1%}", f"{r['final_val_accuracy']:.1%}",
+                     f"{r['cross']['acc_reduced_decode']:.1%}", f"{r['cross']['acc_full_decode']:.1%}",
+                     f"{r['cross']['top1_same']:.1%}", r["seconds"]] for r in rows])
     by = {d: [r["best_val_accuracy"] for r in rows if r["decode"] == d] for d in ("full", "reduced")}
     spread = {d: (max(v) - min(v)) if v else 0.0 for d, v in by.items()}
     lines += ["", f"Mean best val accuracy: full {statistics.mean(by['full']):.1%}, reduced "
@@ -128,7 +118,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("TLEXPORT_CACHE_DIR", str(a.work / "cache"))  # never the user's cache
     from tlexport.envinfo import environment
 
-    data = make_data(a)
+    env_before = environment()
+    data, info = make_data(a)
     rows = []
     for seed in [int(s) for s in a.seeds.split(",")]:
         for full in (True, False):
@@ -136,14 +127,9 @@ def main(argv=None) -> int:
             row["cross"] = cross_decode(row["run_dir"])
             rows.append(row)
             print(json.dumps(row), flush=True)
-    env = environment()
-    text = report(a, rows, env, json.loads((data / ".complete").read_text()))
-    stamp = time.strftime("%Y-%m-%d")
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"decode-accuracy-{stamp}.md").write_text(text)
-    (a.out / f"decode-accuracy-{stamp}.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1,
-                                                                    default=str))
-    print(text)
+    env = {**env_before, "load_after": environment().get("load_average")}
+    write_results(a.out, "decode-accuracy", {"environment": env, "photos": info, "rows": rows},
+                  report(a, rows, env, info))
     return 0
 
 

@@ -134,3 +134,46 @@ def pre_resized_copy(src: Path, dst: Path, side: int = 256, quality: int = 92) -
             w, h = im.size
             scale = side / min(w, h)
             im.resize((round(w * scale), round(h * scale)), Image.BILINEAR).save(out, quality=quality)
+
+
+# ---- what the data-path benchmarks share ----------------------------------------------------------
+def photo_folder(folder: Path, **kw) -> tuple[Path, dict]:
+    """`write_photos(folder, **kw)` once: a marker file keeps a finished folder for the next run."""
+    import json
+
+    marker = Path(folder) / ".complete"
+    if not marker.is_file():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(write_photos(folder, **kw)))
+    return Path(folder), json.loads(marker.read_text())
+
+
+def add_common_args(ap, work: str, out: Path) -> None:
+    """--photo-size, --work, --out, --smoke, as every data-path benchmark takes them."""
+    ap.add_argument("--photo-size", default="4032x3024")
+    ap.add_argument("--work", type=Path, default=Path("/tmp") / work, help="generated data and runs (kept)")
+    ap.add_argument("--out", type=Path, default=out, help="where the .md and .json results go")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script works")
+
+
+def machine_line(env: dict, load_after) -> str:
+    return (f"CPU: {env.get('cpu')}; usable cores {env.get('usable_cores')}; load before "
+            f"{env.get('load_average')}, after {load_after}.")
+
+
+def write_results(out: Path, name: str, result: dict, text: str) -> None:
+    """out/<name>-<date>.json and .md, and the Markdown on stdout."""
+    import json
+    import time
+
+    stamp = time.strftime("%Y-%m-%d")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"{name}-{stamp}.json").write_text(json.dumps(result, indent=1, default=str))
+    (Path(out) / f"{name}-{stamp}.md").write_text(text)
+    print(text)
+
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    """Markdown table lines."""
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])

@@ -242,6 +242,32 @@ def test_example_app_names_an_unreadable_file_and_classifies_the_rest(exported, 
     assert "broken.jpg: cannot read" in p.stderr and "ok.png: " in p.stdout and "Traceback" not in p.stderr
 
 
+def test_images_module_can_be_vendored_alone(exported, mode_images, tmp_path):
+    """images.py imports nothing of tlexport: an app copies it next to itself and, without
+    tlexport importable, prints exactly what it prints with tlexport installed."""
+    import ast
+    import shutil
+
+    tree = ast.parse((ROOT / "tlexport" / "data" / "images.py").read_text())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert roots <= {"__future__", "io", "warnings", "pathlib", "numpy", "PIL"}, roots
+    app = tmp_path / "app"
+    app.mkdir()
+    shutil.copy(ROOT / "examples" / "edge_app.py", app)
+    shutil.copy(ROOT / "tlexport" / "data" / "images.py", app)
+    folder = next(iter(mode_images.values())).parent
+    args = [str(exported / "model.onnx"), str(folder)]
+    blocked = ("import runpy, sys; sys.modules['tlexport'] = None; sys.path.insert(0, sys.argv[1]); "
+               "sys.argv = ['edge_app.py'] + sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    alone = subprocess.run([sys.executable, "-c", blocked, str(app), *args], capture_output=True, text=True,
+                           timeout=120, cwd=app)
+    installed = subprocess.run([sys.executable, str(ROOT / "examples" / "edge_app.py"), *args], capture_output=True,
+                               text=True, timeout=120)
+    assert alone.returncode == 0 and installed.returncode == 0, alone.stderr + installed.stderr
+    assert alone.stdout == installed.stdout and len(alone.stdout.splitlines()) == len(mode_images)
+
+
 def test_examples_keep_no_decoding_of_their_own():
     """The examples decode only through tlexport/data/images.py (and python_api through predict)."""
     for script in ("edge_app.py", "edge_litert.py", "edge_executorch.py", "python_api.py"):

@@ -101,17 +101,24 @@ def test_an_oversized_memory_file_is_not_read(tmp_path, monkeypatch):
     assert calls.calls[-1] == (9, 9)
 
 
-def test_parallel_check_matches_the_serial_one_and_uses_processes(tmp_path):
+def test_parallel_check_matches_the_serial_one_and_uses_processes(tmp_path, monkeypatch):
     root = _folder(tmp_path / "data", per_class=40)
     samples = [(p, 0) for p in sorted((root / "train").rglob("*.*"))]
     assert len(samples) >= check.POOL_MIN
     pre = Preprocess(56, 48)
+    # other tests may leave a thread running in this process; the choice is tested for both cases
+    monkeypatch.setattr(check.threading, "active_count", lambda: 1)
+    made = []
+    pool = check._pool
+    monkeypatch.setattr(check, "_pool", lambda *a: made.append(pool(*a)) or made[-1])
     serial = check.check(samples, pre.check_size, workers=1)
     parallel = check.check(samples, pre.check_size, workers=2)
     assert (parallel.good, parallel.bad, parallel.digests) == (serial.good, serial.bad, serial.digests)
-    assert isinstance(check._pool(len(samples), 2, pre.check_size), ProcessPoolExecutor)
-    assert isinstance(check._pool(len(samples), 2, lambda w, h: None), ThreadPoolExecutor)  # cannot travel
-    assert check._pool(check.POOL_MIN - 1, 2, None) is None
+    assert made[0] is None and isinstance(made[1], ProcessPoolExecutor)
+    assert isinstance(pool(len(samples), 2, lambda w, h: None), ThreadPoolExecutor)  # a lambda cannot travel
+    assert pool(check.POOL_MIN - 1, 2, None) is None
+    monkeypatch.setattr(check.threading, "active_count", lambda: 2)  # a live thread: no fork
+    assert isinstance(pool(len(samples), 2, pre.check_size), ThreadPoolExecutor)
 
 
 def test_memory_is_in_the_cache_folder_not_the_data_folder(tmp_path):

@@ -96,6 +96,7 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16, *, workers
     Raises:
         UsageError: bad model or arguments. DataError: no image files at all.
     """
+    from .data.check import available_cpus
     from .data.images import iter_image_files
 
     if top_k < 1 or batch_size < 1 or (workers is not None and workers < 1):
@@ -111,7 +112,7 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16, *, workers
     rows: list[dict | None] = [None] * len(files)
     errors: dict[int, dict] = {}
     done = 0
-    for ready, failed in _decoded_batches(files, prepare, batch, workers or min(8, _cpus())):
+    for ready, failed in _decoded_batches(files, prepare, batch, workers or min(8, available_cpus())):
         for i, e in failed:
             errors[i] = {"image": str(files[i]), "error": _reason(e)}
         if ready:
@@ -148,7 +149,10 @@ def _decoded_batches(files: list[Path], prepare, batch: int, workers: int):
                     break
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for i, arr, err in sorted(f.result() for f in finished):
-                    (ready.append((i, arr)) if err is None else failed.append((i, err)))
+                    if err is None:
+                        ready.append((i, arr))
+                    else:
+                        failed.append((i, err))
                 while len(ready) >= batch or (failed and not ready):
                     yield ready[:batch], failed
                     ready, failed = ready[batch:], []
@@ -157,13 +161,6 @@ def _decoded_batches(files: list[Path], prepare, batch: int, workers: int):
         finally:  # an error while classifying: the files not started yet never start
             for f in pending:
                 f.cancel()
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _reason(e: Exception) -> str:

@@ -21,6 +21,7 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -275,11 +276,13 @@ def _probe_all(paths: list[str], check_size, progress, workers, index: list[int]
 
 
 def _pool(n: int, workers: int, check_size):
-    """Processes where they can be forked safely (no other thread running in this one) and the
-    size check travels to them; threads otherwise; None when the work is too small for either."""
+    """Processes where they can be forked safely (Linux, no other Python thread running in this
+    one: as torch's DataLoader forks its workers) and the size check travels to them; threads
+    otherwise (Pillow decodes without the GIL); None when the work is too small for either.
+    Forking, unlike spawning, does not import the caller's main module again."""
     if workers <= 1 or n < POOL_MIN:
         return None
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() and _picklable(check_size):
+    if sys.platform.startswith("linux") and threading.active_count() == 1 and _picklable(check_size):
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     return ThreadPoolExecutor(workers)
 
@@ -295,7 +298,14 @@ def _picklable(obj) -> bool:
 
 
 def available_cpus() -> int:
+    """The CPUs this process may use, shared with the other ranks of a torchrun job on this
+    machine (LOCAL_WORLD_SIZE; each scans too), at most 32."""
     try:
-        return max(1, min(32, len(os.sched_getaffinity(0))))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:
-        return max(1, min(32, os.cpu_count() or 1))
+        cpus = os.cpu_count() or 1
+    try:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        ranks = 1
+    return max(1, min(32, cpus // ranks))

@@ -255,10 +255,10 @@ class _Session:
         if recorded is None:
             progress.message(f"scanning {cfg.data} ...")
             self.scanned = scan(cfg.data, cfg.val_fraction, cfg.seed, check_size=self.pre.check_size,
-                                progress=progress.files_checked)
+                                progress=getattr(progress, "files_checked", None))
         else:
             self.scanned, self.notes = from_record(*recorded, check_size=self.pre.check_size,
-                                                   progress=progress.files_checked)
+                                                   progress=getattr(progress, "files_checked", None))
             for note in self.notes:
                 progress.message(f"note: {note}")
         self.model, self.source = build(cfg.arch, len(self.scanned.classes), cfg.weights if pretrained else "none",
