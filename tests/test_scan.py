@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
@@ -102,23 +102,37 @@ def test_an_oversized_memory_file_is_not_read(tmp_path, monkeypatch):
 
 
 def test_parallel_check_matches_the_serial_one_and_uses_processes(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
     root = _folder(tmp_path / "data", per_class=40)
     samples = [(p, 0) for p in sorted((root / "train").rglob("*.*"))]
     assert len(samples) >= check.POOL_MIN
-    pre = Preprocess(56, 48)
-    # other tests may leave a thread running in this process; the choice is tested for both cases
-    monkeypatch.setattr(check.threading, "active_count", lambda: 1)
-    made = []
+    serial = check.check(samples, Preprocess(56, 48).check_size, workers=1)
+    # in a fresh interpreter, as `tlexport train` starts: no other thread, so the pool forks
+    code = ("import json, sys\n"
+            "from pathlib import Path\n"
+            "from tlexport.data import check\n"
+            "from tlexport.data.preprocess import Preprocess\n"
+            "made, pool = [], check._pool\n"
+            "check._pool = lambda *a: made.append(pool(*a)) or made[-1]\n"
+            "samples = [(Path(p), 0) for p in json.loads(sys.argv[1])]\n"
+            "r = check.check(samples, Preprocess(56, 48).check_size, workers=2)\n"
+            "print(json.dumps({'pool': type(made[0]).__name__, 'good': [str(p) for p, _ in r.good],\n"
+            "                  'bad': [[str(p), why] for p, why in r.bad], 'digests': r.digests}))\n")
+    p = subprocess.run([sys.executable, "-c", code, json.dumps([str(p) for p, _ in samples])],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    parallel = json.loads(p.stdout)
+    assert parallel["pool"] == "ProcessPoolExecutor"
+    assert parallel["good"] == [str(p) for p, _ in serial.good]
+    assert parallel["bad"] == [[str(p), why] for p, why in serial.bad]
+    assert parallel["digests"] == {k: list(v) for k, v in serial.digests.items()}
     pool = check._pool
-    monkeypatch.setattr(check, "_pool", lambda *a: made.append(pool(*a)) or made[-1])
-    serial = check.check(samples, pre.check_size, workers=1)
-    parallel = check.check(samples, pre.check_size, workers=2)
-    assert (parallel.good, parallel.bad, parallel.digests) == (serial.good, serial.bad, serial.digests)
-    assert made[0] is None and isinstance(made[1], ProcessPoolExecutor)
     assert isinstance(pool(len(samples), 2, lambda w, h: None), ThreadPoolExecutor)  # a lambda cannot travel
     assert pool(check.POOL_MIN - 1, 2, None) is None
     monkeypatch.setattr(check.threading, "active_count", lambda: 2)  # a live thread: no fork
-    assert isinstance(pool(len(samples), 2, pre.check_size), ThreadPoolExecutor)
+    assert isinstance(pool(len(samples), 2, Preprocess(56, 48).check_size), ThreadPoolExecutor)
 
 
 def test_memory_is_in_the_cache_folder_not_the_data_folder(tmp_path):
