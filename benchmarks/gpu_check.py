@@ -300,7 +300,9 @@ def _loader(ctx: Ctx, arch: str, batch: int, px: int, workers: int):
     from tlexport.training.torchutil import resolve_device
 
     root = ctx.result("data")["root"]
-    cfg = TrainConfig(data=root, arch=arch, weights="none", batch_size=batch, image_size=px, workers=workers)
+    # every step decodes its JPEGs, as recorded before the image cache (the feeding section times the cache)
+    cfg = TrainConfig(data=root, arch=arch, weights="none", batch_size=batch, image_size=px, workers=workers,
+                      data_cache="off")
     train, _, _ = make_loaders(scan(root, cfg.val_fraction, cfg.seed), default_preprocess(arch).with_crop(px),
                                cfg, resolve_device(ctx.device))
     return train
