@@ -17,6 +17,9 @@ numbers first and compilation last:
   matmul              fp32 / tf32 / bf16 / fp16 matmul ceilings
   infer_dev           device-resident inference, eager fp16 channels-last, batch 1 and 256
   ddp                 `tlexport train --nproc N` when that exists and more than one GPU is visible
+  photos              generated phone photos (4032x3024 JPEGs of ~4 MB, some with EXIF orientation)
+  feeding             the training step fed from those photos: tlexport's image cache, reduced decoding
+                      without it, full decoding (tlexport before issue 21), torchvision's GPU decode_jpeg
   infer_dev_compiled  torch.compile(mode="reduce-overhead") of the same (optional: budget allowing)
   train_syn_compiled  torch.compile of the training step (optional: budget allowing)
 
@@ -122,6 +125,8 @@ SECTIONS = (
     Section("matmul", 60, 120),
     Section("infer_dev", 60, 200, ("train_run",), ("torch", "safetensors")),
     Section("ddp", 240, 400, ("data",), ("torch", "click", "rich", "safetensors")),
+    Section("photos", 120, 200, modules=("numpy", "PIL")),
+    Section("feeding", 180, 400, ("photos",), ("torch", "torchvision", "PIL")),
     Section("infer_dev_compiled", 240, 500, ("train_run",), ("torch", "safetensors"), optional=True),
     Section("train_syn_compiled", 240, 600, modules=("torch", "torchvision"), optional=True),
 )
@@ -295,7 +300,9 @@ def _loader(ctx: Ctx, arch: str, batch: int, px: int, workers: int):
     from tlexport.training.torchutil import resolve_device
 
     root = ctx.result("data")["root"]
-    cfg = TrainConfig(data=root, arch=arch, weights="none", batch_size=batch, image_size=px, workers=workers)
+    # every step decodes its JPEGs, as recorded before the image cache (the feeding section times the cache)
+    cfg = TrainConfig(data=root, arch=arch, weights="none", batch_size=batch, image_size=px, workers=workers,
+                      data_cache="off")
     train, _, _ = make_loaders(scan(root, cfg.val_fraction, cfg.seed), default_preprocess(arch).with_crop(px),
                                cfg, resolve_device(ctx.device))
     return train
@@ -544,10 +551,151 @@ def sec_ddp(ctx: Ctx) -> dict:
     return out
 
 
+def sec_photos(ctx: Ctx) -> dict:
+    """Phone-size photos for the feeding section (benchmarks/photos.py), one process per core."""
+    sys.path.insert(0, str(HERE))
+    from photos import PHONE, SHAPES, write_photos
+
+    per, px = size(ctx, (128, PHONE), (8, (640, 480)))  # 2 x 128: 3 full training batches of 64 an epoch
+    root = ctx.work / f"photos-{px[0]}x{px[1]}-{per}"
+    marker = root / ".complete"
+    t0 = time.perf_counter()
+    if not marker.is_file():
+        info = write_photos(root, classes=SHAPES[:2], per_class=per, size=px, workers=min(16, os.cpu_count() or 1))
+        marker.write_text(json.dumps(info))
+    return {"root": str(root), **json.loads(marker.read_text()), "seconds_writing": round(time.perf_counter() - t0, 1)}
+
+
+def _photo_loader(ctx: Ctx, arch: str, batch: int, px: int, workers: int, cache: str, full_decode: bool):
+    """tlexport's training loader over the photos, with its image cache on or off and JPEG DCT
+    scaling on or off (full_decode: what tlexport did before issue 21)."""
+    from tlexport.data import images
+    from tlexport.data.folders import scan
+    from tlexport.models import default_preprocess
+    from tlexport.training.config import TrainConfig
+    from tlexport.training.loop import make_loaders
+    from tlexport.training.torchutil import resolve_device
+
+    images.DCT_SCALING = not full_decode  # module state: the forked loader workers inherit it
+    root = ctx.result("photos")["root"]
+    cfg = TrainConfig(data=root, arch=arch, weights="none", batch_size=batch, image_size=px, workers=workers,
+                      data_cache=cache)
+    scanned = scan(root, cfg.val_fraction, cfg.seed)
+    train, _, _ = make_loaders(scanned, default_preprocess(arch).with_crop(px), cfg, resolve_device(ctx.device))
+    return (b for b in _endless(train) if len(b[1]) == batch), len(scanned.train)  # full batches: img/s exact
+
+
+def _gpu_decoded(ctx: Ctx, arch: str, batch: int, px: int, dev):
+    """Batches decoded by torchvision.io.decode_jpeg on the device (batched nvJPEG on CUDA; the CPU
+    decoder in a smoke run), then RandomResizedCrop + flip + normalise there. A thread reads the
+    next batch's file bytes while this one decodes. Yields (x, y) on the device."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from torchvision.io import decode_jpeg
+    from torchvision.transforms import RandomResizedCrop
+    from torchvision.transforms.v2 import functional as F
+
+    from tlexport.data.folders import scan
+    from tlexport.models import default_preprocess
+
+    pre = default_preprocess(arch).with_crop(px)
+    samples = scan(ctx.result("photos")["root"]).train
+    mean = torch.tensor(pre.mean, device=dev).view(1, 3, 1, 1) * 255
+    std = torch.tensor(pre.std, device=dev).view(1, 3, 1, 1) * 255
+    rng, exif = random.Random(0), [True]
+
+    def read(items):
+        return ([torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p, _ in items],
+                torch.tensor([y for _, y in items]))
+
+    def decode(datas):
+        try:
+            return decode_jpeg(datas, device=dev, apply_exif_orientation=exif[0])
+        except (RuntimeError, NotImplementedError, ValueError):
+            if not exif[0]:
+                raise
+            exif[0] = False  # this torchvision cannot turn on the device: decode as stored
+            return decode_jpeg(datas, device=dev)
+
+    with ThreadPoolExecutor(1) as reader:
+        ahead = reader.submit(read, rng.sample(samples, min(batch, len(samples))))
+        while True:
+            datas, y = ahead.result()
+            ahead = reader.submit(read, rng.sample(samples, min(batch, len(samples))))
+            crops = []
+            for img in decode(datas):
+                i, j, h, w = RandomResizedCrop.get_params(img, (0.08, 1.0), (3 / 4, 4 / 3))
+                c = F.resized_crop(img, i, j, h, w, [px, px], antialias=True)
+                crops.append(F.horizontal_flip(c) if rng.random() < 0.5 else c)
+            x = ((torch.stack(crops).float() - mean) / std).contiguous(memory_format=torch.channels_last)
+            yield x, y.to(dev, non_blocking=True), exif[0]
+
+
+def sec_feeding(ctx: Ctx) -> dict:
+    """One training step (train_syn's model, AMP, channels-last) fed four ways from phone photos,
+    so the first GPU that runs this shows which feeder keeps it busy."""
+    import gc
+    import math
+    import shutil
+
+    import torch
+
+    from tlexport.training.loop import train_step
+    from tlexport.training.torchutil import to_device
+
+    arch, batch, px = size(ctx, ("resnet50", 64, 224), ("resnet18", 4, 32))
+    workers, why = loader_workers(batch, px, min(16, os.cpu_count() or 1))
+    shutil.rmtree(os.environ.get("TLEXPORT_CACHE_DIR", ctx.work / "tlexport-cache"), ignore_errors=True)
+    dev, model, opt, dtype, scaler = _train_setup(ctx, arch, 2)
+    crit, rows = torch.nn.CrossEntropyLoss(), []
+    timing = size(ctx, (6, 3.0, 25.0), (2, 0.0, 60.0))
+    plan = (("synthetic (tensors on the device)", "synthetic", None),
+            ("tlexport image cache (epochs 2+)", "disk", False), ("reduced JPEG decode, no cache", "off", False),
+            ("full decode (tlexport before #21)", "off", True), ("torchvision decode_jpeg on " + dev.type, None, None))
+    for name, cache, full in plan:
+        try:
+            if cache == "synthetic":
+                x = torch.randn(batch, 3, px, px, device=dev).contiguous(memory_format=torch.channels_last)
+                it, warm = iter(lambda: (x, torch.zeros(batch, dtype=torch.long, device=dev)), None), 3
+            elif cache is None:
+                it, warm = _gpu_decoded(ctx, arch, batch, px, dev), 2
+            else:
+                it, n = _photo_loader(ctx, arch, batch, px, workers, cache, full)
+                warm = math.ceil(n / batch) + 1 if cache == "disk" else 2  # the cache fills in epoch 1
+            extra = {}
+
+            def step():
+                b = next(it)
+                if len(b) == 3:
+                    extra["exif_applied"] = b[2]
+                x, y = to_device(b[:2], dev)
+                train_step(model, x, y, opt, scaler, crit, dtype)
+
+            r = timed_steps(step, ctx.device, batch, warm, *timing)
+            rows.append({"feeder": name, "images_per_s": r["images_per_s"], "median_step_ms": r["median_step_ms"],
+                         "warmup_steps": warm, "warmup_s": r["warmup_s"], **extra})
+        except Exception as e:  # one feeder failing (no nvJPEG, out of memory) still reports the others
+            rows.append({"feeder": name, "error": f"{type(e).__name__}: {str(e).strip()[:300]}"})
+        it = None
+        gc.collect()  # the loader's worker processes end with it
+    syn = rows[0].get("images_per_s")
+    for r in rows:
+        r["vs_synthetic"] = round(r["images_per_s"] / syn, 3) if syn and "images_per_s" in r else None
+    out = {"arch": arch, "batch": batch, "image_size": px, "amp": amp_label(dtype), "workers": workers,
+           "workers_note": why, "photos": ctx.result("photos").get("files"), "results": rows}
+    failed = [r for r in rows if "error" in r and not r["feeder"].startswith("torchvision")]  # nvJPEG may be absent
+    if failed:
+        out.update(status="failed", reason="; ".join(f"{r['feeder']}: {r['error']}" for r in failed)[:600])
+    return out
+
+
 SECTION_FUNCS = {
     "env": sec_env, "train_syn": sec_train_syn, "data": sec_data, "train_real": sec_train_real,
     "train_run": sec_train_run, "export": sec_export, "parity": sec_parity, "bench": sec_bench,
     "gpu_tests": sec_gpu_tests, "matmul": sec_matmul, "infer_dev": sec_infer_dev, "ddp": sec_ddp,
+    "photos": sec_photos, "feeding": sec_feeding,
     "infer_dev_compiled": lambda ctx: sec_infer_dev(ctx, compiled=True),
     "train_syn_compiled": lambda ctx: sec_train_syn(ctx, compiled=True),
 }
@@ -571,7 +719,7 @@ def child_main(name: str, ctx: Ctx) -> int:
 
 # ---- the parent: runs each section in a child process, keeps results and the summary ----------
 RESERVE_S = 5  # kept back to write the summary
-USABLE = {"data": "root", "train_run": "run_dir", "export": "out_dir"}  # a dependency's result key
+USABLE = {"data": "root", "train_run": "run_dir", "export": "out_dir", "photos": "root"}  # a dependency's result key
 FAILING = ("failed", "error", "timeout", "skipped")
 
 
@@ -627,6 +775,7 @@ class Runner:
                "--device", self.ctx.device, "--work", str(self.ctx.work)] + (["--smoke"] if self.ctx.smoke else [])
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        env.setdefault("TLEXPORT_CACHE_DIR", str(self.ctx.work / "tlexport-cache"))  # scans, image cache: not ~/.cache
         self.say(f"{name} ... (limit {limit:.0f} s)")
         self.log.write(f"----- {name} -----\n")
         self.log.flush()
@@ -735,6 +884,11 @@ def _headline(results: dict) -> list[str]:
             best = min(cells, key=lambda x: x["p50_ms"])
             rows.append([f"bench batch {b}, best runtime (numpy in/out)",
                          f"{best['runtime']}/{best['precision']}: p50 {fmt(best['p50_ms'], 3)} ms, {fmt(best['throughput'])} img/s", ""])
+    for x in results.get("feeding", {}).get("results", [])[1:]:
+        rows.append([f"train img/s fed from phone photos: {x['feeder']}",
+                     f"{fmt(x['images_per_s'])} ({fmt(x.get('vs_synthetic'), 2)} of synthetic at batch "
+                     f"{results['feeding'].get('batch')})" if "images_per_s" in x
+                     else f"error: {x.get('error')}", f">= {REAL_RATIO_TARGET:.0%} of synthetic"])
     for name in ("infer_dev", "infer_dev_compiled"):
         for x in results.get(name, {}).get("results", []):
             rows.append([f"{results[name]['runtime']}, on-device input, batch {x['batch']}",

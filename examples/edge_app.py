@@ -1,8 +1,12 @@
 """A minimal edge app: classify an image file or a folder with a tlexport ONNX model.
 
-Needs only onnxruntime, numpy and Pillow - not torch, not tlexport. Everything it needs travels
-inside the model file: class names (`tlexport.classes`) and preprocessing (`tlexport.preprocess`:
-resize, crop, mean, std, interpolation) in the ONNX metadata.
+Needs onnxruntime, numpy and Pillow - not torch. Everything model-specific travels inside the
+model file: class names (`tlexport.classes`) and preprocessing (`tlexport.preprocess`: resize,
+crop, mean, std, interpolation) in the ONNX metadata. Decoding and preprocessing are tlexport's
+own (tlexport/data/images.py: every image mode, EXIF orientation, the reduced JPEG decode, the
+resize and crop), so the app sees exactly the pixels training and `tlexport predict` saw. That
+module needs only Pillow and numpy: an app that does not install tlexport copies the one file
+next to itself.
 
 The metadata is input like any file: it is checked with the same rules tlexport applies
 (tlexport/tables/metadata.py and tlexport/formats/onnx/metadata.py; kept as a short copy here so the app needs nothing but the model),
@@ -14,15 +18,15 @@ and a bad field stops the app with one line naming it.
 import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+try:
+    from tlexport.data import images  # tlexport installed
+except ImportError:  # the file copied next to this app
+    import images
+
 MAX_SIDE, MAX_CLASSES, MIN_STD = 4096, 100_000, 1e-6
-MAX_RESIZED_PIXELS, MAX_ASPECT = 16 * 1024 * 1024, 4  # bound on the work of one resize
 
 
 class BadModel(Exception):
@@ -58,8 +62,9 @@ def check_metadata(classes, pre, width):
             raise BadModel(f"metadata field 'preprocess.{key}' must be 3 finite numbers, not {v!r}")
     if min(pre["std"]) < MIN_STD:
         raise BadModel(f"metadata field 'preprocess.std' must be positive, not {pre['std']}")
-    if pre.get("interpolation", "bilinear") not in FILTERS:
-        raise BadModel(f"metadata field 'preprocess.interpolation' must be one of {', '.join(FILTERS)}")
+    if pre.get("interpolation", "bilinear") not in images.INTERPOLATIONS:
+        raise BadModel("metadata field 'preprocess.interpolation' must be one of "
+                       + ", ".join(images.INTERPOLATIONS))
 
 
 def load_model(path):
@@ -82,45 +87,31 @@ def load_model(path):
     return session, classes, pre
 
 
-def resized_size(w, h, short):
-    return (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-
-
-def preprocess(path, pre):
-    """Resize the shorter side, centre-crop, scale to [0,1], normalise: float32 CHW (torchvision's
-    Resize + CenterCrop + ToTensor + Normalize, with Pillow's antialiased resize)."""
-    with Image.open(path) as im:
-        size = resized_size(im.width, im.height, pre["resize"])
-        if size[0] * size[1] > max(MAX_RESIZED_PIXELS, MAX_ASPECT * pre["resize"] ** 2):  # header only
-            raise ValueError(f"extreme aspect ratio: {im.width}x{im.height} would be resized to {size[0]}x{size[1]}")
-        img = ImageOps.exif_transpose(im).convert("RGB")
-    size = resized_size(*img.size, pre["resize"])
-    img = img.resize(size, FILTERS[pre.get("interpolation", "bilinear")])
-    crop = pre["crop"]
-    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
-    x = np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.float32) / 255.0
-    x = (x - np.array(pre["mean"], np.float32)) / np.array(pre["std"], np.float32)
-    return x.transpose(2, 0, 1)
-
-
-def classify_files(target, classes, pre, infer, top_k=3):
-    """Classify an image file or every image in a folder: `infer` maps one preprocessed float32
-    NCHW batch of 1 to its logits; prints the top-k labels per image. The LiteRT and ExecuTorch
-    examples call it with their own runtime."""
-    target = Path(target)
-    files = sorted(p for p in target.rglob("*") if p.suffix.lower() in EXTENSIONS) if target.is_dir() else [target]
+def probabilities(files, classes, pre, infer):
+    """Yield (file, class probabilities) for each file that can be read, or (file, reason) for
+    one that cannot: `infer` maps one preprocessed float32 NCHW batch of 1 to its logits. The
+    LiteRT and ExecuTorch examples call it with their own runtime."""
     for f in files:
         try:
-            x = preprocess(f, pre)[None]
-        except (OSError, ValueError, MemoryError, Image.DecompressionBombError) as e:  # say so, carry on
-            print(f"{f}: cannot read ({e})", file=sys.stderr)
+            x = images.load_input(f, pre)[None]  # decode, resize, crop, normalise: as tlexport does
+        except images.BadImage as e:
+            yield f, str(e)
             continue
         logits = np.asarray(infer(x), dtype=np.float64).reshape(-1)
         if logits.shape[0] != len(classes):
             raise BadModel(f"metadata field 'classes' lists {len(classes)} names but the model outputs {logits.shape[0]} logits")
         probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        best = np.argsort(-probs)[:top_k]
+        yield f, probs / probs.sum()
+
+
+def classify_files(target, classes, pre, infer, top_k=3):
+    """Print the top-k labels of an image file or of every image in a folder (a file that cannot
+    be read is named on stderr and the others go on)."""
+    for f, probs in probabilities(images.iter_image_files([target]), classes, pre, infer):
+        if isinstance(probs, str):
+            print(f"{f}: cannot read ({probs})", file=sys.stderr)
+            continue
+        best = np.argsort(-probs, kind="stable")[:top_k]
         print(f"{f}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in best))
 
 

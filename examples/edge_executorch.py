@@ -2,7 +2,8 @@
 ExecuTorch's Python runtime - the same program a phone or board runs through its C++ runtime.
 
 Needs executorch (`pip install --no-deps executorch==1.5.1` plus tlexport's `edge` extra), torch,
-numpy and Pillow; not tlexport. The labels and the preprocessing travel inside the .pte: the
+numpy and Pillow; images are decoded and preprocessed by tlexport's own one-file module, through
+edge_app.py. The labels and the preprocessing travel inside the .pte: the
 program has a constant method `tlexport_metadata` that returns them as JSON.
 
     python examples/edge_executorch.py runs/my-run/export/model.pte photos/

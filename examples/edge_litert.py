@@ -1,8 +1,8 @@
 """Classify images with a tlexport LiteRT model (`model.tflite` / `model.int8.tflite`) in the
 LiteRT interpreter - what an Android or embedded Linux app runs.
 
-Needs only ai-edge-litert, numpy and Pillow (`pip install ai-edge-litert==2.3.0`): not torch, not
-tlexport. The labels and the preprocessing travel inside the .tflite as a metadata entry named
+Needs only ai-edge-litert, numpy and Pillow (`pip install ai-edge-litert==2.3.0`), not torch; images
+are decoded and preprocessed by tlexport's own one-file module, through edge_app.py. The labels and the preprocessing travel inside the .tflite as a metadata entry named
 `tlexport.json`. int8 files take and return int8 tensors: the input is quantized and the output
 dequantized with the tensors' own scale and zero point; a channels-last (NHWC) input is fed NHWC.
 

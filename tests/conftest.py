@@ -17,6 +17,22 @@ def _isolated_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_dir(tmp_path_factory):
+    """tlexport's cache folder (remembered scans, training images) for the session fixtures,
+    never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TLEXPORT_CACHE_DIR", str(tmp_path_factory.mktemp("tlexport-cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache_dir(tmp_path_factory, monkeypatch):
+    """Each test starts with an empty cache folder of its own (beside tmp_path, which tests use
+    as a data folder)."""
+    monkeypatch.setenv("TLEXPORT_CACHE_DIR", str(tmp_path_factory.mktemp("tlexport-cache")))
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """3 classes x (12 train + 4 val) PNG images of 48 px in train/ and val/ folders."""

@@ -194,3 +194,36 @@ def test_format_all_still_means_the_formats_without_extras():
 
     formats, _ = check_options(("all",), ("fp32",), make_options(calib_method="minmax", calib_size=8))
     assert formats == ("onnx", "torchscript", "pt2")
+
+
+@needs_edge
+def test_edge_examples_give_predicts_probabilities_in_every_image_mode(edge_export, tmp_path):
+    """Every mode and EXIF orientation (test_decoding's files): the LiteRT and ExecuTorch example
+    apps, which decode through tlexport's own images.py, give predict's probabilities."""
+    import importlib
+
+    import torch
+    from test_decoding import predicted_probs, write_mode_images
+
+    files = sorted(write_mode_images(tmp_path / "modes").values())
+    examples = str(Path(__file__).resolve().parents[1] / "examples")
+    sys.path.insert(0, examples)
+    try:
+        app, litert, et = (importlib.import_module(m) for m in ("edge_app", "edge_litert", "edge_executorch"))
+    finally:
+        sys.path.remove(examples)
+    meta = litert.read_metadata(edge_export / "model.tflite")
+    interpreter = litert.Interpreter(model_path=str(edge_export / "model.tflite"))
+    forward, et_classes, et_pre = et.load_model(edge_export / "model.pte")
+    runs = {
+        "model.tflite": (meta["classes"], meta["preprocess"], lambda x: litert.run(interpreter, x)[0]),
+        "model.pte": (et_classes, et_pre,
+                      lambda x: forward.execute([torch.from_numpy(np.ascontiguousarray(x))])[0][0].double().numpy()),
+    }
+    for model, (classes, pre, infer) in runs.items():
+        expected = predicted_probs(edge_export / model, tmp_path / "modes")
+        got = dict(app.probabilities(files, classes, pre, infer))
+        assert {f.name for f in got} == set(expected), model
+        for f, probs in got.items():
+            assert not isinstance(probs, str), (model, f, probs)
+            assert np.abs(probs - expected[f.name]).max() < 1e-5, (model, f.name)

@@ -102,3 +102,67 @@ def test_folder_without_onnx_refuses_to_load_code(exported, tmp_path, photos):
     assert r.exit_code == 2 and "name such a file explicitly" in r.output, r.output
     r = CliRunner().invoke(cli, ["predict", str(exported), str(tmp_path / "empty_dir_missing")])
     assert r.exit_code == 1 and "missing" in r.output, r.output
+
+
+def test_batches_go_as_files_are_decoded_and_results_keep_file_order(exported, photos, monkeypatch):
+    """The first file's decode is held until the last one is done, and the last one is held
+    until a batch has been classified: only a predict that batches files as they arrive
+    finishes, and its results must still be listed in file order."""
+    import threading
+    from pathlib import Path
+
+    from tlexport.data.preprocess import Preprocess
+    from tlexport.inference import predict
+
+    names = sorted(p.name for p in photos.iterdir())
+    first_batch, last_done, held = threading.Event(), threading.Event(), []
+    load = Preprocess.load
+
+    def gated(self, source):
+        name = Path(source).name
+        if name == names[0]:
+            held.append(last_done.wait(60))  # the bound only keeps a wrong predict from hanging
+        if name == names[-1]:
+            held.append(first_batch.wait(60))
+        out = load(self, source)
+        if name == names[-1]:
+            last_done.set()
+        return out
+
+    calls = []
+
+    def progress(done, total):
+        calls.append((done, total))
+        first_batch.set()
+
+    monkeypatch.setattr(Preprocess, "load", gated)
+    result = predict(exported / "model.onnx", [photos], batch_size=2, workers=2, progress=progress)
+    assert held == [True, True]
+    assert [Path(r["image"]).name for r in result.results] == names
+    assert calls[-1] == (6, 6) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    plain = predict(exported / "model.onnx", [photos], batch_size=6, workers=1)
+    for a, b in zip(result.results, plain.results):
+        assert a["image"] == b["image"] and abs(a["top"][0]["prob"] - b["top"][0]["prob"]) < 1e-5
+
+
+def test_decoding_runs_at_most_two_batches_ahead(exported, photos, monkeypatch):
+    import shutil
+    import threading
+
+    from tlexport.data.preprocess import Preprocess
+    from tlexport.inference import predict
+
+    for i in range(4):
+        shutil.copytree(photos, photos / f"copy{i}", ignore=shutil.ignore_patterns("copy*"))
+    started, lock, ahead = [], threading.Lock(), []
+    load = Preprocess.load
+
+    def counted(self, source):
+        with lock:
+            started.append(source)
+        return load(self, source)
+
+    monkeypatch.setattr(Preprocess, "load", counted)
+    result = predict(exported / "model.onnx", [photos], batch_size=2, workers=2,
+                     progress=lambda done, total: ahead.append(len(started) - done))
+    assert len(result.results) == 30 and max(ahead) <= 2 * 2 + 2

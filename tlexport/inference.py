@@ -74,8 +74,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> PredictResult:
+def predict(model_path, images, top_k: int = 5, batch_size: int = 16, *, workers: int | None = None,
+            progress=None) -> PredictResult:
     """Classify image files and folders with an exported model.
+
+    Files are decoded by a pool of threads (Pillow releases the GIL while it decodes and
+    resizes) while the runtime classifies the batch before: a batch is sent as soon as enough
+    files are ready, whatever their order, and the results are listed in file order. At most a
+    few batches are decoded ahead, so memory stays flat on any number of files.
 
     Args:
         model_path: `.onnx` / `.ort` / `.xml` / `.tflite` / `.pte` / `.ts` / `.pt2` file, or an
@@ -83,57 +89,95 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> Predict
         images: files and/or folders (searched recursively for image files).
         top_k: labels per image (capped at the number of classes).
         batch_size: images per inference call (a fixed-batch model uses its own size).
+        workers: decoding threads (default: the CPUs this process may use, at most 8).
+        progress: optional callable(done, total), called as images are classified or refused.
     Returns:
         PredictResult; unreadable images are listed in `.errors` by name, the rest classified.
     Raises:
         UsageError: bad model or arguments. DataError: no image files at all.
     """
-    from .data.images import BadImage, iter_image_files
+    from .data.check import available_cpus
+    from .data.images import iter_image_files
 
-    if top_k < 1 or batch_size < 1:
-        raise UsageError("--top-k and --batch-size must be at least 1")
+    if top_k < 1 or batch_size < 1 or (workers is not None and workers < 1):
+        raise UsageError("--top-k, --batch-size and --workers must be at least 1")
     path = resolve_model(model_path)
-    runtime, classes, pre = _open_runtime(path)
-    result = PredictResult(path)
     files = iter_image_files(images)
     if not files:
         raise DataError("no image files found in " + ", ".join(map(str, images)))
+    runtime, classes, pre = _open_runtime(path)
     uint8_input = getattr(runtime, "input_dtype", None) == np.uint8
+    prepare = (lambda f: pre.crop_uint8(pre.load(f))) if uint8_input else (lambda f: pre.to_array(pre.load(f)))
     batch = runtime.fixed_batch or batch_size  # the runtime pads a short last batch itself
-    pending: list[tuple[Path, np.ndarray]] = []
-    for f in files:
+    rows: list[dict | None] = [None] * len(files)
+    errors: dict[int, dict] = {}
+    done = 0
+    for ready, failed in _decoded_batches(files, prepare, batch, workers or min(8, available_cpus())):
+        for i, e in failed:
+            errors[i] = {"image": str(files[i]), "error": _reason(e)}
+        if ready:
+            for i, row in zip([i for i, _ in ready], _classify(runtime, ready, files, classes, top_k, uint8_input)):
+                rows[i] = row
+        done += len(ready) + len(failed)
+        if progress is not None:
+            progress(done, len(files))
+    return PredictResult(path, [r for r in rows if r is not None], [errors[i] for i in sorted(errors)])
+
+
+def _decoded_batches(files: list[Path], prepare, batch: int, workers: int):
+    """Yield (ready, failed): up to `batch` (index, array) pairs decoded, and (index, exception)
+    of files that could not be, as decodes finish. `2 x batch + workers` files are in flight at
+    most, so the pool decodes the next batch while the caller runs this one."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from .data.images import BadImage
+
+    def job(i):
         try:
-            img = pre.load(f)  # shapes whose resize would be absurd are refused from the header
-            pending.append((f, pre.crop_uint8(img) if uint8_input else pre.to_array(img)))
+            return i, prepare(files[i]), None
         except (BadImage, OSError) as e:
-            result.errors.append({"image": str(f), "error": _reason(e)})
-        if len(pending) == batch:
-            result.results += _classify(runtime, pending, classes, top_k, uint8_input)
-            pending = []
-    if pending:
-        result.results += _classify(runtime, pending, classes, top_k, uint8_input)
-    return result
+            return i, None, e
+
+    ahead = 2 * batch + workers
+    todo, pending, ready, failed = iter(range(len(files))), set(), [], []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tlexport-decode") as pool:
+        try:
+            while True:
+                while len(pending) + len(ready) < ahead and (i := next(todo, None)) is not None:
+                    pending.add(pool.submit(job, i))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for i, arr, err in sorted(f.result() for f in finished):
+                    if err is None:
+                        ready.append((i, arr))
+                    else:
+                        failed.append((i, err))
+                while len(ready) >= batch or (failed and not ready):
+                    yield ready[:batch], failed
+                    ready, failed = ready[batch:], []
+            if ready or failed:
+                yield ready, failed
+        finally:  # an error while classifying: the files not started yet never start
+            for f in pending:
+                f.cancel()
 
 
 def _reason(e: Exception) -> str:
-    if isinstance(e, FileNotFoundError):
-        return "file not found"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if isinstance(e, OSError):
-        return f"cannot read ({e.strerror or type(e).__name__})"
-    return str(e) or type(e).__name__
+    from .data.images import file_error
+
+    return file_error(e) if isinstance(e, OSError) else (str(e) or type(e).__name__)
 
 
-def _classify(runtime, pending, classes, top_k, uint8_input) -> list[dict]:
-    """Run one batch and format the top-k."""
-    x = np.stack([a for _, a in pending])
+def _classify(runtime, ready, files, classes, top_k, uint8_input) -> list[dict]:
+    """Run one batch of (index, array) and format the top-k."""
+    x = np.stack([a for _, a in ready])
     logits = runtime.run_raw(x) if uint8_input else runtime.run(x)
     probs = softmax(logits.astype(np.float64))
     k = min(top_k, len(classes))
     out = []
-    for (f, _), p in zip(pending, probs):
+    for (i, _), p in zip(ready, probs):
         order = np.argsort(-p, kind="stable")[:k]
-        out.append({"image": str(f), "top": [{"label": classes[i], "index": int(i), "prob": float(p[i])}
-                                             for i in order]})
+        out.append({"image": str(files[i]), "top": [{"label": classes[j], "index": int(j), "prob": float(p[j])}
+                                                    for j in order]})
     return out

@@ -26,9 +26,9 @@ def main():
 
 
 def _register() -> None:
-    from . import archs, bench, evaluate, export, lrfind, parity, predict, quickstart, train
+    from . import archs, bench, cache, evaluate, export, lrfind, parity, predict, quickstart, train
 
-    for module in (train, evaluate, export, predict, parity, bench, archs, quickstart, lrfind):
+    for module in (train, evaluate, export, predict, parity, bench, archs, quickstart, lrfind, cache):
         cli.add_command(module.command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -9,16 +10,19 @@ import click
 from . import policies as P
 from .common import console, emit_json, error_boundary
 
+BAR_FROM = 64  # images: fewer are done before a bar would be worth drawing
+
 
 @click.command("predict")
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", default=5, show_default=True, type=P.Count(), help="Labels per image.")
 @click.option("--batch-size", default=16, show_default=True, type=P.BATCH)
+@click.option("--workers", type=P.Count(), help="Decoding threads (default: the CPUs, at most 8).")
 @click.option("--json", "as_json", is_flag=True,
               help='Print [{"image", "top": [{"label", "index", "prob"}]}] on stdout.')
 @error_boundary
-def command(model, images, top_k, batch_size, as_json):
+def command(model, images, top_k, batch_size, workers, as_json):
     """Classify IMAGES (files or folders) with an exported MODEL.
 
     MODEL is a .onnx file (runs on onnxruntime without importing torch), an export folder (its
@@ -26,19 +30,52 @@ def command(model, images, top_k, batch_size, as_json):
     format (docs/formats.md lists them). Loading TorchScript or .pt2 runs code from the file, so
     those are only loaded when named explicitly: use only files you trust.
 
+    Images are decoded in parallel while the model runs, results are listed in file order; on a
+    terminal a progress bar (stderr) shows long folders going.
+
     Exit status: 0 when every image was classified; 1 when some could not be read (they are
     reported by name on stderr, the others are still printed); 2 for bad usage.
     """
     from ..inference import predict
     from ..render import predict_table
 
-    result = predict(model, list(images), top_k=top_k, batch_size=batch_size)
+    err = console()
+    with _bar(err) as progress:
+        result = predict(model, list(images), top_k=top_k, batch_size=batch_size, workers=workers,
+                         progress=progress)
     if as_json:
         emit_json(result.results)
     else:
         predict_table(console(stderr=False), result)
-    err = console()
     for e in result.errors:
         err.print(f"cannot read {e['image']}: {e['error']}", style="red", markup=False, highlight=False)
     if result.errors:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _bar(con):
+    """A progress callback drawing a transient bar on a terminal once a folder is long enough."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not con.is_terminal:
+        yield None
+        return
+    bar = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=con, transient=True)
+    task = None
+
+    def progress(done, total):
+        nonlocal task
+        if total < BAR_FROM:
+            return
+        if task is None:
+            bar.start()
+            task = bar.add_task("predict", total=total, rate="")
+        speed = bar.tasks[0].speed
+        bar.update(task, completed=done, rate=f"{speed:.1f} img/s" if speed else "")
+
+    try:
+        yield progress
+    finally:
+        bar.stop()

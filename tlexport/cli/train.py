@@ -29,6 +29,23 @@ class RichTrainProgress:
     def message(self, text):
         self.con.print(text)
 
+    def files_checked(self, done, total):
+        """The validity scan's bar (files decoded, files/s); refreshed here rather than by rich's
+        thread, so that the scan can still fork its processes."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if done == 0:
+            self.scan_bar = Progress(TextColumn("checking images"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.con,
+                                     auto_refresh=False, disable=self.con.quiet)
+            self.scan_task = self.scan_bar.add_task("scan", total=total, rate="")
+            self.scan_bar.start()
+        speed = self.scan_bar.tasks[0].speed
+        self.scan_bar.update(self.scan_task, completed=done, rate=f"{speed:.0f} files/s" if speed else "")
+        self.scan_bar.refresh()
+        if done >= total:
+            self.scan_bar.stop()
+
     def start_epoch(self, epoch, epochs, steps, phase):
         if not self.started:
             self.bar.start()

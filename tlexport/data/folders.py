@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError, MissingInput
-from .images import BadImage, is_image_file, load_rgb
-
-Sample = tuple[Path, int]
+from .check import Sample, ScanMemory, check, check_files  # noqa: F401 - check_files: evaluate's entry
+from .images import is_image_file
 
 
 @dataclass
@@ -23,6 +21,10 @@ class ScanResult:
     train: list[Sample]
     val: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    # {str(path): (size, mtime_ns, ctime_ns, content hash)} of the checked files: the image
+    # cache's keys, so a cached epoch never reads the original files again
+    digests: dict = field(default_factory=dict)
+    remembered: int = 0  # verdicts taken from the remembered scan instead of decoding
 
     def split_record(self) -> dict:
         """Relative paths of both splits, stored in the run so `eval` can reuse its val split."""
@@ -84,39 +86,18 @@ def class_files(folder: Path, classes: list[str]) -> list[Sample]:
     return files
 
 
-def check_files(samples: list[Sample], workers: int = 4, check_size=None
-                ) -> tuple[list[Sample], list[tuple[Path, str]]]:
-    """Decode every file once; return the good samples and (path, reason) for the bad ones.
-
-    Args:
-        check_size: see `images.load_rgb` (`Preprocess.check_size` refuses extreme shapes).
-    """
-
-    def probe(sample):
-        try:
-            load_rgb(sample[0], check_size=check_size)
-            return None
-        except BadImage as e:
-            return str(e)
-        except OSError as e:  # vanished or unreadable since it was listed
-            return f"cannot read ({e.strerror or type(e).__name__})"
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(probe, samples))
-    good = [s for s, r in zip(samples, reasons) if r is None]
-    bad = [(s[0], r) for s, r in zip(samples, reasons) if r is not None]
-    return good, bad
-
-
 def scan(root: Path | str, val_fraction: float = 0.2, seed: int = 0, verify: bool = True,
-         check_size=None) -> ScanResult:
+         check_size=None, *, progress=None, remember: bool = True) -> ScanResult:
     """Find classes and images under `root`, check every file, and split train/val.
 
     `root/train/<class>/*` + `root/val/<class>/*` is used as given; `root/<class>/*` is split
     stratified per class with `seed`.
 
     Args:
-        check_size: see `check_files`.
+        check_size: optional callable(width, height) raising BadImage, applied from the header
+            (`Preprocess.check_size` refuses extreme shapes).
+        progress: optional callable(done, total) over the files being decoded (`check.check`).
+        remember: use and update the remembered verdicts (`check.ScanMemory`).
     Raises:
         DataError: missing folder, fewer than two classes, a class without valid images, a split
             with nothing to train or validate on, ...
@@ -140,16 +121,19 @@ def scan(root: Path | str, val_fraction: float = 0.2, seed: int = 0, verify: boo
         classes = list_classes(root)
         _need_classes(classes, root)
         layout, train, val = "flat", class_files(root, classes), []
-    skipped: list[tuple[Path, str]] = []
+    checked = None
     if verify:
-        train, bad_train = check_files(train, check_size=check_size)
-        val, bad_val = check_files(val, check_size=check_size)
-        skipped = bad_train + bad_val
+        with ScanMemory(root, enabled=remember) as memory:
+            checked = check(train + val, check_size, memory=memory, progress=progress)
+        good = set(checked.good)
+        train, val = [s for s in train if s in good], [s for s in val if s in good]
     _need_images(classes, train + val, root)
     if layout == "flat":
         train, val = stratified_split(train, len(classes), val_fraction, seed)
     check_split(classes, train, val, root, layout)
-    return ScanResult(root, layout, classes, train, val, skipped)
+    if checked is None:
+        return ScanResult(root, layout, classes, train, val)
+    return ScanResult(root, layout, classes, train, val, checked.bad, checked.digests, checked.remembered)
 
 
 def check_split(classes: list[str], train: list[Sample], val: list[Sample], root: Path, layout: str) -> None:
@@ -171,7 +155,7 @@ def check_split(classes: list[str], train: list[Sample], val: list[Sample], root
 
 
 def from_record(record: dict, classes: list[str], root: Path | str, verify: bool = True,
-                check_size=None) -> tuple[ScanResult, list[str]]:
+                check_size=None, *, progress=None, remember: bool = True) -> tuple[ScanResult, list[str]]:
     """The split a run recorded in split.json, checked against the disk (what --resume trains on:
     never a new split, so no val image ends up trained on).
 
@@ -179,6 +163,7 @@ def from_record(record: dict, classes: list[str], root: Path | str, verify: bool
         record: split.json's content ({"layout", "train", "val"} with [relative path, label] rows).
         classes: the run's classes.
         root: the data folder the paths are relative to.
+        check_size, progress, remember: as for `scan`.
     Returns:
         (ScanResult of the recorded files still readable, notes saying what changed on disk:
         recorded files now missing or unreadable, new files that the resumed run does not use).
@@ -201,10 +186,13 @@ def from_record(record: dict, classes: list[str], root: Path | str, verify: bool
                      + ", ".join(str(p.relative_to(root)) for p in gone[:5]) + (" ..." if len(gone) > 5 else ""))
         skipped += [(p, "gone from disk since the run started") for p in gone]
     kept = {s: [(p, y) for p, y in rows[s] if p not in set(gone)] for s in rows}
+    checked = None
     if verify:
-        for side in kept:
-            kept[side], bad = check_files(kept[side], check_size=check_size)
-            skipped += bad
+        with ScanMemory(root, enabled=remember) as memory:
+            checked = check(kept["train"] + kept["val"], check_size, memory=memory, progress=progress)
+        good = set(checked.good)
+        kept = {side: [s for s in kept[side] if s in good] for side in kept}
+        skipped += checked.bad
         if len(skipped) > len(gone):
             notes.append(f"{len(skipped) - len(gone)} recorded file(s) became unreadable and are left out")
     on_disk = {p for base in ((root / "train", root / "val") if layout == "split" else (root,))
@@ -215,7 +203,8 @@ def from_record(record: dict, classes: list[str], root: Path | str, verify: bool
                      "start a new run to train on them): "
                      + ", ".join(str(p.relative_to(root)) for p in added[:5]) + (" ..." if len(added) > 5 else ""))
     check_split(classes, kept["train"], kept["val"], root, layout)
-    return ScanResult(root, layout, list(classes), kept["train"], kept["val"], skipped), notes
+    digests, remembered = (checked.digests, checked.remembered) if checked else ({}, 0)
+    return ScanResult(root, layout, list(classes), kept["train"], kept["val"], skipped, digests, remembered), notes
 
 
 def stratified_split(samples: list[Sample], n_classes: int, val_fraction: float, seed: int):

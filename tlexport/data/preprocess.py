@@ -1,9 +1,10 @@
 """The one definition of preprocessing.
 
 A `Preprocess` travels from the pretrained weights into the run directory and from there into
-every exported artifact. Two implementations share it: torchvision transforms for training and
-evaluation, and a Pillow/numpy version for torch-free inference (`tlexport predict`, edge apps).
-They use the same Pillow resize so they agree to float rounding.
+every exported artifact. Decoding and the torch-free eval path (resize, crop, normalise) are
+`images.py`'s, which predict, parity, export and the example apps use; the dataset transforms
+(`transforms.py`) run the same decode and the same Pillow resize before their torch half, so
+training, evaluation and serving agree to float rounding.
 
 This module must not import torch at module level: `predict` for ONNX runs without it.
 """
@@ -11,19 +12,19 @@ This module must not import torch at module level: `predict` for ONNX runs witho
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from ..tables.metadata import INTERPOLATIONS, MIN_STD, check_preprocess
+from . import images
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Upper bound on an image's size after the shorter-side resize: 16 Mpixels (48 MB of RGB), or a
-# 4:1 image at the preprocessing's own resize when that is larger. A legal but extreme shape (a
-# 1x20000 strip: 140 bytes of PNG) would otherwise ask for gigabytes.
-MAX_RESIZED_PIXELS = 16 * 1024 * 1024
-MAX_ASPECT = 4
+# Training keeps images at a shorter side of at most this many crops (see Preprocess.train_side):
+# a 224-pixel crop trains from images of 448 pixels, whatever the camera wrote.
+TRAIN_SIDE_CAP = 2.0
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,10 @@ class Preprocess:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    # ---- torch-free path (Pillow + numpy) -------------------------------------------------------
+    # ---- torch-free path (Pillow + numpy): tlexport/data/images.py ---------------------------------
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """Output (w, h) after resizing the shorter side, computed as torchvision does."""
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.resize, int(self.resize * long / short)
-        return (new_short, new_long) if width <= height else (new_long, new_short)
+        return images.resized_size(width, height, self.resize)
 
     def check_size(self, width: int, height: int) -> None:
         """Refuse an image whose resize would exceed max(MAX_RESIZED_PIXELS, MAX_ASPECT x resize²)
@@ -106,21 +105,12 @@ class Preprocess:
         Raises:
             BadImage: naming both sizes; callers skip the file with this reason and go on.
         """
-        from .images import BadImage
+        images.check_resize(width, height, self.resize)
 
-        if width < 1 or height < 1:
-            raise BadImage(f"empty image ({width}x{height} pixels)")
-        w, h = self.resized_size(width, height)
-        limit = max(MAX_RESIZED_PIXELS, MAX_ASPECT * self.resize * self.resize)
-        if w * h > limit:
-            raise BadImage(f"extreme aspect ratio: {width}x{height} pixels would be resized to {w}x{h} "
-                           f"(limit {limit} pixels)")
-
-    def load(self, path):
-        """`images.load_rgb` with this preprocessing's size bound applied before decoding."""
-        from .images import load_rgb
-
-        return load_rgb(path, check_size=self.check_size)
+    def load(self, source):
+        """The file decoded as every eval path decodes it: JPEGs at the smallest DCT scale that
+        keeps the resize target, the size bound applied from the header (`images.open_rgb`)."""
+        return images.open_rgb(source, min_side=self.resize, check_size=self.check_size)
 
     def to_array(self, img) -> np.ndarray:
         """PIL RGB image -> float32 CHW array, normalised, exactly as the eval transform."""
@@ -129,78 +119,39 @@ class Preprocess:
     def crop_uint8(self, img) -> np.ndarray:
         """PIL RGB image -> uint8 HWC array after resize and centre crop (what a camera app feeds
         to a model with baked-in normalisation)."""
-        from PIL import Image
-
-        filters = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
-        self.check_size(*img.size)
-        w, h = self.resized_size(*img.size)
-        if (w, h) != img.size:
-            img = img.resize((w, h), filters[self.interpolation])
-        # torchvision's CenterCrop: offsets rounded, image padded when smaller than the crop.
-        arr = np.asarray(img, dtype=np.uint8)
-        if arr.shape[0] < self.crop or arr.shape[1] < self.crop:
-            ph, pw = max(self.crop - arr.shape[0], 0), max(self.crop - arr.shape[1], 0)
-            arr = np.pad(arr, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-        top = int(round((arr.shape[0] - self.crop) / 2.0))
-        left = int(round((arr.shape[1] - self.crop) / 2.0))
-        return np.ascontiguousarray(arr[top : top + self.crop, left : left + self.crop])
+        return images.resize_crop(img, self.resize, self.crop, self.interpolation)
 
     def normalize(self, hwc_uint8: np.ndarray) -> np.ndarray:
         """uint8 HWC -> float32 HWC normalised."""
-        x = hwc_uint8.astype(np.float32) / 255.0
-        return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return images.normalize(hwc_uint8, self.mean, self.std)
 
-    def _size_guard(self, img):
-        """First step of the eval transform: BadImage (the dataset then drops the file) instead
-        of a resize that would need gigabytes."""
-        self.check_size(*img.size)
-        return img
+    def train_side(self, min_scale: float = 0.08) -> int:
+        """The shorter side a training image is decoded and kept at: where the smallest random
+        crop (area fraction `min_scale`) is not upsampled, capped at TRAIN_SIDE_CAP x the crop,
+        and never below the eval resize.
 
-    # ---- torchvision transforms ------------------------------------------------------------------
+        RandomResizedCrop picks a fraction of the area, so shrinking the image first changes the
+        resolution a crop is taken from, never which part of the image it covers.
+        """
+        factor = min(TRAIN_SIDE_CAP, 1.0 / math.sqrt(min_scale))
+        return max(self.resize, math.ceil(self.crop * factor - 1e-9))
+
+    # ---- dataset transforms (torchvision; tlexport/data/transforms.py) -----------------------------
     def eval_transform(self):
-        """torchvision transform: PIL RGB image -> normalised float tensor CHW."""
-        from torchvision import transforms as T
+        """Eval preprocessing for a dataset: `prepare(file)` -> uint8 crop (decoded at the resize
+        target), `finish(crop)` -> normalised float tensor CHW; callable on a PIL RGB image too."""
+        from .transforms import EvalTransform
 
-        return T.Compose(
-            [
-                self._size_guard,
-                T.Resize(self.resize, interpolation=_tv_interp(self.interpolation)),
-                T.CenterCrop(self.crop),
-                T.ToTensor(),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+        return EvalTransform(self)
 
     def train_transform(self, augment: bool = True, min_scale: float = 0.08, auto_augment: str = "none"):
-        """Training transform: RandomResizedCrop (area fraction in [min_scale, 1]) + horizontal
-        flip, then optionally RandAugment (`auto_augment="rand"`: 2 ops at magnitude 9, the
-        torchvision defaults) or TrivialAugmentWide (`"trivial"`), from transforms.v2; or the
-        eval transform when `augment` is off."""
+        """Training transform: the image decoded and shrunk to `train_side(min_scale)`, then
+        RandomResizedCrop (area fraction in [min_scale, 1]) + horizontal flip, then optionally
+        RandAugment (`auto_augment="rand"`: 2 ops at magnitude 9, the torchvision defaults) or
+        TrivialAugmentWide (`"trivial"`), from transforms.v2; or the eval transform when
+        `augment` is off."""
         if not augment:
             return self.eval_transform()
-        from torchvision import transforms as T
+        from .transforms import TrainTransform
 
-        steps = [
-            T.RandomResizedCrop(self.crop, scale=(min_scale, 1.0), interpolation=_tv_interp(self.interpolation)),
-            T.RandomHorizontalFlip(),
-        ]
-        if auto_augment != "none":
-            steps.append(_auto_augment(auto_augment, self.interpolation))
-        return T.Compose([*steps, T.ToTensor(), T.Normalize(self.mean, self.std)])
-
-
-def _auto_augment(name: str, interpolation: str):
-    """A transforms.v2 policy on the PIL image (before ToTensor, as torchvision's references do)."""
-    from torchvision.transforms import v2
-
-    if name == "rand":
-        return v2.RandAugment(interpolation=_tv_interp(interpolation))
-    if name == "trivial":
-        return v2.TrivialAugmentWide(interpolation=_tv_interp(interpolation))
-    raise ValueError(f"unknown auto_augment {name!r}; use rand, trivial or none")
-
-
-def _tv_interp(name: str):
-    from torchvision.transforms import InterpolationMode
-
-    return InterpolationMode(name)
+        return TrainTransform(self, min_scale, auto_augment)

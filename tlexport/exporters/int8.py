@@ -55,12 +55,12 @@ def calibration_batches(files: list[Path], preprocess, batch: int, *, pad: bool 
     """Preprocess exactly as at inference (`Preprocess.to_array`) into float32 NCHW batches of
     `batch` images. The last batch is shorter unless `pad` (a fixed-batch graph takes exactly
     `batch` images; it is then filled by repeating its last image)."""
-    from ..data.images import BadImage, load_rgb
+    from ..data.images import BadImage
 
     arrays = []
     for f in files:
         try:
-            arrays.append(preprocess.to_array(load_rgb(f)))
+            arrays.append(preprocess.to_array(preprocess.load(f)))
         except BadImage:
             continue  # a broken training image must not stop the export
     if not arrays:

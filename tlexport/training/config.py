@@ -17,6 +17,7 @@ SCHEDULERS = ("cosine", "step")
 AUTO_AUGMENT = ("rand", "trivial", "none")
 CLASS_WEIGHTS = ("auto", "none")
 CACHE_MODES = ("auto", "memory", "disk", "off")
+DATA_CACHE_MODES = ("disk", "memory", "off")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -177,6 +178,10 @@ class TrainConfig:
     feature_cache: str = option("auto", "Head stage (frozen backbone) trains on backbone features computed once per "
                                 "image, kept in memory or in RUN/feature-cache (auto: disk above 2 GiB); off runs the "
                                 "frozen model every epoch.", choices=CACHE_MODES)
+    data_cache: str = option("disk", "Keep each training image decoded and shrunk to what the augmentation "
+                             "needs, so only the first epoch decodes: disk (the user cache folder, shared by "
+                             "epochs, resumes, runs and ranks; `tlexport cache` shows where and how big), "
+                             "memory (this run only) or off.", choices=DATA_CACHE_MODES)
     precision: str = option("auto", "Autocast: auto = AMP on CUDA, bf16 on CPUs with AVX-512 BF16/AMX where a probe "
                             "finds it faster.", choices=PRECISIONS)
     dist_timeout: float = option(900.0, "Distributed: seconds a rank waits for the others before the job fails.",

@@ -226,12 +226,12 @@ class _ViewDataset:
     def __getitem__(self, i):
         import torch
 
-        from ..data.images import BadImage, load_rgb
+        from ..data.images import BadImage
 
         key, path, view = self.items[i]
         tf = self.transforms.setdefault(view.kind, view.transform(self.pre, self.cfg))
         try:
-            img = load_rgb(path)
+            img = tf.load(path)
         except BadImage:
             return None
         with torch.random.fork_rng(devices=[]):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..data.cache import ImageCache
 from ..data.dataset import ImageDataset, collate_skip_none
 from ..data.folders import ScanResult, from_record, scan
 from ..data.preprocess import Preprocess
@@ -45,9 +46,10 @@ def load_inputs(cfg: TrainConfig, device, progress, recorded: tuple | None = Non
     notes: list[str] = []
     if recorded is None:
         progress.message(f"scanning {cfg.data} ...")
-        scanned = scan(cfg.data, cfg.val_fraction, cfg.seed, check_size=pre.check_size)
+        scanned = scan(cfg.data, cfg.val_fraction, cfg.seed, check_size=pre.check_size,
+                       progress=getattr(progress, "files_checked", None))
     else:
-        scanned, notes = from_record(*recorded, check_size=pre.check_size)
+        scanned, notes = from_record(*recorded, check_size=pre.check_size, progress=getattr(progress, "files_checked", None))
         for note in notes:
             progress.message(f"note: {note}")
     train, val, sampler = make_loaders(scanned, pre, cfg, device)
@@ -68,8 +70,9 @@ def make_loaders(scanned: ScanResult, pre: Preprocess, cfg: TrainConfig, device)
     )
     if workers > 0:
         common["prefetch_factor"] = 4
-    train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment, cfg.crop_scale, cfg.auto_augment))
-    val_ds = ImageDataset(scanned.val, pre.eval_transform())
+    cache = ImageCache(cfg.data_cache, scanned.digests)  # decoded, shrunk images: epochs 2+ decode nothing
+    train_ds = ImageDataset(scanned.train, pre.train_transform(cfg.augment, cfg.crop_scale, cfg.auto_augment), cache)
+    val_ds = ImageDataset(scanned.val, pre.eval_transform(), cache)
     sampler = D.EpochSampler(len(train_ds), cfg.seed, weights=sampling_weights(train_ds, cfg))
     train = DataLoader(train_ds, sampler=sampler, drop_last=False,
                        **{**common, "collate_fn": train_collate(cfg, len(scanned.classes))})

@@ -18,13 +18,13 @@ def verification_inputs(run) -> tuple[np.ndarray, list[str], str]:
     Returns:
         (uint8 array [N, crop, crop, 3], image names, source description)
     """
-    from ...data.images import BadImage, load_rgb
+    from ...data.images import BadImage
 
     pre = run.preprocess
     crops, names = [], []
     for path, _ in run.samples("val")[:MAX_IMAGES]:
         try:
-            crops.append(pre.crop_uint8(load_rgb(path)))
+            crops.append(pre.crop_uint8(pre.load(path)))
             names.append(path.name)
         except BadImage:
             continue
