@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from tlexport.data.folders import scan
-from tlexport.errors import DataError
+from tlexport.errors import DataError, MissingInput
 
 
 def _img(path, color=(200, 10, 10)):
@@ -51,5 +51,6 @@ def test_layout_errors(tmp_path, setup, message):
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
+    """A data folder that is not there is a mistake in the command line (exit 2), not bad data."""
+    with pytest.raises(MissingInput, match="does not exist"):
         scan(tmp_path / "nope")

@@ -116,7 +116,7 @@ MALFORMED = [
     ('{"artifacts": [{"file": "model.onnx", "format": "onnx", "precision": "fp32", "devices": "cpu"}]}',
      "artifacts[0].devices"),
     ('{"artifacts": [{"file": "model.onnx", "format": "pt2", "precision": "fp32"}]}', "suffix"),
-    ('{"artifacts": [', "not readable JSON"),
+    ('{"artifacts": [', "is not valid JSON"),
 ]
 
 

@@ -225,7 +225,7 @@ def test_unknown_config_key_is_one_line_exit_2(tmp_path, tiny_data):
     ("epochs: [1, 2]\n", "'epochs' must be an integer"),
     ("augment: maybe\n", "'augment' must be true or false"),
     ("- just\n- a list\n", "expected a mapping"),
-    ("lr: [unclosed\n", "cannot be parsed"),
+    ("lr: [unclosed\n", "is not valid YAML"),
 ])
 def test_bad_config_values_name_the_key(tmp_path, text, message):
     cfg = tmp_path / "cfg.yaml"
