@@ -7,7 +7,7 @@ import click
 
 from ..formats import registry
 from ..formats.spec import CALIB_METHODS
-from .common import console, emit_json, error_boundary, list_option
+from .common import console, emit_json, error_boundary, fail, list_option
 
 
 def _join(names) -> str:
@@ -100,5 +100,8 @@ def command(run_dir, formats, precisions, out, opset, batch, device, calib_size,
                         progress=lambda msg: bar.update(task, description=msg))
     if as_json:
         emit_json(result.to_dict())
-        return
-    export_table(con, result)
+    else:
+        export_table(con, result)
+    if not result.passed:  # the others are published; the failed ones are listed with their reason
+        fail(f"{len(result.failed)} artifact(s) failed, {len(result.artifacts)} published in {result.out_dir}: "
+             + "; ".join(f"{f['file']}: {f['reason']}" for f in result.failed), 1)
