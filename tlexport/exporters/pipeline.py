@@ -61,13 +61,16 @@ class ExportResult:
 
 
 def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=None, calib_data=None,
-                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True) -> ExportOptions:
+                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True,
+                 ort_target="portable") -> ExportOptions:
     """The user's choices as typed options (UsageError for a malformed value)."""
     from ..formats.onnx.options import OnnxOptions
+    from ..formats.ort.options import OrtOptions
 
     calibration = Calibration(calib_method, int(calib_size), Path(calib_data) if calib_data is not None else None)
     int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
-    return ExportOptions(Batch.parse(batch), device, int8, OnnxOptions(opset, fp16_io, bake_preprocess), verify)
+    return ExportOptions(Batch.parse(batch), device, int8, OnnxOptions(opset, fp16_io, bake_preprocess), verify,
+                         OrtOptions(ort_target))
 
 
 def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, tuple]:
@@ -90,6 +93,7 @@ def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, t
     table.check_devices((options.device,))
     formats = tuple(f for f in formats if f != "all")
     options.onnx.check(formats)
+    options.ort.check(formats)
     check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
     return formats, precisions
@@ -136,7 +140,8 @@ def _prepare_out(run_dir: Path, out) -> Path:
 
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
-           bake_preprocess=False, verify=True, int8_fallback=None, progress: Callable[[str], None] | None = None) -> ExportResult:
+           bake_preprocess=False, verify=True, int8_fallback=None, ort_target="portable",
+           progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
@@ -153,6 +158,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         bake_preprocess: also write model.uint8.onnx (uint8 NHWC input, normalisation inside).
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
+        ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
         progress: called with a short description as each step starts.
     Returns:
         ExportResult.
@@ -166,7 +172,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     say = progress or (lambda _msg: None)
     options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                            calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
-                           bake_preprocess=bake_preprocess, verify=verify)
+                           bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target)
     formats, precisions = check_options(formats, precisions, options)
     run = load_run(run_dir)
     spec = archs.get(run.arch)

@@ -158,7 +158,9 @@ def build(job, say) -> list[Artifact]:
                 with silenced():
                     lower(_program(job.model_on("cpu"), job.example, job.dynamic), dst, job.meta)
             else:
-                # A fixed-batch program (--batch N) takes exactly N images: pad the last batch.
+                # A fixed-batch program (--batch N) is traced for N images: its last calibration
+                # batch is padded like every fixed-batch calibration (a module that guards its
+                # input shape, as LiteRT's does, would fail on a short one).
                 files, batches, source = shared.calibration(job, int(job.example.shape[0]), pad=not job.dynamic)
                 with silenced():
                     program, record, more = int8_program(job, batches, files, source)
