@@ -48,34 +48,41 @@ def candidates(artifacts: list[Artifact]) -> dict[str, list[Artifact]]:
     return out
 
 
-def time_files(runtime: str, files: list[tuple[Path, str]], crop: int) -> dict:
-    """Interleaved timing of `files` ([(path, precision)]) on `runtime` (see the module docstring).
+def time_files(runtime: str, files: list[tuple[Path, str]], crop: int, *, batch: int = BATCH,
+               threads: int | None = None, min_rounds: int = MIN_ROUNDS, max_rounds: int = MAX_ROUNDS,
+               budget_s: float = BUDGET_S, calls: int = CALLS_PER_ROUND) -> dict:
+    """Interleaved timing of `files` ([(path, precision)]) on `runtime` (see the module docstring;
+    benchmarks/int8_speed.py runs it longer, at other batch sizes and thread counts).
 
     Returns:
-        {"ms": [median ms per file], "rounds": n, "competing_load": cores or None}
+        {"ms": [median ms per file], "times_ms": [every call's ms per file], "cpu_ms": [median
+        process CPU ms per call per file], "rounds": n, "competing_load": cores or None}
     """
     from ..measure import CpuLoad
     from ..runtimes import runtime_class
 
     rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal((BATCH, 3, crop, crop), dtype=np.float32) for _ in range(2)]
+    inputs = [rng.standard_normal((batch, 3, crop, crop), dtype=np.float32) for _ in range(2)]
     sessions = []
     try:
         for path, precision in files:
-            sessions.append(runtime_class(runtime)(path, precision, "cpu").load())
+            sessions.append(runtime_class(runtime)(path, precision, "cpu", threads=threads).load())
         for s in sessions:
             for i in range(WARMUP_CALLS):
                 s.run(inputs[i % 2])
-        times: list[list[float]] = [[] for _ in sessions]
+        wall: list[list[float]] = [[] for _ in sessions]
+        cpu: list[list[float]] = [[] for _ in sessions]
         load, started, rounds = CpuLoad().start(), time.perf_counter(), 0
-        while rounds < MIN_ROUNDS or (rounds < MAX_ROUNDS and time.perf_counter() - started < BUDGET_S):
-            for s, out in zip(sessions, times):
-                for i in range(CALLS_PER_ROUND):
-                    t0 = time.perf_counter()
+        while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - started < budget_s):
+            for s, w, c in zip(sessions, wall, cpu):
+                for i in range(calls):
+                    t0, c0 = time.perf_counter(), time.process_time()
                     s.run(inputs[i % 2])
-                    out.append(time.perf_counter() - t0)
+                    w.append((time.perf_counter() - t0) * 1e3)
+                    c.append((time.process_time() - c0) * 1e3)
             rounds += 1
-        return {"ms": [float(np.median(t)) * 1e3 for t in times], "rounds": rounds, "competing_load": load.stop()}
+        return {"ms": [float(np.median(w)) for w in wall], "times_ms": wall,
+                "cpu_ms": [float(np.median(c)) for c in cpu], "rounds": rounds, "competing_load": load.stop()}
     finally:
         for s in sessions:
             s.close()
