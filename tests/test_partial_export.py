@@ -92,7 +92,7 @@ def test_a_build_failure_of_one_format_keeps_the_others(fake_run, tmp_path, monk
     from tlexport.errors import ExportError
     from tlexport.formats.ort import build as ort_build
 
-    def broken(src, dst, config):
+    def broken(src, dst, config, *options):
         raise ExportError(f"ORT conversion of {src.name} failed (simulated)")
 
     monkeypatch.setattr(ort_build, "to_ort", broken)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ExportError, UsageError
+from ..errors import ExportError, PartialExport, UsageError
 from ..fileio import clean_stale, folder_lock
 from ..formats import registry
 from ..tables import artifacts as table
@@ -161,8 +161,9 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
         progress: called with a short description as each step starts.
     Returns:
-        ExportResult.
+        ExportResult (every artifact asked for was published).
     Raises:
+        PartialExport: some artifacts failed and the others were published (`e.result`).
         UsageError, WeightsError, ExportError: one-line messages; nothing partial is left behind.
     """
     from ..models import load_run
@@ -195,6 +196,10 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only if still empty: a failed export leaves no trace
     result.seconds = time.perf_counter() - started
+    if result.failed:
+        raise PartialExport(f"{len(result.failed)} artifact(s) failed, {len(result.artifacts)} published in "
+                            f"{result.out_dir}: " + "; ".join(f"{f['file']}: {f['reason']}" for f in result.failed),
+                            result)
     return result
 
 
