@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import json
-import os
-import platform
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+
+from int8_speed import build_exports, model_options, run  # noqa: E402  (after the path set-up)
 
 ORT_FILES = ("model.onnx", "model.int8.onnx")
 OV_FILES = ("model.xml", "model.int8.xml", "model.int8.onnx")
@@ -174,50 +172,25 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--calls", type=int, default=40)
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--train-steps", type=int, default=2)
-    ap.add_argument("--calib-size", type=int, default=64)
-    ap.add_argument("--weights", default="none")
-    ap.add_argument("--data", type=Path)
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--work", type=Path)
-    ap.add_argument("--out", type=Path)
+    model_options(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.archs, args.image_size, args.train_steps, args.calib_size, args.calls = "mobilenet_v3_small", 64, 1, 8, 3
     return args
 
 
+def profile_arch(arch: str, data, work: Path, args) -> dict:
+    """An architecture's export built like int8_speed.py's, or with --export-dir that folder."""
+    folder = args.export_dir if data is None else build_exports(arch, data, work, args)
+    return {"arch": arch, "profiles": profile_folder(folder, args, work)}
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from int8_speed import build_exports, generated_data
-
-    from tlexport.envinfo import environment
-    from tlexport.fileio import write_json, write_text
-
-    host, date = platform.node() or "host", dt.date.today().isoformat()
-    stem = f"int8-profile-{host}-{date}" + ("-smoke" if args.smoke else "")
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    tmp = tempfile.TemporaryDirectory(prefix="tlexport-int8-profile-") if args.work is None else None
-    work = Path(tmp.name) if tmp else args.work
-    work.mkdir(parents=True, exist_ok=True)
-    out = args.out or (work / "results" if args.smoke else HERE / "results")
     if args.export_dir:
-        archs = [{"arch": str(args.export_dir), "profiles": profile_folder(args.export_dir, args, work)}]
-    else:
-        data = generated_data(work, args)
-        archs = [{"arch": a, "profiles": profile_folder(build_exports(a, data, work, args), args, work)}
-                 for a in args.archs.split(",")]
-    summary = {"host": host, "date": date, "command": "python benchmarks/int8_profile.py " + " ".join(argv),
-               "threads": args.threads, "batch": args.batch, "load_before": load_before,
-               "load_after": [round(v, 2) for v in os.getloadavg()], "environment": environment(args.threads),
-               "archs": archs}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"{stem}.json", summary)
-    write_text(out / f"{stem}.md", to_markdown(summary))
-    print(to_markdown(summary))
-    print(f"wrote {out / (stem + '.md')} and .json")
+        args.archs = str(args.export_dir)
+    run("int8-profile", argv, args, profile_arch, to_markdown, batch=args.batch)
 
 
 if __name__ == "__main__":

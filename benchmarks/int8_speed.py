@@ -65,6 +65,45 @@ def build_exports(arch: str, data: Path, work: Path, args, formats=("onnx", "ope
     return out
 
 
+def model_options(ap: argparse.ArgumentParser) -> None:
+    """The options every int8/ort script shares: how its models are made and where results go."""
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--train-steps", type=int, default=2)
+    ap.add_argument("--calib-size", type=int, default=64)
+    ap.add_argument("--weights", default="none")
+    ap.add_argument("--data", type=Path, help="image folder with class sub-folders (default: generated)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, results under the work folder")
+    ap.add_argument("--work", type=Path, help="scratch folder kept between runs (default: a temp dir)")
+    ap.add_argument("--out", type=Path, help="results folder (default benchmarks/results; smoke: WORK/results)")
+
+
+def run(name: str, argv: list[str], args, per_arch, to_md, **extra) -> None:
+    """Make a work folder and the generated images (none with --export-dir), call
+    `per_arch(arch, data, work, args) -> dict` for each of --archs, and write
+    benchmarks/results/NAME-HOST-DATE.md and .json with the machine, the load before and after,
+    the command and `extra`."""
+    from tlexport.envinfo import environment
+    from tlexport.fileio import write_json, write_text
+
+    host, date = platform.node() or "host", dt.date.today().isoformat()
+    stem = f"{name}-{host}-{date}" + ("-smoke" if args.smoke else "")
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    tmp = tempfile.TemporaryDirectory(prefix=f"tlexport-{name}-") if args.work is None else None
+    work = Path(tmp.name) if tmp else args.work
+    work.mkdir(parents=True, exist_ok=True)
+    out = args.out or (work / "results" if args.smoke else HERE / "results")
+    data = None if getattr(args, "export_dir", None) else generated_data(work, args)
+    measured = {**extra, "archs": [per_arch(a, data, work, args) for a in args.archs.split(",")]}
+    summary = {"host": host, "date": date, "command": f"python benchmarks/{name.replace('-', '_')}.py " + " ".join(argv), "threads": args.threads, "load_before": load_before,
+               "load_after": [round(v, 2) for v in os.getloadavg()], "environment": environment(args.threads),
+               **measured}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{stem}.json", summary)
+    write_text(out / f"{stem}.md", to_md(summary))
+    print(to_md(summary))
+    print(f"wrote {out / (stem + '.md')} and .json")
+
+
 def generated_data(work: Path, args) -> Path:
     from tlexport.data.synth import make_dataset
 
@@ -140,15 +179,8 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds per cell")
     ap.add_argument("--calls", type=int, default=3, help="calls of each file per round")
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--train-steps", type=int, default=2)
-    ap.add_argument("--calib-size", type=int, default=64)
-    ap.add_argument("--weights", default="none")
-    ap.add_argument("--data", type=Path, help="image folder with class sub-folders (default: generated)")
     ap.add_argument("--skip-runtimes", default="", help="comma list, e.g. openvino")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes, results under the work folder")
-    ap.add_argument("--work", type=Path, help="scratch folder kept between runs (default: a temp dir)")
-    ap.add_argument("--out", type=Path, help="results folder (default benchmarks/results; smoke: WORK/results)")
+    model_options(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.archs, args.image_size, args.train_steps, args.calib_size = "mobilenet_v3_small,resnet18", 64, 1, 8
@@ -161,26 +193,10 @@ def parse_args(argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from tlexport.envinfo import cpu_flags, environment, library_version
-    from tlexport.fileio import write_json, write_text
+    from tlexport.envinfo import cpu_flags, library_version
 
-    host, date = platform.node() or "host", dt.date.today().isoformat()
-    stem = f"int8-speed-{host}-{date}" + ("-smoke" if args.smoke else "")
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    tmp = tempfile.TemporaryDirectory(prefix="tlexport-int8-") if args.work is None else None
-    work = Path(tmp.name) if tmp else args.work
-    out = args.out or (work / "results" if args.smoke else HERE / "results")
-    data = generated_data(work, args)
-    archs = [bench_arch(a, data, work, args) for a in args.archs.split(",")]
-    summary = {"host": host, "date": date, "command": "python benchmarks/int8_speed.py " + " ".join(argv),
-               "threads": args.threads, "vnni": any("vnni" in f for f in cpu_flags()),
-               "load_before": load_before, "load_after": [round(v, 2) for v in os.getloadavg()],
-               "environment": environment(args.threads), "nncf": library_version("nncf"), "archs": archs}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"{stem}.json", summary)
-    write_text(out / f"{stem}.md", to_markdown(summary))
-    print(to_markdown(summary))
-    print(f"wrote {out / (stem + '.md')} and .json")
+    run("int8-speed", argv, args, bench_arch, to_markdown, vnni=any("vnni" in f for f in cpu_flags()),
+        nncf=library_version("nncf"))
 
 
 if __name__ == "__main__":

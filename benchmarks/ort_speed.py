@@ -17,23 +17,19 @@ Usage (idle machine):
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from int8_speed import build_exports, model_options, run, time_pair  # noqa: E402  (after the path set-up)
+
 TOLERANCE = 0.05  # .ort p50 at most 5% above its .onnx p50
 
 
 def bench_arch(arch: str, data: Path, work: Path, args) -> dict:
-    from int8_speed import build_exports, time_pair
-
     portable = build_exports(arch, data, work, args, formats=("onnx", "ort"), name="portable")
     amd64 = build_exports(arch, data, work, args, formats=("onnx", "ort"), name="amd64", ort_target="amd64")
     rows = []
@@ -80,14 +76,7 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--calls", type=int, default=3)
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--train-steps", type=int, default=2)
-    ap.add_argument("--calib-size", type=int, default=64)
-    ap.add_argument("--weights", default="none")
-    ap.add_argument("--data", type=Path)
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--work", type=Path)
-    ap.add_argument("--out", type=Path)
+    model_options(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.archs, args.image_size, args.train_steps, args.calib_size = "mobilenet_v3_small", 64, 1, 8
@@ -99,28 +88,7 @@ def parse_args(argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from int8_speed import generated_data
-
-    from tlexport.envinfo import environment
-    from tlexport.fileio import write_json, write_text
-
-    host, date = platform.node() or "host", dt.date.today().isoformat()
-    stem = f"ort-speed-{host}-{date}" + ("-smoke" if args.smoke else "")
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    tmp = tempfile.TemporaryDirectory(prefix="tlexport-ort-") if args.work is None else None
-    work = Path(tmp.name) if tmp else args.work
-    out = args.out or (work / "results" if args.smoke else HERE / "results")
-    data = generated_data(work, args)
-    archs = [bench_arch(a, data, work, args) for a in args.archs.split(",")]
-    summary = {"host": host, "date": date, "command": "python benchmarks/ort_speed.py " + " ".join(argv),
-               "threads": args.threads, "load_before": load_before,
-               "load_after": [round(v, 2) for v in os.getloadavg()], "environment": environment(args.threads),
-               "archs": archs}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"{stem}.json", summary)
-    write_text(out / f"{stem}.md", to_markdown(summary))
-    print(to_markdown(summary))
-    print(f"wrote {out / (stem + '.md')} and .json")
+    run("ort-speed", argv, args, bench_arch, to_markdown)
 
 
 if __name__ == "__main__":
