@@ -220,6 +220,7 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say) -> Expor
             say("verifying against torch-eager")
             verification = _verify(made, staging, job.run, job.device)
             _drop_failed(result)
+            verification["passed"] = True  # all that is published passed; `failed` lists the others
         if not result.artifacts:
             raise ExportError("nothing was exported: " + _failures_line(result.failed))
         timing = _time_files(result, staging, job, say)
@@ -234,10 +235,11 @@ def _failures_line(failed: list[dict]) -> str:
     return "; ".join(f"{f['file']} ({f['format']} {f['precision']}): {f['reason']}" for f in failed)
 
 
-def _failure(fmt: str, precision: str, stage: str, reason: str) -> dict:
-    """A manifest `failed` row: which artifact, at which stage (build or verification), why."""
+def _failure(fmt: str, precision: str, stage: str, reason: str, file: str | None = None) -> dict:
+    """A manifest `failed` row: which artifact (`file`, default: the format's model file of that
+    precision), at which stage (build or verification), why."""
     row = registry.get(fmt).file(precision)
-    return {"file": row.name if row else f"{fmt} {precision}", "format": fmt, "precision": precision,
+    return {"file": file or (row.name if row else f"{fmt} {precision}"), "format": fmt, "precision": precision,
             "stage": stage, "reason": reason}
 
 
@@ -247,7 +249,7 @@ def _drop_failed(result: ExportResult) -> None:
     for a in [a for a in result.artifacts if a.verified is False]:
         result.artifacts.remove(a)
         reason = ((a.verification or {}).get("reason") or "verification failed") + "; --no-verify keeps it"
-        result.failed.append(_failure(a.format, a.precision, "verification", reason + _int8_hint(a)))
+        result.failed.append(_failure(a.format, a.precision, "verification", reason + _int8_hint(a), a.file))
 
 
 def _time_files(result: ExportResult, staging: Path, job: Job, say) -> dict:
@@ -490,7 +492,6 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     if baked:  # uint8 NHWC input: not a parity target, checked against torch-eager directly
         verify_baked(folder, baked, run)
     summary = {k: v for k, v in report.to_dict().items() if k in ("reference", "images", "source", "tolerances", "notes")}
-    summary["passed"] = all(a.verified is not False for a in artifacts)
     return summary
 
 
