@@ -182,8 +182,9 @@ def test_truncated_weights_fail_and_write_nothing(fake_run, tmp_path):
     assert not (run / "export").exists()
 
 
-def test_failed_int8_leaves_no_partial_artifact(fake_run, tmp_path):
-    """No calibration images: a clear error, and the fp32 ONNX already staged is not published."""
+def test_failed_int8_keeps_the_fp32_and_leaves_no_partial_int8(fake_run, tmp_path):
+    """No calibration images: a clear error for int8, exit 1; the fp32 ONNX that was made is
+    published with its manifest (which lists the int8 failure), the user's file stays."""
     run = tmp_path / "run"
     shutil.copytree(fake_run, run)
     (run / "split.json").unlink()
@@ -192,7 +193,11 @@ def test_failed_int8_leaves_no_partial_artifact(fake_run, tmp_path):
     (out / "keep.txt").write_text("user file")
     r = _invoke(run, "--precision", "fp32", "--precision", "int8", "--out", out, "--no-verify")
     _one_line_error(r, 1, "calibration images")
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "manifest.json", "model.onnx"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [a["file"] for a in manifest["artifacts"]] == ["model.onnx"]
+    (failed,) = manifest["failed"]
+    assert failed["file"] == "model.int8.onnx" and "calibration images" in failed["reason"]
 
 
 def test_fixed_batch(fake_run, tmp_path):

@@ -165,3 +165,48 @@ def test_bad_fallback_is_a_one_line_usage_error(fake_run, tmp_path):
     assert r.exit_code == 2, r.output
     assert "--int8-fallback" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_spatial_means_become_global_average_pools_and_compute_the_same():
+    """Squeeze-excitation blocks and the classifier's pooling are exported as ReduceMean, which
+    onnxruntime's quantizer leaves float; only a mean over H and W of an NCHW tensor with keepdims
+    is rewritten, and the outputs do not change."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 5, 5])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("hw", "neg", "c", "flat")]
+    axes = {"hw": [2, 3], "neg": [-1, -2], "c": [1], "flat": [2, 3]}
+    inits = [numpy_helper.from_array(np.array(v, dtype=np.int64), f"axes_{k}") for k, v in axes.items()]
+    nodes = [helper.make_node("ReduceMean", ["x", f"axes_{k}"], [k], name=f"mean_{k}", keepdims=0 if k == "flat" else 1)
+             for k in axes]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], outs, inits), opset_imports=[helper.make_opsetid("", 18)])
+    model = onnx.shape_inference.infer_shapes(model)
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 4, 5, 5), dtype=np.float32)}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+    before = run(model)
+    assert Q.pool_spatial_means(model) == 2
+    assert [(n.name, n.op_type) for n in model.graph.node] == [
+        ("mean_hw", "GlobalAveragePool"), ("mean_neg", "GlobalAveragePool"), ("mean_c", "ReduceMean"),
+        ("mean_flat", "ReduceMean")]
+    for a, b in zip(before, run(model)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_prepared_resnet_pools_with_a_quantized_global_average_pool(prepared, fake_run, tmp_path):
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(prepared)).graph.node]
+    assert "GlobalAveragePool" in ops and "ReduceMean" not in ops
+    files, pre = _train_files(fake_run, 4)
+    dst = tmp_path / "q.onnx"
+    Q.to_int8(prepared, dst, batches=I8.calibration_batches(files, pre, 4), method="minmax", meta=META)
+    graph = onnx.load(str(dst)).graph
+    produced_by = {o: n.op_type for n in graph.node for o in n.output}
+    (pool,) = [n for n in graph.node if n.op_type == "GlobalAveragePool"]
+    assert produced_by[pool.input[0]] == "DequantizeLinear"  # QDQ around it: onnxruntime fuses it to uint8
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == pool.output[0] for n in graph.node)

@@ -83,3 +83,47 @@ def test_reexport_removes_the_ir_and_its_weights(ir_export, fake_run, tmp_path):
     r = CliRunner().invoke(cli, ["export", str(fake_run), "--out", str(out), "--no-verify"])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+
+
+def _int8_layers(xml: Path) -> dict[str, bool]:
+    """Convolution / MatMul (by the ONNX node name it came from) -> whether its weights are int8
+    constants (NNCF stores a quantized layer's weights as i8 and dequantizes them in the graph)."""
+    import openvino as ov
+
+    def int8_weights(node, depth=0):
+        if node.get_type_name() == "Constant":
+            return node.get_output_element_type(0).get_type_name() in ("i8", "u8")
+        return depth < 4 and any(int8_weights(v.get_node(), depth + 1) for v in node.input_values())
+
+    return {op.get_friendly_name().removesuffix("/WithoutBiases"): int8_weights(op.input_value(1).get_node())
+            for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+            if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")}
+
+
+def test_int8_ir_is_nncf_quantized_where_nncf_is_installed(ir_export):
+    pytest.importorskip("nncf")
+    manifest = json.loads((ir_export / "manifest.json").read_text())
+    rec = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.xml")["int8"]
+    assert rec["quantizer"].startswith("NNCF") and rec["gate_runtimes"] == ["openvino"]
+    assert rec["calibration"] == {"method": "minmax", "images": 10, "source": "run train split"}
+    layers = _int8_layers(ir_export / "model.int8.xml")
+    assert len(layers) == 21 and all(layers.values())  # every layer int8 (auto: the gate passed)
+
+
+def test_nncf_keeps_the_named_layers_float_and_percentile_converts_the_onnx_file(fake_run, tmp_path):
+    pytest.importorskip("nncf")
+    out = tmp_path / "stem"
+    r = CliRunner().invoke(cli, ["export", str(fake_run), "--format", "openvino", "--precision", "int8",
+                                 "--int8-fallback", "stem,head", "--calib-size", "8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    (art,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    stem, head = art["int8"]["float_nodes"]
+    layers = _int8_layers(out / "model.int8.xml")
+    assert {name for name, int8 in layers.items() if not int8} == {stem, head} and len(layers) == 21
+    out = tmp_path / "percentile"
+    r = CliRunner().invoke(cli, ["export", str(fake_run), "--format", "openvino", "--precision", "int8",
+                                 "--calib-method", "percentile", "--calib-size", "8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    (art,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert "converted from the QDQ int8 ONNX" in art["notes"][0] and "quantizer" not in art["int8"]
+    assert art["int8"]["calibration"]["method"] == "percentile"

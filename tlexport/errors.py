@@ -44,6 +44,15 @@ class ExportError(TlexportError):
     """An artifact could not be written or failed its own checks."""
 
 
+class PartialExport(ExportError):
+    """Some artifacts failed; the others were published. `result` is the export's result (its
+    `failed` rows say which and why)."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
 class ParityError(TlexportError):
     """Runtimes disagree beyond the gates."""
 

@@ -477,6 +477,12 @@ def export_table(con, result) -> None:
     con.print(table)
     for note in result.skipped:
         con.print(f"[yellow]not produced:[/] {note}")
+    from rich.markup import escape
+
+    for f in result.failed:  # reasons quote library messages, which may hold [brackets]
+        con.print(f"[red]failed ({f['stage']}):[/] {escape(f['file'])}: {escape(f['reason'])}", highlight=False)
+    for note in result.notes:
+        con.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     con.print(f"manifest: {result.out_dir / 'manifest.json'}")
 
 

@@ -144,11 +144,24 @@ def search(trial, policy, *, resolve=tuple, rank=None):
     return (*fewest_float(trial, [n for n, _ in ranked]), ranked)
 
 
-def check_reached(policy, result, verify: bool, candidates: str) -> None:
-    """`auto` failing its gate with every candidate float is an error (unless --no-verify)."""
-    if policy == "auto" and not result.passed and verify:
-        raise ExportError(f"int8 cannot reach its gate even with {candidates} in float "
-                          f"({'; '.join(result.failures)}); --no-verify keeps such an artifact")
+def check_reached(policy, result, verify: bool, candidates: str, *, trials=(), still_int8: str = "") -> None:
+    """`auto` failing its gate with every candidate float is an error (unless --no-verify) that
+    says what was tried: how many layers each trial kept float, the most sensitive of them, and
+    (`still_int8`) what the format still quantizes when every candidate is float.
+
+    Args:
+        candidates: the layers the last trial kept float, in words ("all 21 Conv/Gemm/MatMul layers").
+        trials: the record's trial rows (`trial_row`), in the order they ran.
+    """
+    if policy != "auto" or result.passed or not verify:
+        return
+    tried = ", ".join(str(t["float_nodes"]) for t in trials)
+    names = max((t.get("float") or [] for t in trials), key=len, default=[])
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    what = f"; tried keeping {tried} layer(s) in float (most sensitive first: {shown})" if names else ""
+    still = f"; at that step {still_int8}" if still_int8 else ""
+    raise ExportError(f"int8 cannot reach its gate even with {candidates} in float "
+                      f"({'; '.join(result.failures)}){what}{still}; --no-verify keeps such an artifact")
 
 
 def record(policy, kept, result, inputs, trials, *, reference: str, calibration: dict, **extra) -> dict:
@@ -173,8 +186,8 @@ def record(policy, kept, result, inputs, trials, *, reference: str, calibration:
 
 
 def trial_row(kept: list[str], result) -> dict:
-    """One entry of the record's `trials`."""
-    return {"float_nodes": len(kept), "top1_agreement": round(result.top1_agreement / 100, 4),
+    """One entry of the record's `trials`: how many and which layers it kept float, what it reached."""
+    return {"float_nodes": len(kept), "float": list(kept), "top1_agreement": round(result.top1_agreement / 100, 4),
             "accuracy_delta": result.accuracy_delta, "passed": bool(result.passed)}
 
 

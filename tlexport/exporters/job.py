@@ -35,6 +35,7 @@ class Artifact:
     verification: dict | None = None
     int8: dict | None = None  # int8 only: which nodes stayed float, agreement reached, on which images
     companions: list = field(default_factory=list)
+    speed: dict | None = None  # {runtime: {"p50_ms", "batch"}}: timed at export against the others (exporters.speed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,11 +45,14 @@ class Artifact:
 class Staged:
     """A file one format staged that others are converted from (the ONNX files OpenVINO, ORT
     mobile and Triton start from), with what making it decided: `int8` is the record of an int8
-    file (which layers stayed float, the agreement reached), reused by every format made from it."""
+    file (which layers stayed float, the agreement reached), reused by every format made from it.
+    A failure is kept too, so the formats converted from a file that could not be made fail at
+    once with its reason instead of repeating the work."""
 
     path: Path
     int8: dict | None = None
     notes: list = field(default_factory=list)
+    error: str | None = None  # making it failed: every format converted from it fails with this reason
 
 
 @dataclass

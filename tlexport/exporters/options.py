@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..formats import registry
 from ..formats.onnx.options import OnnxOptions
+from ..formats.ort.options import OrtOptions
 from ..formats.spec import CALIB_METHODS
 from ..tables.metadata import MAX_BATCH
 
@@ -100,6 +101,7 @@ class ExportOptions:
         onnx: ONNX's options (opset, fp16 I/O, baked preprocessing), shared by the formats built
             from its files.
         verify: compare every artifact with torch-eager and fail on a broken gate.
+        ort: ONNX Runtime mobile's conversion target.
     """
 
     batch: Batch = field(default_factory=Batch)
@@ -107,6 +109,7 @@ class ExportOptions:
     int8: Int8Options = field(default_factory=Int8Options)
     onnx: OnnxOptions = field(default_factory=OnnxOptions)
     verify: bool = True
+    ort: OrtOptions = field(default_factory=OrtOptions)
 
 
 def check_int8(formats, precisions, int8: Int8Options) -> None:

@@ -4,8 +4,13 @@ stage -> build -> describe -> verify -> publish, iterating the format registry. 
 format may make (its precisions, its GPU-only files) and what the architecture refuses is
 decided here, in one place (`plan`); each format's builder (`<package>.build.build`) then makes
 exactly the precisions it is handed, into a private staging folder inside the output folder.
-Nothing is moved into place until every artifact has been written, checked and verified, so a
-failed export leaves no partial artifact.
+Nothing is moved into place until every artifact has been written, checked and verified. One
+artifact that fails (its build raises ExportError, or it misses its verification gate) does not
+take the others down: those that passed are published with a complete manifest, the failed ones
+are listed with their reason (`ExportResult.failed`, the manifest's `failed`) and never left half
+written; when none passed, nothing is written and ExportError names every failure. Before
+publishing, the verified files a runtime can run are timed against each other on this machine
+(`speed`): the manifest names the fastest per runtime, and a slower int8 is said in one line.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ExportError, UsageError
+from ..errors import ExportError, PartialExport, UsageError
 from ..fileio import clean_stale, folder_lock
 from ..formats import registry
 from ..tables import artifacts as table
@@ -41,20 +46,31 @@ class ExportResult:
     manifest: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    failed: list[dict] = field(default_factory=list)  # {"file", "format", "precision", "stage", "reason"}
+    notes: list[str] = field(default_factory=list)  # one line each, e.g. an int8 file that is not faster here
+
+    @property
+    def passed(self) -> bool:
+        """Every artifact asked for was published (the CLI exits 1 otherwise)."""
+        return not self.failed
 
     def to_dict(self) -> dict:
         return {"out_dir": str(self.out_dir), "artifacts": [a.to_dict() for a in self.artifacts],
-                "skipped": self.skipped, "seconds": round(self.seconds, 2)}
+                "skipped": self.skipped, "failed": self.failed, "notes": self.notes,
+                "fastest": self.manifest.get("fastest", {}), "seconds": round(self.seconds, 2)}
 
 
 def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=None, calib_data=None,
-                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True) -> ExportOptions:
+                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True,
+                 ort_target="portable") -> ExportOptions:
     """The user's choices as typed options (UsageError for a malformed value)."""
     from ..formats.onnx.options import OnnxOptions
+    from ..formats.ort.options import OrtOptions
 
     calibration = Calibration(calib_method, int(calib_size), Path(calib_data) if calib_data is not None else None)
     int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
-    return ExportOptions(Batch.parse(batch), device, int8, OnnxOptions(opset, fp16_io, bake_preprocess), verify)
+    return ExportOptions(Batch.parse(batch), device, int8, OnnxOptions(opset, fp16_io, bake_preprocess), verify,
+                         OrtOptions(ort_target))
 
 
 def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, tuple]:
@@ -77,6 +93,7 @@ def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, t
     table.check_devices((options.device,))
     formats = tuple(f for f in formats if f != "all")
     options.onnx.check(formats)
+    options.ort.check(formats)
     check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
     return formats, precisions
@@ -123,7 +140,8 @@ def _prepare_out(run_dir: Path, out) -> Path:
 
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
-           bake_preprocess=False, verify=True, int8_fallback=None, progress: Callable[[str], None] | None = None) -> ExportResult:
+           bake_preprocess=False, verify=True, int8_fallback=None, ort_target="portable",
+           progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
@@ -140,10 +158,12 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         bake_preprocess: also write model.uint8.onnx (uint8 NHWC input, normalisation inside).
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
+        ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
         progress: called with a short description as each step starts.
     Returns:
-        ExportResult.
+        ExportResult (every artifact asked for was published).
     Raises:
+        PartialExport: some artifacts failed and the others were published (`e.result`).
         UsageError, WeightsError, ExportError: one-line messages; nothing partial is left behind.
     """
     from ..models import load_run
@@ -153,7 +173,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     say = progress or (lambda _msg: None)
     options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                            calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
-                           bake_preprocess=bake_preprocess, verify=verify)
+                           bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target)
     formats, precisions = check_options(formats, precisions, options)
     run = load_run(run_dir)
     spec = archs.get(run.arch)
@@ -176,11 +196,15 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only if still empty: a failed export leaves no trace
     result.seconds = time.perf_counter() - started
+    if result.failed:
+        raise PartialExport(f"{len(result.failed)} artifact(s) failed, {len(result.artifacts)} published in "
+                            f"{result.out_dir}: " + "; ".join(f"{f['file']}: {f['reason']}" for f in result.failed),
+                            result)
     return result
 
 
 def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say) -> ExportResult:
-    """stage -> build -> describe -> verify -> publish, with the output folder locked."""
+    """stage -> build -> describe -> verify -> time -> publish, with the output folder locked."""
     staging = job.staging
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -188,18 +212,57 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say) -> Expor
         todo, skipped = plan(formats, job.precisions, job.spec, job.device)
         if not todo:
             raise ExportError("nothing could be exported: " + "; ".join(arch_skipped + skipped))
-        made = _build_all(job, todo, say)
-        result = ExportResult(out_dir, made, {}, arch_skipped + skipped)
+        made, failed = _build_all(job, todo, say)
+        result = ExportResult(out_dir, made, {}, arch_skipped + skipped, failed=failed)
         _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]))
         verification = {"skipped": "--no-verify"}
-        if job.options.verify:
+        if job.options.verify and made:
             say("verifying against torch-eager")
             verification = _verify(made, staging, job.run, job.device)
-        result.manifest = _manifest(result, job.run, job, verification)
+            _drop_failed(result)
+            verification["passed"] = True  # all that is published passed; `failed` lists the others
+        if not result.artifacts:
+            raise ExportError("nothing was exported: " + _failures_line(result.failed))
+        timing = _time_files(result, staging, job, say)
+        result.manifest = _manifest(result, job.run, job, verification, timing)
         _publish(result, staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _failures_line(failed: list[dict]) -> str:
+    return "; ".join(f"{f['file']} ({f['format']} {f['precision']}): {f['reason']}" for f in failed)
+
+
+def _failure(fmt: str, precision: str, stage: str, reason: str, file: str | None = None) -> dict:
+    """A manifest `failed` row: which artifact (`file`, default: the format's model file of that
+    precision), at which stage (build or verification), why."""
+    row = registry.get(fmt).file(precision)
+    return {"file": file or (row.name if row else f"{fmt} {precision}"), "format": fmt, "precision": precision,
+            "stage": stage, "reason": reason}
+
+
+def _drop_failed(result: ExportResult) -> None:
+    """Artifacts that missed their verification gate leave the published set (their staged files
+    are removed with the staging folder) and are listed as failed with the gate's reason."""
+    for a in [a for a in result.artifacts if a.verified is False]:
+        result.artifacts.remove(a)
+        reason = ((a.verification or {}).get("reason") or "verification failed") + "; --no-verify keeps it"
+        result.failed.append(_failure(a.format, a.precision, "verification", reason + _int8_hint(a), a.file))
+
+
+def _time_files(result: ExportResult, staging: Path, job: Job, say) -> dict:
+    """Time the verified files each CPU runtime can run against each other (see `speed`);
+    unverified exports are not timed: the fastest file must also be a correct one."""
+    from . import speed
+
+    if not job.options.verify:
+        return {"skipped": "--no-verify"}
+    say("timing the verified files on this machine")
+    timing = speed.compare(result.artifacts, staging, job.run.preprocess.crop)
+    result.notes += timing.pop("notes", [])
+    return timing
 
 
 def _supported(spec, formats) -> tuple[tuple, list[str]]:
@@ -214,17 +277,28 @@ def _supported(spec, formats) -> tuple[tuple, list[str]]:
     return tuple(keep), skipped
 
 
-def _build_all(job: Job, todo: list[tuple[str, tuple]], say) -> list[Artifact]:
-    """Every planned format through its builder, each checked to have made what it was asked."""
+def _build_all(job: Job, todo: list[tuple[str, tuple]], say) -> tuple[list[Artifact], list[dict]]:
+    """Every planned (format, precision) through its builder, one precision per call, each
+    checked to have made what it was asked. A call that raises ExportError fails that artifact
+    only (its partial files are dropped with the intermediates); the others go on.
+
+    Returns:
+        (artifacts made, failed rows: see `_failure`)
+    """
     import dataclasses
 
-    made = []
+    made, failed = [], []
     for fmt, precisions in todo:
-        artifacts = builder(fmt)(dataclasses.replace(job, precisions=precisions), say)
-        _check_built(fmt, precisions, artifacts, job.staging)
-        made += artifacts
+        for p in precisions:
+            try:
+                artifacts = builder(fmt)(dataclasses.replace(job, precisions=(p,)), say)
+                _check_built(fmt, (p,), artifacts, job.staging)
+            except ExportError as e:
+                failed.append(_failure(fmt, p, "build", str(e)))
+                continue
+            made += artifacts
     _drop_intermediates(job.staging, made)
-    return made
+    return made, failed
 
 
 def _check_built(fmt: str, precisions: tuple, artifacts: list[Artifact], staging: Path) -> None:
@@ -313,7 +387,7 @@ def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None
             a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
 
 
-def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
+def _manifest(result: ExportResult, run, job: Job, verification: dict, timing: dict) -> dict:
     from .. import __version__
     from ..envinfo import versions
 
@@ -328,7 +402,10 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
         "opset": job.opset,
         "artifacts": [a.to_dict() for a in result.artifacts],
         "skipped": result.skipped,
+        "failed": result.failed,
         "verification": verification,
+        "fastest": timing.pop("fastest", {}),
+        "timing": timing,
         "versions": versions(_libraries(result.artifacts)),
     }
 
@@ -391,11 +468,8 @@ VERIFY_IMAGES = 128  # one flip is < 1 point of accuracy, so a single near-tie c
 def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     """Compare every staged artifact with torch-eager on each device it targets (of those
     available: the CPU, and CUDA with --device cuda); record per-artifact outcomes in
-    `artifact.verification` and return the summary for the manifest.
-
-    Raises:
-        ExportError: a gate failed (the caller then publishes nothing).
-    """
+    `artifact.verified` / `artifact.verification` (False: a gate failed; the caller drops it)
+    and return the summary for the manifest."""
     from ..formats.onnx.baked import verify_baked
     from ..verify.parity import parity
 
@@ -416,22 +490,17 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     if baked:  # uint8 NHWC input: not a parity target, checked against torch-eager directly
         verify_baked(folder, baked, run)
     summary = {k: v for k, v in report.to_dict().items() if k in ("reference", "images", "source", "tolerances", "notes")}
-    summary["passed"] = all(a.verified is not False for a in artifacts)
-    failed = [a for a in artifacts if a.verified is False]
-    if failed:
-        why = "; ".join(f"{a.file}: {a.verification['reason']}" for a in failed)
-        hint = _int8_hint([a for a in failed if a.precision == "int8"])
-        raise ExportError(f"verification failed, nothing written ({why}); --no-verify keeps such artifacts.{hint}")
     return summary
 
 
-def _int8_hint(failed: list[Artifact]) -> str:
-    if not failed:
+def _int8_hint(a: Artifact) -> str:
+    """What usually helps an int8 file that missed its gate (nothing for other precisions)."""
+    if a.precision != "int8":
         return ""
-    percentile = all("percentile" in registry.get(a.format).int8.calib_methods for a in failed)
-    return (" int8 flips near-tied predictions, which an undertrained model has many of; try "
+    percentile = "percentile" in registry.get(a.format).int8.calib_methods
+    return ("; int8 flips near-tied predictions, which an undertrained model has many of: try "
             + ("--calib-method percentile or " if percentile else "") + "more --calib-size, or inspect with "
-            "`tlexport parity`.")
+            "`tlexport parity`")
 
 
 def _record_verification(a: Artifact, checked: list, devices, source: str) -> None:

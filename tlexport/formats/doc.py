@@ -43,7 +43,13 @@ that cannot honour a value refuses it before any work, with a one-line reason (e
   `percentile` and `entropy` are onnxruntime's histogram calibrators. Without the option each
   format uses its default below, and the manifest's `int8.calibration` records what was used.
 - The formats converted from ONNX (`built from onnx`) reuse the int8 ONNX file: same calibration,
-  same float layers, same record.
+  same float layers, same record. Except OpenVINO IR where `nncf` is installed (the `openvino`
+  extra) and the method is `minmax`: NNCF quantizes the fp32 IR under the same policy, gated on
+  OpenVINO, because the converted QDQ graph runs slower than fp32 on depthwise/hardswish
+  networks ([int8-speed.md](int8-speed.md)).
+- Export times the verified files each CPU runtime can run against each other at batch 1 on the
+  exporting machine: the manifest's `fastest` names the fastest file per runtime (each artifact's
+  `speed` holds its median), and an int8 file that is not faster than fp32 there is said in one line.
 """
 
 FOLDERS_TEXT = """## Artifacts that are folders

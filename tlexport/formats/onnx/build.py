@@ -17,9 +17,9 @@ def build(job, say) -> list[Artifact]:
     for precision in job.precisions:
         staged = stage(job, precision, say)
         out.append(Artifact(staged.path.name, "onnx", precision, notes=list(staged.notes), int8=staged.int8))
-    if job.options.onnx.bake_preprocess:
+    dst = job.staging / file_name("onnx", "fp32", BAKED)
+    if job.options.onnx.bake_preprocess and not dst.exists():  # once per export (one call per precision)
         say("ONNX uint8 (baked preprocessing)")
-        dst = job.staging / file_name("onnx", "fp32", BAKED)
         build_baked(job, dst)
         out.append(Artifact(dst.name, "onnx", "fp32", role=BAKED,
                             notes=["input uint8 NHWC RGB at the crop size; normalisation inside"]))

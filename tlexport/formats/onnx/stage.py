@@ -10,14 +10,26 @@ from ...exporters.job import Staged
 
 def stage(job, precision: str, say) -> Staged:
     """The staged ONNX file of `precision` (made now unless this export already made it)."""
+    from ...errors import ExportError
     from ...tables.artifacts import file_name
+
+    key = ("onnx", precision)
+    if key not in job.staged:
+        path = job.staging / file_name("onnx", precision)
+        try:
+            job.staged[key] = _make(job, precision, path, say)
+        except ExportError as e:  # one attempt per export: OpenVINO, ORT and Triton share it
+            job.staged[key] = Staged(path, error=str(e))
+    staged = job.staged[key]
+    if staged.error:
+        raise ExportError(staged.error)
+    return staged
+
+
+def _make(job, precision: str, path, say) -> Staged:
     from . import quantize
     from .graph import check_finite, export_onnx
 
-    key = ("onnx", precision)
-    if key in job.staged:
-        return job.staged[key]
-    path = job.staging / file_name("onnx", precision)
     if precision == "fp32":
         check_finite(job.model, job.example)
         say("ONNX fp32")
@@ -35,5 +47,4 @@ def stage(job, precision: str, say) -> Staged:
         fp16_io = job.options.onnx.fp16_io
         quantize.to_fp16(base, path, fp16_io=fp16_io, meta=job.meta)
         staged = Staged(path, notes=["fp16 input/output" if fp16_io else "float32 input/output"])
-    job.staged[key] = staged
     return staged

@@ -1,7 +1,11 @@
 """OpenVINO IR: `model.xml` (graph) + `model.bin` (weights), converted from tlexport's ONNX files."""
 
-from ..onnx import INT8
-from ..spec import File, FormatSpec, Requirement
+from ..spec import CALIB_METHODS, File, FormatSpec, Int8Support, Requirement
+
+# minmax (also the default): NNCF's post-training quantization of the fp32 IR where nncf is
+# installed, else the int8 ONNX file converted; percentile and entropy (onnxruntime's calibrators)
+# convert the int8 ONNX file. Per-layer fallback either way (NNCF's ignored_scope).
+INT8 = Int8Support(calib_methods=CALIB_METHODS, default_method="minmax", per_layer=True)
 
 SPEC = FormatSpec(
     name="openvino", package=__name__, suffix=".xml", extra="openvino", built_from="onnx",
@@ -11,5 +15,5 @@ SPEC = FormatSpec(
     runtimes=(("openvino", "cpu"),),
     provides=("openvino",),
     needs=(Requirement("openvino", "pip install -e '.[openvino]' (or pip install openvino)"),),
-    int8=INT8,  # the int8 IR is the int8 ONNX file converted as is
+    int8=INT8,
 )

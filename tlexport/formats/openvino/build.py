@@ -1,15 +1,17 @@
 """OpenVINO IR (`model.xml` + `model.bin`), converted from tlexport's own ONNX files.
 
 fp32 and fp16 come from the fp32 ONNX (fp16: weights compressed to half; OpenVINO's CPU plugin
-decides the compute precision). int8 is the accuracy-aware QDQ ONNX of the onnx format's int8
-converted as is: the same calibration, the same float layers and the same held-out gate as
-`model.int8.onnx` (its record is reused), and OpenVINO's low-precision transformations run its
-Q/DQ pairs as int8 kernels. NNCF's post-training quantization would be a second calibration to
-keep in step with the first (and a dependency with its own pins) for the same kind of graph.
+decides the compute precision). int8, where `nncf` is installed (the openvino extra installs it)
+and `--calib-method` is minmax or not given, is NNCF's post-training quantization of the fp32 IR
+under the shared `--int8-fallback` policy, gated on OpenVINO (`quantize.py` says why: on
+depthwise/hardswish networks the converted QDQ graph ran slower than fp32). Otherwise it is the
+accuracy-aware QDQ ONNX of the onnx format's int8 converted as is: the same calibration, the same
+float layers and the same held-out gate as `model.int8.onnx` (its record is reused).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ...errors import ExportError, UsageError, first_line
@@ -42,9 +44,14 @@ def build(job, say) -> list[Artifact]:
     """model.xml/.bin (fp32), model.fp16.xml/.bin, model.int8.xml/.bin for the asked precisions."""
     from ...tables.artifacts import kind
 
+    from .quantize import nncf_method
+
     out = []
     for precision in job.precisions:
         row = kind("openvino", precision)
+        if precision == "int8" and nncf_method(job.options.int8.calibration.method):
+            out.append(_nncf_int8(job, job.staging / row.file, say))
+            continue
         source = stage(job, "int8" if precision == "int8" else "fp32", say)
         say(f"OpenVINO IR {precision}")
         save_ir(source.path, job.staging / row.file, meta=job.meta, half=precision == "fp16")
@@ -55,3 +62,19 @@ def build(job, say) -> list[Artifact]:
             notes = ["fp16 weights; OpenVINO picks the CPU compute precision"]
         out.append(Artifact(row.file, "openvino", precision, notes=notes, int8=source.int8))
     return out
+
+
+def _nncf_int8(job, dst: Path, say) -> Artifact:
+    """model.int8.xml/.bin by NNCF from the fp32 IR (converted privately from the staged fp32 ONNX)."""
+    from .quantize import build_int8
+
+    source = stage(job, "fp32", say)
+    fp32_ir = job.staging / ".openvino-fp32" / "model.xml"
+    fp32_ir.parent.mkdir(exist_ok=True)
+    try:
+        save_ir(source.path, fp32_ir, meta=job.meta)
+        say("OpenVINO IR int8 (NNCF, calibrating)")
+        record, notes = build_int8(job, source.path, fp32_ir, dst)
+    finally:
+        shutil.rmtree(fp32_ir.parent, ignore_errors=True)
+    return Artifact(dst.name, "openvino", "int8", notes=notes, int8=record)

@@ -13,8 +13,10 @@ from ...exporters.job import Artifact
 from ..onnx.stage import stage
 
 
-def to_ort(src: Path, dst: Path, config: Path) -> None:
-    """Convert one ONNX file (fixed optimizations, portable: no x86-only layout transforms).
+def to_ort(src: Path, dst: Path, config: Path, target: str = "portable") -> None:
+    """Convert one ONNX file with fixed (saved) optimizations: portable ones, or with "amd64" also
+    onnxruntime's x86 NCHWc layout (see `options.OrtOptions`). An `.ort` file is not optimized
+    again when it is loaded, so what is saved here is what runs.
 
     Raises:
         ExportError: the converter failed or wrote no .ort file.
@@ -28,7 +30,8 @@ def to_ort(src: Path, dst: Path, config: Path) -> None:
         try:
             with silenced():  # the converter prints and logs its progress
                 convert_onnx_models_to_ort(src, output_dir=tmp, optimization_styles=[OptimizationStyle.Fixed],
-                                           target_platform=None, enable_type_reduction=False)
+                                           target_platform="amd64" if target == "amd64" else None,
+                                           enable_type_reduction=False)
         except Exception as e:
             raise ExportError(f"ORT conversion of {src.name} failed ({first_line(e, 300)})") from None
         orts, configs = list(tmp.glob("*.ort")), list(tmp.glob("*.config"))
@@ -48,10 +51,24 @@ def build(job, say) -> list[Artifact]:
         source = stage(job, precision, say)
         row = kind("ort", precision)
         say(f"ORT mobile {precision}")
-        to_ort(source.path, job.staging / row.file, job.staging / row.companions[0])
+        target = job.options.ort.target
+        to_ort(source.path, job.staging / row.file, job.staging / row.companions[0], target)
         inputs, outputs = io_spec(source.path)
         out.append(Artifact(row.file, "ort", precision, opset=opset_of(source.path), inputs=inputs, outputs=outputs,
                             int8=source.int8, notes=[
             f"from {source.path.name}; {row.companions[0]} lists the operators a reduced onnxruntime build needs "
-            "(tools/ci_build/build.py --minimal_build --include_ops_by_config)"]))
+            "(tools/ci_build/build.py --minimal_build --include_ops_by_config)", target_note(target)]))
     return out
+
+
+def target_note(target: str) -> str:
+    """What the saved optimizations mean for where the file runs, and how fast."""
+    if target != "amd64":
+        return ("portable optimizations (any CPU build of onnxruntime, ARM included); without onnxruntime's x86 "
+                "NCHWc layout, which an .ort file cannot apply at load, fp32 runs slower than the .onnx on x86 "
+                "(0.4x on mobilenet_v3_large, docs/int8-speed.md): --ort-target amd64 saves it")
+    from ...envinfo import cpu_flags
+
+    width = 16 if "avx512f" in cpu_flags() else 8
+    return (f"x86 NCHWc layout saved for {width}-channel blocks (this CPU: {'AVX-512' if width == 16 else 'AVX2'}): "
+            f"loads only on x86 CPUs with the same vector width, never on ARM")
