@@ -77,6 +77,8 @@ def _row_problems(spec, formats: dict, extras: dict) -> list[str]:
             if f".[{spec.extra}]" not in r.pip]
     if ("int8" in spec.precisions) != (spec.int8 is not None):
         out.append(f"{spec.name}: int8 support must be declared exactly when it makes int8")
+    out += [f"{spec.name}: not_offered names {p}, which it exports or is no precision" for p, _ in spec.not_offered
+            if p in spec.precisions or p not in PRECISIONS]
     if spec.int8 and not set(spec.int8.calib_methods) <= set(CALIB_METHODS):
         out.append(f"{spec.name}: unknown calibration methods {spec.int8.calib_methods}")
     names = list(formats)
@@ -125,6 +127,7 @@ def test_the_consistency_check_catches_each_kind_of_broken_row(fake_packages):
         "does not install": dataclasses.replace(good, extra="triton", needs=registry.FORMATS["openvino"].needs),
         "exactly when it makes int8": dataclasses.replace(good, int8=onnx.int8),
         "not registered before it": dataclasses.replace(good, built_from="triton"),
+        "which it exports or is no precision": dataclasses.replace(good, not_offered=(("fp32", "it does"),)),
     }
     for problem, spec in cases.items():
         formats = {"onnx": onnx, "triton": registry.FORMATS["triton"], "openvino": registry.FORMATS["openvino"]}
@@ -311,6 +314,24 @@ def test_the_manifest_check_and_the_cli_derive_from_the_registry(webdir, tmp_pat
             assert spec.name in r.output and spec.description.split()[0] in r.output
     for extra in {s.extra for s in registry.FORMATS.values() if s.extra and s.name != "webdir"}:
         assert f".[{extra}]" in r.output
+
+
+def test_a_precision_not_offered_is_skipped_with_its_reason_and_the_docs_say_how_apps_use_it(webdir, monkeypatch):
+    import dataclasses
+
+    from tlexport.exporters.pipeline import plan
+    from tlexport.formats.doc import render
+    from tlexport.tables import archs
+
+    spec = dataclasses.replace(webdir, not_offered=(("int8", "its quantizer is not on PyPI"),),
+                               usage="Copy the folder into the app; load `model.onnx` with onnxruntime-web.")
+    monkeypatch.setitem(registry.FORMATS, "webdir", spec)
+    todo, skipped = plan(("webdir",), ("fp32", "int8"), archs.get("resnet18"), "cpu")
+    assert todo == [("webdir", ("fp32",))]
+    assert skipped == ["webdir int8: webdir is exported in fp32 only (its quantizer is not on PyPI)"]
+    page = render()
+    assert "- `webdir`: an ONNX model and its metadata in a folder. Not offered: int8: its quantizer is not on PyPI." in page
+    assert "## In an app\n\n" in page and "### `webdir`\n\nCopy the folder into the app; load `model.onnx`" in page
 
 
 # ---- precisions: one place -----------------------------------------------------------------------
