@@ -368,6 +368,23 @@ def test_an_int8_option_a_format_cannot_honour_is_refused_up_front(fake_run, tmp
     assert not (tmp_path / "x").exists()
 
 
+def test_calib_method_is_refused_for_an_int8_that_is_not_calibrated(webdir, monkeypatch):
+    """Weight-only int8 (no activation ranges) honours no --calib-method: refused in one line."""
+    import dataclasses
+
+    from tlexport.errors import UsageError
+    from tlexport.exporters.options import Calibration, Int8Options, check_int8
+    from tlexport.formats.spec import File, Int8Support
+
+    spec = dataclasses.replace(webdir, files=(*webdir.files, File("int8", "model.int8.webdir")),
+                               int8=Int8Support((), "none (weights only)", per_layer=False, why="weight-only int8"))
+    monkeypatch.setitem(registry.FORMATS, "webdir", spec)
+    check_int8(("webdir",), ("int8",), Int8Options())  # without the option: nothing to refuse
+    with pytest.raises(UsageError, match=r"^--calib-method minmax: webdir int8 is not calibrated \(weight-only int8\); "
+                                         r"drop --calib-method$"):
+        check_int8(("webdir",), ("fp32", "int8"), Int8Options(calibration=Calibration("minmax")))
+
+
 def test_int8_options_of_formats_without_int8_are_not_refused(fake_run, tmp_path):
     """--calib-method is about int8: asking for pt2 fp32 with it is no contradiction."""
     from tlexport.exporters.pipeline import check_options, make_options
