@@ -24,6 +24,7 @@ PACKAGES = (
     "tflite",
     "ort",
     "triton",
+    "ncnn",
 )
 
 FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
