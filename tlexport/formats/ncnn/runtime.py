@@ -22,15 +22,13 @@ FP16_OPTIONS = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic")
 FAST_OPTIONS = ("use_winograd_convolution", "use_sgemm_convolution", "use_packing_layout")
 
 
-def net_options(opt, precision: str, threads: int | None) -> dict:
-    """Set an `ncnn.Option` for a file of `precision`; returns what was set (for reports)."""
+def option_values(precision: str, threads: int | None) -> dict:
+    """The `ncnn.Option` fields tlexport sets for a file of `precision` (before loading it)."""
     values = {name: True for name in FAST_OPTIONS}
     values.update({name: precision == "fp16" for name in FP16_OPTIONS})
     values["use_bf16_storage"] = False
     if threads:
         values["num_threads"] = int(threads)
-    for name, value in values.items():
-        setattr(opt, name, value)
     return values
 
 
@@ -52,7 +50,8 @@ def load_net(folder: Path, precision: str, threads: int | None):
         raise RuntimeUnavailable(f"{param}: ncnn graph with {len(graph.inputs)} inputs and outputs "
                                  f"{graph.outputs}, not one image in and logits out")
     net = ncnn.Net()
-    net_options(net.opt, precision, threads)
+    for name, value in option_values(precision, threads).items():
+        setattr(net.opt, name, value)
     if net.load_param(str(param)) != 0:
         unknown = sorted({layer.type for layer in graph.layers if "." in layer.type})
         raise RuntimeUnavailable(f"ncnn cannot load {param}" + (f": no ncnn layer for {', '.join(unknown)}" if unknown else ""))
