@@ -106,7 +106,7 @@ def registry_problems(formats: dict | None = None) -> list[str]:
 def test_the_registry_is_consistent():
     assert registry_problems() == []
     assert set(registry.FORMATS) == {"onnx", "torchscript", "pt2", "openvino", "executorch", "tflite", "ort", "triton",
-                                   "ncnn"}
+                                   "ncnn", "coreml"}
     assert tuple(registry.FORMATS) == registry.PACKAGES  # one line per format: its package, named as the format
     for name, spec in registry.FORMATS.items():  # the registered row is the package's own SPEC
         assert importlib.import_module(spec.package).SPEC is spec and spec.package == f"tlexport.formats.{name}"

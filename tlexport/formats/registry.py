@@ -25,6 +25,7 @@ PACKAGES = (
     "ort",
     "triton",
     "ncnn",
+    "coreml",
 )
 
 FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
