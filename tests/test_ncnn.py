@@ -168,3 +168,18 @@ def test_a_broken_folder_is_a_clear_error(ncnn_export, tmp_path):
     (lone / "metadata.json").write_text("[" * 100000)
     with pytest.raises(UsageError, match="metadata.json is not readable JSON"):
         read_metadata(lone)
+
+
+def test_a_side_file_larger_than_its_bound_is_refused_unread(ncnn_export, tmp_path, monkeypatch):
+    import shutil
+
+    from tlexport.errors import UsageError
+    from tlexport.formats.metadata import read_metadata
+    from tlexport.formats.ncnn import metadata
+
+    out, _ = ncnn_export
+    shutil.copytree(out / "model.ncnn", tmp_path / "model.ncnn")
+    monkeypatch.setattr(metadata, "MAX_META_BYTES", 1 << 20)
+    (tmp_path / "model.ncnn" / "metadata.json").write_text(" " * (1 << 20) + "{}")
+    with pytest.raises(UsageError, match="metadata.json is larger than 1 MiB: not an ncnn model tlexport wrote"):
+        read_metadata(tmp_path / "model.ncnn")

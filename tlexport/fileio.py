@@ -12,7 +12,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from .errors import TlexportError
+from .errors import TlexportError, UsageError
 
 LOCK_FILE = ".tlexport.lock"
 # Temporary names carry the writer's pid, so leftovers of a dead process can be told apart.
@@ -71,6 +71,23 @@ def write_text(path: Path | str, text: str) -> None:
 
 def write_json(path: Path | str, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_limited(path: Path | str, limit: int, what: str) -> bytes:
+    """The bytes of a file read as untrusted input, refused past `limit` bytes (a model's side file
+    or specification is small; a huge one is not what it claims to be).
+
+    Raises:
+        UsageError: unreadable, or larger than `limit` (naming `what` it should have been).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise UsageError(f"cannot read {path} ({e.strerror})") from None
+    if len(data) > limit:
+        raise UsageError(f"{path} is larger than {limit >> 20} MiB: not {what}")
+    return data
 
 
 def sha256(path: Path | str, chunk: int = 1 << 20) -> str:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ...errors import UsageError, first_line
+from ...fileio import read_limited
 from ...tables.extras import not_installed
 from . import META_KEY
 
@@ -16,14 +17,7 @@ MAX_SPEC_BYTES = 64 << 20  # the specification only: weights live in a separate 
 
 
 def _bounded(path: Path, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise UsageError(f"cannot read {path} ({e.strerror})") from None
-    if len(data) > limit:
-        raise UsageError(f"{path} is larger than {limit >> 20} MiB: not a Core ML package tlexport wrote")
-    return data
+    return read_limited(path, limit, "a Core ML package tlexport wrote")
 
 
 def spec_path(package: Path) -> Path:

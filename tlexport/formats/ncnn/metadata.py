@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...errors import UsageError
+from ...fileio import read_limited
 from . import META
 
 MAGIC = "7767517"
@@ -121,13 +122,6 @@ def read(path: Path) -> dict:
 
 def _bounded_text(path: Path, limit: int) -> str:
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise UsageError(f"cannot read {path} ({e.strerror})") from None
-    if len(data) > limit:
-        raise UsageError(f"{path} is larger than {limit >> 20} MiB: not an ncnn model tlexport wrote")
-    try:
-        return data.decode("utf-8")
+        return read_limited(path, limit, "an ncnn model tlexport wrote").decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text") from None
