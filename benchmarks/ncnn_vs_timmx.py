@@ -104,18 +104,24 @@ def export_timmx(python: str, run_dir: Path, work: Path, size: int, classes: int
     return out
 
 
+def without_hints(layer) -> tuple[str, ...]:
+    """A layer's fields less tlexport's shape hints (and the input's declared shape)."""
+    from tlexport.formats.ncnn.metadata import SHAPE_HINTS
+
+    drop = {SHAPE_HINTS} | ({"0", "1", "2"} if layer.type == "Input" else set())
+    return tuple(p for p in layer.params if p.split("=", 1)[0] not in drop)
+
+
 def strip_hints(folder: Path, dst: Path) -> Path:
     """A copy of an ncnn folder whose param carries no shape hints (pnnx's graph as it wrote it)."""
-    from tlexport.formats.ncnn.metadata import SHAPE_HINTS, Graph, read_param
+    import dataclasses
+
+    from tlexport.formats.ncnn.metadata import Graph, read_param
 
     dst.mkdir()
     graph = read_param(folder / "model.param")
-    layers = []
-    for layer in graph.layers:
-        drop = {SHAPE_HINTS} | ({"0", "1", "2"} if layer.type == "Input" else set())
-        layers.append(type(layer)(layer.type, layer.name, layer.bottoms, layer.tops,
-                                  tuple(p for p in layer.params if p.split("=", 1)[0] not in drop)))
-    (dst / "model.param").write_text(Graph(tuple(layers)).text())
+    layers = tuple(dataclasses.replace(layer, params=without_hints(layer)) for layer in graph.layers)
+    (dst / "model.param").write_text(Graph(layers).text())
     (dst / "model.bin").symlink_to(folder / "model.bin")
     return dst
 
@@ -132,9 +138,7 @@ def compare_graphs(ours: Path, peer: Path) -> dict:
         return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     def fields(layer):
-        drop = {SHAPE_HINTS} | ({"0", "1", "2"} if layer.type == "Input" else set())
-        return (layer.type, len(layer.bottoms), len(layer.tops),
-                tuple(sorted(p for p in layer.params if p.split("=", 1)[0] not in drop)))
+        return layer.type, len(layer.bottoms), len(layer.tops), tuple(sorted(without_hints(layer)))
 
     a, b = read_param(ours / "model.param"), read_param(peer / "model.param")
     return {"tlexport_layers": len(a.layers), "timmx_layers": len(b.layers), "tlexport_types": census(a),
