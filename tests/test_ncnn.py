@@ -183,3 +183,19 @@ def test_a_side_file_larger_than_its_bound_is_refused_unread(ncnn_export, tmp_pa
     (tmp_path / "model.ncnn" / "metadata.json").write_text(" " * (1 << 20) + "{}")
     with pytest.raises(UsageError, match="metadata.json is larger than 1 MiB: not an ncnn model tlexport wrote"):
         read_metadata(tmp_path / "model.ncnn")
+
+
+def test_an_operator_pnnx_left_unmapped_fails_the_export_in_one_line(tmp_path):
+    """vit_b_16 and swin_t come out of pnnx with Tensor.reshape/Tensor.slice nodes ncnn has no layer
+    for: the builder names them instead of handing ncnn a graph it cannot load."""
+    from tlexport.errors import ExportError
+    from tlexport.formats.ncnn.build import shape_hints
+
+    folder = tmp_path / "model.ncnn"
+    folder.mkdir()
+    (folder / "model.param").write_text("7767517\n3 3\nInput in0 0 1 in0\nTensor.reshape r0 1 1 in0 1 0=-1\n"
+                                        "Tensor.slice s0 1 1 1 out0\n")
+    (folder / "model.bin").write_bytes(b"")
+    with pytest.raises(ExportError, match=r"^pnnx could not map every operator of the model to an ncnn layer "
+                                          r"\(left Tensor.reshape, Tensor.slice\): ncnn cannot run it$"):
+        shape_hints(folder, 8)

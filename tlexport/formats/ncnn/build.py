@@ -73,6 +73,10 @@ def shape_hints(folder: Path, crop: int) -> Graph:
     from .runtime import load_net
 
     graph = read_param(folder / PARAM)
+    unknown = sorted({layer.type for layer in graph.layers if "." in layer.type})  # pnnx's unmapped operators
+    if unknown:
+        raise ExportError(f"pnnx could not map every operator of the model to an ncnn layer (left {', '.join(unknown)}): "
+                          "ncnn cannot run it")
     try:
         net, input_name, _ = load_net(folder, "fp32", None)
     except RuntimeUnavailable as e:
