@@ -251,3 +251,22 @@ def test_torchscript_rejects_a_trace_that_bakes_in_the_batch(tmp_path):
         with pytest.raises(ExportError, match="TorchScript tracing failed"):
             export_torchscript(module.eval(), x, tmp_path / "m.ts", dynamic=True, meta={})
     assert not (tmp_path / "m.ts").exists()
+
+
+def test_the_export_table_says_why_an_artifact_could_not_be_verified(tmp_path):
+    """An artifact no runtime here can run carries a reason and no error numbers: the table shows
+    the reason (it raised KeyError 'max_abs')."""
+    from rich.console import Console
+
+    from tlexport.exporters.job import Artifact
+    from tlexport.exporters.pipeline import ExportResult
+    from tlexport.render import export_table
+
+    why = "not verified: gpu-rt cannot run here (no GPU)"
+    checked = Artifact("model.onnx", "onnx", "fp32", size=10, verified=True,
+                       verification={"passed": True, "max_abs": 2e-6, "top1_agreement": 1.0})
+    unchecked = Artifact("model.fp16.onnx", "onnx", "fp16", size=5, verification={"passed": None, "reason": why})
+    con = Console(record=True, width=200)
+    export_table(con, ExportResult(tmp_path, [checked, unchecked], seconds=1.0))
+    text = con.export_text()
+    assert "yes (max abs 2.0e-06, top-1 100%)" in text and why in text

@@ -77,6 +77,8 @@ def _row_problems(spec, formats: dict, extras: dict) -> list[str]:
             if f".[{spec.extra}]" not in r.pip]
     if ("int8" in spec.precisions) != (spec.int8 is not None):
         out.append(f"{spec.name}: int8 support must be declared exactly when it makes int8")
+    out += [f"{spec.name}: not_offered names {p}, which it exports or is no precision" for p, _ in spec.not_offered
+            if p in spec.precisions or p not in PRECISIONS]
     if spec.int8 and not set(spec.int8.calib_methods) <= set(CALIB_METHODS):
         out.append(f"{spec.name}: unknown calibration methods {spec.int8.calib_methods}")
     names = list(formats)
@@ -103,7 +105,9 @@ def registry_problems(formats: dict | None = None) -> list[str]:
 
 def test_the_registry_is_consistent():
     assert registry_problems() == []
-    assert set(registry.FORMATS) == {"onnx", "torchscript", "pt2", "openvino", "executorch", "tflite", "ort", "triton"}
+    assert set(registry.FORMATS) == {"onnx", "torchscript", "pt2", "openvino", "executorch", "tflite", "ort", "triton",
+                                   "ncnn", "coreml"}
+    assert tuple(registry.FORMATS) == registry.PACKAGES  # one line per format: its package, named as the format
     for name, spec in registry.FORMATS.items():  # the registered row is the package's own SPEC
         assert importlib.import_module(spec.package).SPEC is spec and spec.package == f"tlexport.formats.{name}"
 
@@ -124,6 +128,7 @@ def test_the_consistency_check_catches_each_kind_of_broken_row(fake_packages):
         "does not install": dataclasses.replace(good, extra="triton", needs=registry.FORMATS["openvino"].needs),
         "exactly when it makes int8": dataclasses.replace(good, int8=onnx.int8),
         "not registered before it": dataclasses.replace(good, built_from="triton"),
+        "which it exports or is no precision": dataclasses.replace(good, not_offered=(("fp32", "it does"),)),
     }
     for problem, spec in cases.items():
         formats = {"onnx": onnx, "triton": registry.FORMATS["triton"], "openvino": registry.FORMATS["openvino"]}
@@ -312,6 +317,24 @@ def test_the_manifest_check_and_the_cli_derive_from_the_registry(webdir, tmp_pat
         assert f".[{extra}]" in r.output
 
 
+def test_a_precision_not_offered_is_skipped_with_its_reason_and_the_docs_say_how_apps_use_it(webdir, monkeypatch):
+    import dataclasses
+
+    from tlexport.exporters.pipeline import plan
+    from tlexport.formats.doc import render
+    from tlexport.tables import archs
+
+    spec = dataclasses.replace(webdir, not_offered=(("int8", "its quantizer is not on PyPI"),),
+                               usage="Copy the folder into the app; load `model.onnx` with onnxruntime-web.")
+    monkeypatch.setitem(registry.FORMATS, "webdir", spec)
+    todo, skipped = plan(("webdir",), ("fp32", "int8"), archs.get("resnet18"), "cpu")
+    assert todo == [("webdir", ("fp32",))]
+    assert skipped == ["webdir int8: webdir is exported in fp32 only (its quantizer is not on PyPI)"]
+    page = render()
+    assert "- `webdir`: an ONNX model and its metadata in a folder. Not offered: int8: its quantizer is not on PyPI." in page
+    assert "## In an app\n\n" in page and "### `webdir`\n\nCopy the folder into the app; load `model.onnx`" in page
+
+
 # ---- precisions: one place -----------------------------------------------------------------------
 def test_the_plan_enforces_precisions_gpu_only_files_and_arch_refusals():
     import dataclasses
@@ -344,6 +367,23 @@ def test_an_int8_option_a_format_cannot_honour_is_refused_up_front(fake_run, tmp
     line = r.output.strip()
     assert "\n" not in line and line.startswith("Error: ") and all(w in line for w in words), line
     assert not (tmp_path / "x").exists()
+
+
+def test_calib_method_is_refused_for_an_int8_that_is_not_calibrated(webdir, monkeypatch):
+    """Weight-only int8 (no activation ranges) honours no --calib-method: refused in one line."""
+    import dataclasses
+
+    from tlexport.errors import UsageError
+    from tlexport.exporters.options import Calibration, Int8Options, check_int8
+    from tlexport.formats.spec import File, Int8Support
+
+    spec = dataclasses.replace(webdir, files=(*webdir.files, File("int8", "model.int8.webdir")),
+                               int8=Int8Support((), "none (weights only)", per_layer=False, why="weight-only int8"))
+    monkeypatch.setitem(registry.FORMATS, "webdir", spec)
+    check_int8(("webdir",), ("int8",), Int8Options())  # without the option: nothing to refuse
+    with pytest.raises(UsageError, match=r"^--calib-method minmax: webdir int8 is not calibrated \(weight-only int8\); "
+                                         r"drop --calib-method$"):
+        check_int8(("webdir",), ("fp32", "int8"), Int8Options(calibration=Calibration("minmax")))
 
 
 def test_int8_options_of_formats_without_int8_are_not_refused(fake_run, tmp_path):

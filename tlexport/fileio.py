@@ -108,7 +108,7 @@ def read_json(path: Path | str, max_bytes: int = JSON_MAX_BYTES, error: type[Tle
         `error`: missing, unreadable, too large, nested too deeply or not JSON; one line naming
             the file.
     """
-    return parse_json(_read_capped(Path(path), max_bytes, error), path, max_bytes, error, max_depth)
+    return parse_json(read_capped(Path(path), max_bytes, error), path, max_bytes, error, max_depth)
 
 
 def parse_json(data: bytes | str, source, max_bytes: int = JSON_MAX_BYTES,
@@ -155,7 +155,7 @@ def read_yaml(path: Path | str, max_bytes: int = YAML_MAX_BYTES, error: type[Tle
     """
     import yaml
 
-    text = _read_capped(Path(path), max_bytes, error).decode("utf-8", errors="replace")
+    text = read_capped(Path(path), max_bytes, error).decode("utf-8", errors="replace")
     depth = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
@@ -172,8 +172,9 @@ def read_yaml(path: Path | str, max_bytes: int = YAML_MAX_BYTES, error: type[Tle
         raise error(f"{path} is not valid YAML ({str(e).strip().splitlines()[0][:120]})") from None
 
 
-def _read_capped(path: Path, max_bytes: int, error: type[TlexportError]) -> bytes:
-    """At most `max_bytes` of the file: never more is read, whatever its size claims."""
+def read_capped(path: Path | str, max_bytes: int, error: type[TlexportError] = ArtifactError) -> bytes:
+    """The bytes of a file read as untrusted input (a model's side file, a specification): at most
+    `max_bytes` are read, whatever its size claims; a larger file is refused with `error`."""
     try:
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)

@@ -471,8 +471,10 @@ def export_table(con, result) -> None:
     for a in result.artifacts:
         v = a.verification or {}
         verified = ("[green]yes[/]" if a.verified else "[red]NO[/]") if a.verified is not None else "skipped"
-        if v:
+        if v.get("max_abs") is not None:
             verified += f" (max abs {v['max_abs']:.1e}, top-1 {v['top1_agreement']:.0%})"
+        elif v.get("reason"):  # no runtime here could run it: say why instead of numbers
+            verified = f"[yellow]{v['reason']}[/]"
         table.add_row(a.file, a.format, a.precision, f"{(a.size + sum(c['size'] for c in a.companions)) / 1e6:.1f} MB", verified)
     con.print(table)
     for note in result.skipped:

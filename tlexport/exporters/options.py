@@ -125,6 +125,9 @@ def check_int8(formats, precisions, int8: Int8Options) -> None:
         support = registry.get(name).int8
         if support is None:
             continue  # no int8 in this format: skipped with a note like any undeclared precision
+        if method is not None and not support.calib_methods:
+            raise UsageError(f"--calib-method {method}: {name} int8 is not calibrated ({support.why}); "
+                             "drop --calib-method")
         if method is not None and method not in support.calib_methods:
             raise UsageError(f"--calib-method {method}: {name} int8 cannot honour it ({support.why}); "
                              f"it takes {' or '.join(support.calib_methods)}, or no --calib-method for "

@@ -104,7 +104,8 @@ def _refusal(fmt: str, precision: str, arch, device: str) -> str | None:
     precisions, its GPU-only files and the architecture's refusals are enforced."""
     spec = registry.get(fmt)
     if precision not in spec.precisions:
-        return f"{fmt} {precision}: {fmt} is exported in {', '.join(spec.precisions)} only"
+        why = spec.why_not(precision)
+        return f"{fmt} {precision}: {fmt} is exported in {', '.join(spec.precisions)} only" + (f" ({why})" if why else "")
     reason = arch.unsupported_reason(fmt, precision)
     if reason:
         return reason

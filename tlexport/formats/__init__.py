@@ -1,5 +1,5 @@
-"""Export formats: one package per format (`onnx`, `torchscript`, `pt2`, `openvino`, `executorch`,
-`tflite`, `ort`, `triton`), and the registry that lists them (`registry.FORMATS`).
+"""Export formats: one package per format, and the registry that lists them (`registry.PACKAGES`,
+`registry.FORMATS`; docs/formats.md is the generated table of all of them).
 
 A format's package holds everything about it:
 

@@ -118,14 +118,30 @@ def _runtime_table() -> list[str]:
     return rows
 
 
+def _description(spec: FormatSpec) -> str:
+    missing = "; ".join(f"{p}: {why}" for p, why in spec.not_offered)
+    return f"- `{spec.name}`: {spec.description}" + (f". Not offered: {missing}." if missing else "")
+
+
+def _usage() -> list[str]:
+    """"In an app": what an app needs to use each format that says so."""
+    specs = [s for s in registry.FORMATS.values() if s.usage]
+    if not specs:
+        return []
+    out = ["## In an app", ""]
+    for s in specs:
+        out += [f"### `{s.name}`", "", s.usage.strip(), ""]
+    return out
+
+
 def render() -> str:
     """The whole page."""
     out = [HEADER, "## Formats", "", *_formats_table(), ""]
-    out += ["Descriptions:", ""] + [f"- `{s.name}`: {s.description}" for s in registry.FORMATS.values()] + [""]
+    out += ["Descriptions:", ""] + [_description(s) for s in registry.FORMATS.values()] + [""]
     out += ["## Files in an export folder", "", *_files_table(), ""]
     out += ["## Runtimes", "", "`torch-eager` (the run's weights in PyTorch) is the reference every artifact is "
             "compared with.", "", *_runtime_table(), ""]
-    out += [INT8_TEXT, *_int8_table(), "", FOLDERS_TEXT]
+    out += [INT8_TEXT, *_int8_table(), "", FOLDERS_TEXT, *_usage()]
     return "\n".join(out).rstrip() + "\n"
 
 

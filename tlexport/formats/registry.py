@@ -1,28 +1,35 @@
-"""The one list of export formats. One line per format: its package's `SPEC`. The export pipeline,
+"""The one list of export formats, one line per format. The export pipeline,
 runtime discovery, metadata readers, manifest checks, CLI choices and help and docs/formats.md
 all iterate `FORMATS`; `tests/test_formats.py` holds every row consistent (a builder, a reader,
 runtimes that exist, unique suffixes, known extras, precisions its builder makes).
 
-Order matters: formats built from another (`built_from`) come after it, so they reuse the files
-it staged. Torch-free to import.
+Each row is the name of a package under `tlexport/formats/` (its `SPEC` is imported from it), so
+adding a format is one line here. Order matters: formats built from another (`built_from`) come
+after it, so they reuse the files it staged. Torch-free to import (a spec imports nothing heavy).
 """
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import UsageError
-from . import executorch, onnx, openvino, ort, pt2, tflite, torchscript, triton
 from .spec import REFERENCE_RUNTIME, FormatSpec
 
+PACKAGES = (
+    "onnx",
+    "torchscript",
+    "pt2",
+    "openvino",
+    "executorch",
+    "tflite",
+    "ort",
+    "triton",
+    "ncnn",
+    "coreml",
+)
+
 FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
-    onnx.SPEC,
-    torchscript.SPEC,
-    pt2.SPEC,
-    openvino.SPEC,
-    executorch.SPEC,
-    tflite.SPEC,
-    ort.SPEC,
-    triton.SPEC,
-)}
+    importlib.import_module(f"{__package__}.{name}").SPEC for name in PACKAGES)}
 
 
 def get(name: str) -> FormatSpec:

@@ -90,6 +90,10 @@ class FormatSpec:
         in_all: part of `--format all` (formats that need an extra are asked for by name).
         built_from: the format whose staged files it is converted from (needs an ONNX opset).
         int8: how its int8 honours the int8 options (None: it has no int8).
+        not_offered: ((precision, why), ...) for precisions it does not export and the one-line
+            reason (a tool the registries lack): named in export's skip note and docs/formats.md.
+        usage: what an app needs to use its artifacts (a few sentences of Markdown), rendered
+            under its name in docs/formats.md ("In an app").
     """
 
     name: str
@@ -107,6 +111,12 @@ class FormatSpec:
     in_all: bool = False
     built_from: str | None = None
     int8: Int8Support | None = None
+    not_offered: tuple[tuple[str, str], ...] = ()
+    usage: str = ""
+
+    def why_not(self, precision: str) -> str | None:
+        """The recorded reason it does not export `precision` (None when none is recorded)."""
+        return dict(self.not_offered).get(precision)
 
     @property
     def precisions(self) -> tuple[str, ...]:
