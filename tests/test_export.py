@@ -72,7 +72,7 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
     import onnx
     import onnxruntime as ort
 
-    from tlexport.formats.onnx.graph import max_supported_opset
+    from tlexport.formats.onnx.graph import DEFAULT_OPSET
 
     alone = tmp_path / "elsewhere.onnx"
     shutil.copy(exported / "model.onnx", alone)
@@ -91,7 +91,8 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
     assert props["tlexport.arch"] == "resnet18" and len(props["tlexport.weights_sha256"]) == 64
     ops = {n.op_type for n in proto.graph.node}
     assert "Dropout" not in ops and "BatchNormalization" not in ops  # BN folded in eval mode
-    assert proto.opset_import[0].version == max_supported_opset()
+    # The default loads in onnxruntime 1.17 (IR 9 at most, opset 20 at most) and older: opset 18, IR 8.
+    assert proto.opset_import[0].version == DEFAULT_OPSET == 18 and proto.ir_version == 8
 
 
 def test_torchscript_and_pt2_carry_metadata_and_logits(exported, fake_run):

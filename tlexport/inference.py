@@ -98,13 +98,13 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16) -> Predict
     files = iter_image_files(images)
     if not files:
         raise DataError("no image files found in " + ", ".join(map(str, images)))
-    uint8_input = getattr(runtime, "input_dtype", None) == np.uint8
+    uint8_input = bool(getattr(runtime, "in_graph_preprocess", False))  # it resizes, crops, normalises
     batch = runtime.fixed_batch or batch_size  # the runtime pads a short last batch itself
     pending: list[tuple[Path, np.ndarray]] = []
     for f in files:
         try:
             img = pre.load(f)  # shapes whose resize would be absurd are refused from the header
-            pending.append((f, pre.crop_uint8(img) if uint8_input else pre.to_array(img)))
+            pending.append((f, np.asarray(img) if uint8_input else pre.to_array(img)))
         except (BadImage, OSError) as e:
             result.errors.append({"image": str(f), "error": _reason(e)})
         if len(pending) == batch:
@@ -127,8 +127,10 @@ def _reason(e: Exception) -> str:
 
 def _classify(runtime, pending, classes, top_k, uint8_input) -> list[dict]:
     """Run one batch and format the top-k."""
-    x = np.stack([a for _, a in pending])
-    logits = runtime.run_raw(x) if uint8_input else runtime.run(x)
+    if uint8_input:  # decoded images of any size, one per call
+        logits = runtime.run_raw([a for _, a in pending])
+    else:
+        logits = runtime.run(np.stack([a for _, a in pending]))
     probs = softmax(logits.astype(np.float64))
     k = min(top_k, len(classes))
     out = []

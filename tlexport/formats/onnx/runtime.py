@@ -130,9 +130,23 @@ class OnnxRuntime(Runtime):
         first = self.input_shape[0]
         return first if isinstance(first, int) and first > 0 else None
 
+    @property
+    def in_graph_preprocess(self) -> bool:
+        """The model takes one decoded uint8 RGB image [H, W, 3] (model.uint8.onnx)."""
+        self.load()
+        return self.input_dtype == np.uint8 and len(self.input_shape) == 3
+
     def run_raw(self, batch: np.ndarray) -> np.ndarray:
-        """Feed a batch in the model's own input dtype/layout (e.g. uint8 NHWC); float32 logits."""
+        """Feed a batch in the model's own input dtype/layout; float32 logits. An in-graph
+        preprocessing model takes one image per call: each [H, W, 3] of the batch is run alone."""
+        if self.in_graph_preprocess:
+            return self._checked(np.concatenate([self.run_image(img) for img in batch]))
         return self._checked(self._in_fixed_batches(self._session_run, batch))
+
+    def run_image(self, image: np.ndarray) -> np.ndarray:
+        """One decoded RGB image (uint8 [H, W, 3], any size) through an in-graph preprocessing
+        model: float32 logits [1, K]."""
+        return self._session_run(np.ascontiguousarray(image, dtype=np.uint8))
 
     def _session_run(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
@@ -140,5 +154,6 @@ class OnnxRuntime(Runtime):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self.input_dtype == np.uint8:
-            raise UsageError(f"{self.artifact} takes uint8 NHWC images (baked preprocessing); use run_raw")
+            raise UsageError(f"{self.artifact} takes decoded uint8 RGB images (the preprocessing is in the graph); "
+                             "use run_image")
         return self._session_run(np.ascontiguousarray(batch, dtype=np.float32))
