@@ -24,7 +24,7 @@ from ..fileio import clean_stale, folder_lock
 from ..formats import registry
 from ..tables import artifacts as table
 from .job import Artifact, Job
-from .options import Batch, Calibration, ExportOptions, Int8Options, check_int8, parse_fallback
+from .options import Batch, Calibration, ExportOptions, Int8Options, check_dynamic_size, check_int8, parse_fallback
 
 
 def builder(fmt: str) -> Callable:
@@ -48,13 +48,16 @@ class ExportResult:
 
 
 def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=None, calib_data=None,
-                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True) -> ExportOptions:
+                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True,
+                 targets=(), dynamic_size=False) -> ExportOptions:
     """The user's choices as typed options (UsageError for a malformed value)."""
     from ..formats.onnx.options import OnnxOptions
+    from ..formats.onnx.targets import parse_all
 
     calibration = Calibration(calib_method, int(calib_size), Path(calib_data) if calib_data is not None else None)
     int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
-    return ExportOptions(Batch.parse(batch), device, int8, OnnxOptions(opset, fp16_io, bake_preprocess), verify)
+    onnx = OnnxOptions(opset, fp16_io, bake_preprocess, parse_all(targets))
+    return ExportOptions(Batch.parse(batch), device, int8, onnx, verify, bool(dynamic_size))
 
 
 def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, tuple]:
@@ -77,6 +80,7 @@ def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, t
     table.check_devices((options.device,))
     formats = tuple(f for f in formats if f != "all")
     options.onnx.check(formats)
+    check_dynamic_size(formats, options)
     check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
     return formats, precisions
@@ -123,7 +127,8 @@ def _prepare_out(run_dir: Path, out) -> Path:
 
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
-           bake_preprocess=False, verify=True, int8_fallback=None, progress: Callable[[str], None] | None = None) -> ExportResult:
+           bake_preprocess=False, verify=True, int8_fallback=None, progress: Callable[[str], None] | None = None,
+           targets=(), dynamic_size=False) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
@@ -131,16 +136,19 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         formats: names from the format registry (`tlexport.formats.registry.FORMATS`), or "all".
         precisions: fp32 / fp16 / int8; each format makes those its spec declares (docs/formats.md).
         out: output folder (default RUN_DIR/export); tlexport's file names in it are replaced.
-        opset: ONNX opset (default: newest that both the exporter and onnxruntime support).
+        opset: ONNX opset (default: 18, which every onnxruntime since 1.14 loads; see targets).
         batch: "dynamic" (free batch dimension) or a fixed batch size.
         device: "cpu", or "cuda" for GPU-only variants (fp16 TorchScript) and GPU verification.
         calib_size, calib_method, calib_data: int8 calibration (`calib_method` None: each
             format's default, see its spec's Int8Support).
         fp16_io: fp16 ONNX takes and returns float16 instead of float32.
-        bake_preprocess: also write model.uint8.onnx (uint8 NHWC input, normalisation inside).
+        bake_preprocess: also write model.uint8.onnx (one decoded uint8 image in, the whole
+            preprocessing inside).
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
         progress: called with a short description as each step starts.
+        targets: "RUNTIME==VERSION" releases the files must load in (docs/deploy.md).
+        dynamic_size: leave the image's height and width free (formats whose spec allows it).
     Returns:
         ExportResult.
     Raises:
@@ -153,13 +161,14 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     say = progress or (lambda _msg: None)
     options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                            calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
-                           bake_preprocess=bake_preprocess, verify=verify)
+                           bake_preprocess=bake_preprocess, verify=verify, targets=targets,
+                           dynamic_size=dynamic_size)
     formats, precisions = check_options(formats, precisions, options)
     run = load_run(run_dir)
     spec = archs.get(run.arch)
     formats, arch_skipped = _supported(spec, formats)
     _check_device(options.device)
-    opset = _resolve_opset(formats, options.onnx.opset)
+    opset = _resolve_opset(formats, options.onnx)
     say("loading weights")
     model = run.load_model("best", device="cpu")
     created = not (Path(out).expanduser() if out is not None else run.dir / "export").exists()
@@ -190,11 +199,20 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say) -> Expor
             raise ExportError("nothing could be exported: " + "; ".join(arch_skipped + skipped))
         made = _build_all(job, todo, say)
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped)
-        _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]))
+        _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]),
+                  job.dynamic_size)
+        if job.options.onnx.targets:
+            from ..formats.onnx.targets import check as check_targets
+
+            check_targets(made, staging, job.options.onnx.targets)
         verification = {"skipped": "--no-verify"}
         if job.options.verify:
             say("verifying against torch-eager")
             verification = _verify(made, staging, job.run, job.device)
+            if job.dynamic_size:
+                from .sizes import verify_sizes
+
+                verification["sizes"] = verify_sizes(made, staging, job.run)
         result.manifest = _manifest(result, job.run, job, verification)
         _publish(result, staging, out_dir)
     finally:
@@ -271,12 +289,14 @@ def _check_device(device: str) -> None:
             raise UsageError("--device cuda: no CUDA GPU is available here (use --device cpu)")
 
 
-def _resolve_opset(formats, opset):
-    """The ONNX opset when an ONNX-based format is exported (validated before any heavy work)."""
+def _resolve_opset(formats, onnx):
+    """The ONNX opset when an ONNX-based format is exported (validated before any heavy work),
+    the newest every --target reads when targets are given."""
     if any(f == "onnx" or registry.get(f).built_from == "onnx" for f in formats):
-        from ..formats.onnx.graph import resolve_opset
+        from ..formats.onnx.graph import MIN_OPSET, resolve_opset
+        from ..formats.onnx.targets import opset_for
 
-        return resolve_opset(opset)
+        return resolve_opset(opset_for(onnx.targets, onnx.opset, MIN_OPSET))
     return None
 
 
@@ -296,9 +316,13 @@ def _make_job(run, spec, model, options: ExportOptions, opset, out_dir: Path, pr
     return Job(run, model, meta, example, staging, precisions, options, spec, opset)
 
 
-def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None:
+def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch, free_size: bool = False) -> None:
     """Fill size, sha256 (a folder's: see `tables.artifacts.artifact_sha256`), opset and
-    input/output spec of each staged artifact, and its companions' sizes and checksums."""
+    input/output spec of each staged artifact, its companions' sizes and checksums, and the
+    oldest runtime releases that load it (`formats.onnx.compat`)."""
+    from ..formats.onnx.compat import oldest
+
+    side = ("height", "width") if free_size else (crop, crop)
     for a in artifacts:
         path = folder / a.file
         a.size, a.sha256 = table.artifact_size(path), table.artifact_sha256(path)
@@ -311,8 +335,10 @@ def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None
             a.inputs, a.outputs = io_spec(path)
         elif not a.inputs:  # a builder that knows its file's spec (ORT: its source ONNX) set it
             dtype = "float16" if a.precision == "fp16" else "float32"
-            a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, crop, crop]}]
+            a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, *side]}]
             a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
+        if path.suffix in (".onnx", ".ort", ".tflite") and path.is_file():
+            a.compat = oldest(path)
 
 
 def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
@@ -326,6 +352,8 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict) -> dict:
                 "preprocess": run.preprocess.to_dict(), "weights_sha256": job.meta["weights_sha256"],
                 "versions": run.meta.get("versions", {})},
         "batch": "dynamic" if job.dynamic else int(job.example.shape[0]),
+        "dynamic_size": job.dynamic_size,
+        "targets": [t.text for t in job.options.onnx.targets],
         "device": job.device,
         "opset": job.opset,
         "artifacts": [a.to_dict() for a in result.artifacts],

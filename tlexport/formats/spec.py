@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
-MODEL, BAKED = "model", "baked-preprocess"  # artifact roles: float NCHW input, or uint8 NHWC input
+MODEL, BAKED = "model", "baked-preprocess"  # artifact roles: float NCHW input, or a decoded uint8 image
 REFERENCE_RUNTIME = "torch-eager"  # the run's own weights in PyTorch: what every artifact is compared with
 CALIB_METHODS = ("minmax", "percentile", "entropy")  # every --calib-method value tlexport knows
 EDITABLE_INSTALL = "pip install -e '.[{extra}]'"
@@ -90,6 +90,8 @@ class FormatSpec:
         in_all: part of `--format all` (formats that need an extra are asked for by name).
         built_from: the format whose staged files it is converted from (needs an ONNX opset).
         int8: how its int8 honours the int8 options (None: it has no int8).
+        dynamic_size: it can leave the image's height and width free (`--dynamic-size`);
+            formats without it refuse the option.
     """
 
     name: str
@@ -107,6 +109,7 @@ class FormatSpec:
     in_all: bool = False
     built_from: str | None = None
     int8: Int8Support | None = None
+    dynamic_size: bool = False
 
     @property
     def precisions(self) -> tuple[str, ...]:

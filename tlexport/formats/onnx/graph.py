@@ -118,7 +118,7 @@ def quiet_exporter():
             lg.setLevel(level)
 
 
-def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta: dict) -> None:
+def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta: dict, size: bool = False) -> None:
     """Export `module` (eval mode) to a single self-contained ONNX file with metadata.
 
     Args:
@@ -128,14 +128,17 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
         opset: ai.onnx opset version.
         dynamic: leave the batch dimension free.
         meta: metadata dict (see tables.metadata.build_metadata).
+        size: leave height and width free too (`--dynamic-size`).
     Raises:
         ExportError: the exporter failed or the graph fails its checks.
     """
     import torch
 
+    from ...exporters.job import dynamic_shapes as dims
+
     if module.training:
         raise ExportError("internal: the model must be in eval mode for export")
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic else None
+    dynamic_shapes = dims(dynamic, size)
     try:
         with quiet_exporter():
             program = torch.onnx.export(

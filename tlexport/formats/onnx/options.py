@@ -10,15 +10,18 @@ from ...errors import UsageError
 @dataclass(frozen=True)
 class OnnxOptions:
     """Args:
-        opset: the ai.onnx opset (None: the newest both torch's exporter and onnxruntime support;
-            the pipeline resolves it when any ONNX-based format is exported).
+        opset: the ai.onnx opset (None: tlexport's default, `graph.DEFAULT_OPSET`, or what the
+            targets read; the pipeline resolves it when any ONNX-based format is exported).
         fp16_io: fp16 ONNX takes and returns float16 instead of float32.
-        bake_preprocess: also write model.uint8.onnx (uint8 NHWC input, normalisation inside).
+        bake_preprocess: also write model.uint8.onnx: one decoded uint8 RGB image of any size in,
+            the whole preprocessing inside, logits and probabilities out.
+        targets: runtime releases the files must load in (`--target`, `targets.Target`).
     """
 
     opset: int | None = None
     fp16_io: bool = False
     bake_preprocess: bool = False
+    targets: tuple = ()
 
     def check(self, formats) -> None:
         """UsageError for an option that no requested format honours."""

@@ -70,7 +70,13 @@ PROVIDERS = (
              fallbacks=("CUDAExecutionProvider", CPU_EP), fp16_option="trt_fp16_enable",
              refuses=(("int8", "TensorRT int8 from QDQ models is not wired up in tlexport"),)),
 )
-RUNTIMES = PROVIDERS  # the runtime registry lists each row under its name
+def _runtimes() -> tuple:
+    from .opencv import OpenCVRuntime
+
+    return (*PROVIDERS, OpenCVRuntime)
+
+
+RUNTIMES = _runtimes()  # the runtime registry lists each row (and OpenCV's DNN) under its name
 
 
 class OnnxRuntime(Runtime):

@@ -1,0 +1,143 @@
+"""Which runtime releases load which files: the facts of a file that decide it (`describe`), and
+the table measured by benchmarks/compat.py (real older runtimes in throwaway environments, each
+file compared with the newest runtime; benchmarks/results/compat-DATE.md). The manifest's
+minimum versions (`oldest`) and `--target` (`targets.py`) read this table.
+
+Torch-free; `onnx` is imported only to read `.onnx` files.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+# Features of a file that some runtime releases lack (see RELEASES' `lacks`).
+QDQ = "QuantizeLinear/DequantizeLinear (int8 QDQ)"
+ANTIALIAS = "Resize with antialias (opset 18)"
+SHAPE_MATH = "shape arithmetic on a dynamic image (Shape, Where, Slice with computed bounds)"
+UINT8_HWC = "a uint8 [H, W, 3] input"
+
+
+def onnx_features(proto) -> list[str]:
+    """The features of an ONNX graph that RELEASES' `lacks` may name."""
+    ops = {n.op_type for n in proto.graph.node}
+    out = []
+    if {"QuantizeLinear", "DequantizeLinear"} & ops:
+        out.append(QDQ)
+    if any(n.op_type == "Resize" and any(a.name == "antialias" and a.i for a in n.attribute) for n in proto.graph.node):
+        out.append(ANTIALIAS)
+    if "Shape" in ops and "Where" in ops:
+        out.append(SHAPE_MATH)
+    first = proto.graph.input[0].type.tensor_type
+    if first.elem_type == 2 and len(first.shape.dim) == 3:  # TensorProto.UINT8
+        out.append(UINT8_HWC)
+    return out
+
+
+def _flatbuffer_root(buf: bytes) -> tuple[int, int]:
+    """(table offset, vtable offset) of a flatbuffer's root table."""
+    table = struct.unpack_from("<I", buf, 0)[0]
+    return table, table - struct.unpack_from("<i", buf, table)[0]
+
+
+def _flatbuffer_field(buf: bytes, index: int) -> int | None:
+    """The absolute offset of field `index` of the root table (None when absent)."""
+    table, vtable = _flatbuffer_root(buf)
+    size = struct.unpack_from("<H", buf, vtable)[0]
+    if 4 + 2 * index >= size:
+        return None
+    off = struct.unpack_from("<H", buf, vtable + 4 + 2 * index)[0]
+    return table + off if off else None
+
+
+def ort_format_version(path: Path) -> str | None:
+    """The ORT format version an `.ort` file is written in (its root table's `ort_version`
+    string; onnxruntime releases read a set of them)."""
+    buf = Path(path).read_bytes()[:1 << 20]
+    if len(buf) < 8 or buf[4:8] != b"ORTM":
+        return None
+    at = _flatbuffer_field(buf, 0)
+    if at is None:
+        return None
+    start = at + struct.unpack_from("<I", buf, at)[0]
+    length = struct.unpack_from("<I", buf, start)[0]
+    return buf[start + 4 : start + 4 + length].decode("ascii", "replace")
+
+
+def tflite_schema_version(path: Path) -> int | None:
+    buf = Path(path).read_bytes()[:1 << 20]
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        return None
+    at = _flatbuffer_field(buf, 0)
+    return struct.unpack_from("<I", buf, at)[0] if at is not None else None
+
+
+def describe(path: Path) -> dict:
+    """What decides which runtimes load a file: ONNX opset, IR version and features; the ORT
+    format version of `.ort`; the schema version of `.tflite`."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        return {"opset": opset, "ir": proto.ir_version, "features": onnx_features(proto)}
+    if path.suffix == ".ort":
+        return {"ort_format": ort_format_version(path)}
+    if path.suffix == ".tflite":
+        return {"tflite_schema": tflite_schema_version(path)}
+    return {}
+
+
+@dataclass(frozen=True)
+class Release:
+    """One runtime release as benchmarks/compat.py measured it.
+
+    Args:
+        runtime: onnxruntime, onnxruntime-node, onnxruntime-web, opencv or tflite-runtime.
+        version: the release tested.
+        opset: the newest ai.onnx opset it loads (None: it reads no ONNX files).
+        ir: the newest IR version it loads.
+        lacks: file features (`onnx_features`) it cannot load or run.
+        ort_formats: the ORT format versions of `.ort` files it loads.
+        tflite: it loads tlexport's `.tflite` files.
+    """
+
+    runtime: str
+    version: str
+    opset: int | None = None
+    ir: int | None = None
+    lacks: tuple[str, ...] = ()
+    ort_formats: tuple[str, ...] = ()
+    tflite: bool = False
+
+
+RESULT = "benchmarks/results/compat-2026-12-01.json"  # the measurement the table below restates
+RELEASES: tuple[Release, ...] = ()
+
+
+def loads(release: Release, facts: dict) -> bool:
+    """Whether `release` loads a file with these `describe` facts (per the measured table)."""
+    from .targets import lacking
+
+    if "tflite_schema" in facts:
+        return release.tflite
+    if "opset" in facts or "ort_format" in facts:
+        return release.opset is not None and not lacking(release, facts)
+    return False
+
+
+def oldest(path: Path) -> dict:
+    """{runtime: the oldest measured release that loads this file} for the runtimes that read its
+    kind of file, plus where the table comes from: what the manifest records per artifact."""
+    from .targets import READS
+
+    facts = describe(path)
+    out = {}
+    for runtime in dict.fromkeys(r.runtime for r in RELEASES):
+        if Path(path).suffix not in READS.get(runtime, ()):
+            continue
+        ok = [r.version for r in RELEASES if r.runtime == runtime and loads(r, facts)]
+        out[runtime] = ok[0] if ok else None  # None: no measured release loads it
+    return {"oldest": out, "facts": facts, "source": RESULT}
