@@ -1,9 +1,9 @@
 """Compatibility benchmark: do tlexport's default exports load, and agree, in the runtimes apps
 ship? Real older runtimes from the registries, each in a throwaway environment:
 
-- onnxruntime 1.17.3, 1.18.1, 1.19.2, 1.20.1, 1.22.1 (venvs under --cache) and the newest (this
-  machine's, the "fresh" reference);
-- onnxruntime-node and onnxruntime-web (its wasm backend, under Node) 1.17.3 ... 1.30.0 from npm
+- every onnxruntime minor release from 1.14 to the newest (venvs under --cache; this machine's own
+  onnxruntime is the "fresh" reference);
+- onnxruntime-node and onnxruntime-web (its wasm backend, under Node) 1.14 ... 1.30 from npm
   (`npm install --ignore-scripts`);
 - OpenCV's DNN (opencv-python-headless 4.8, 4.10, 4.14, 5.0) for the `.onnx` files;
 - tflite-runtime 2.14.0 for the `.tflite` files (LiteRT here is the fresh reference).
@@ -37,19 +37,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PY_ENVS = [  # (runtime, version, pip requirements); numpy 1.x where the wheel was built for it
-    ("onnxruntime", "1.17.3", ["onnxruntime==1.17.3", "numpy<2"]),
-    ("onnxruntime", "1.18.1", ["onnxruntime==1.18.1", "numpy<2"]),
-    ("onnxruntime", "1.19.2", ["onnxruntime==1.19.2", "numpy"]),
-    ("onnxruntime", "1.20.1", ["onnxruntime==1.20.1", "numpy"]),
-    ("onnxruntime", "1.22.1", ["onnxruntime==1.22.1", "numpy"]),
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+# Every onnxruntime minor release from 1.14 (the first with opset 18) to the one before this
+# machine's (the fresh reference), at its last patch; numpy 1.x where the wheel was built for it.
+ORT_VERSIONS = ("1.14.1", "1.15.1", "1.16.3", "1.17.3", "1.18.1", "1.19.2", "1.20.1", "1.21.1", "1.22.1",
+                "1.23.2", "1.24.4", "1.25.1", "1.26.0", "1.27.0", "1.28.0", "1.29.0", "1.30.0", "1.31.1")
+PY_ENVS = [  # (runtime, version, pip requirements)
+    *(("onnxruntime", v, [f"onnxruntime=={v}", "numpy<2" if _minor(v) < (1, 19) else "numpy"]) for v in ORT_VERSIONS),
     ("opencv", "4.8.1", ["opencv-python-headless==4.8.1.78", "numpy<2"]),
     ("opencv", "4.10.0", ["opencv-python-headless==4.10.0.84", "numpy<2"]),
     ("opencv", "4.14.0", ["opencv-python-headless==4.14.0.94", "numpy"]),
     ("opencv", "5.0.0", ["opencv-python-headless==5.0.0.93", "numpy"]),
     ("tflite-runtime", "2.14.0", ["tflite-runtime==2.14.0", "numpy<2"]),
 ]
-NPM_VERSIONS = ("1.17.3", "1.18.0", "1.19.2", "1.20.1", "1.22.0", "1.30.0")
+NPM_VERSIONS = ("1.14.0", "1.15.1", "1.16.3", "1.17.3", "1.18.0", "1.19.2", "1.20.1", "1.21.1", "1.22.0", "1.23.2",
+                "1.24.3", "1.25.1", "1.26.0", "1.27.0", "1.29.0", "1.30.0")
 NPM_PACKAGES = ("onnxruntime-node", "onnxruntime-web")
 SIZES = ((37, 501), (640, 480), (1000, 333), (3000, 2000), (20, 30))  # (w, h) of decoded photos
 ONNX_FILES = ("model.onnx", "model.int8.onnx", "model.uint8.onnx")
@@ -322,13 +328,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/tlexport-compat-work"), help="run, export, outputs")
     ap.add_argument("--run", type=Path, help="an existing run directory (default: train a tiny one)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--formats", default="onnx,ort,tflite",
+                    help="what to export (tflite only where its extra is installed)")
     args = ap.parse_args()
     import importlib.util
 
     args.cache.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     run = args.run or train_run(args.work)
-    formats = "onnx,ort" + (",tflite" if importlib.util.find_spec("litert_torch") else "")
+    wanted = args.formats.split(",")
+    formats = ",".join(f for f in wanted if f != "tflite" or importlib.util.find_spec("litert_torch"))
     export_dir = args.work / "export"
     print(f"exporting {run} ({formats})", flush=True)
     manifest = export(run, export_dir, formats)

@@ -51,25 +51,34 @@ def _flatbuffer_field(buf: bytes, index: int) -> int | None:
     return table + off if off else None
 
 
+def _mapped(path: Path, identifier: bytes):
+    """The file memory-mapped (flatbuffers put the root table anywhere), or None when it does not
+    carry `identifier`."""
+    import mmap
+
+    with open(path, "rb") as f:
+        try:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file
+            return None
+    return buf if len(buf) >= 8 and buf[4:8] == identifier else None
+
+
 def ort_format_version(path: Path) -> str | None:
     """The ORT format version an `.ort` file is written in (its root table's `ort_version`
     string; onnxruntime releases read a set of them)."""
-    buf = Path(path).read_bytes()[:1 << 20]
-    if len(buf) < 8 or buf[4:8] != b"ORTM":
-        return None
-    at = _flatbuffer_field(buf, 0)
+    buf = _mapped(path, b"ORTM")
+    at = _flatbuffer_field(buf, 0) if buf is not None else None
     if at is None:
         return None
     start = at + struct.unpack_from("<I", buf, at)[0]
     length = struct.unpack_from("<I", buf, start)[0]
-    return buf[start + 4 : start + 4 + length].decode("ascii", "replace")
+    return bytes(buf[start + 4 : start + 4 + min(length, 64)]).decode("ascii", "replace")
 
 
 def tflite_schema_version(path: Path) -> int | None:
-    buf = Path(path).read_bytes()[:1 << 20]
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        return None
-    at = _flatbuffer_field(buf, 0)
+    buf = _mapped(path, b"TFL3")
+    at = _flatbuffer_field(buf, 0) if buf is not None else None
     return struct.unpack_from("<I", buf, at)[0] if at is not None else None
 
 
