@@ -122,14 +122,35 @@ class Release:
     tflite: bool = False
 
 
+# Which files each runtime reads (by suffix).
+READS = {"onnxruntime": (".onnx", ".ort"), "onnxruntime-node": (".onnx", ".ort"), "onnxruntime-web": (".onnx", ".ort"),
+         "opencv": (".onnx",), "tflite-runtime": (".tflite",)}
+
+
+def lacking(release: Release, facts: dict) -> list[str]:
+    """What a file (its `compat.describe` facts) needs that `release` lacks."""
+    out = []
+    if "opset" in facts:
+        if release.opset is None:
+            return [f"{release.runtime} reads no ONNX files"]
+        if facts["opset"] > release.opset:
+            out.append(f"opset {facts['opset']} (it reads up to {release.opset})")
+        if facts["ir"] > release.ir:
+            out.append(f"IR version {facts['ir']} (it reads up to {release.ir})")
+        out += [f for f in facts["features"] if f in release.lacks]
+    if "ort_format" in facts and facts["ort_format"] not in release.ort_formats:
+        out.append(f"ORT format version {facts['ort_format']} (it reads {', '.join(release.ort_formats) or 'none'})")
+    if "tflite_schema" in facts and release.runtime != "tflite-runtime":
+        out.append(f"{release.runtime} reads no .tflite files")
+    return out
+
+
 RESULT = "benchmarks/results/compat-2026-12-01.json"  # the measurement the table below restates
 RELEASES: tuple[Release, ...] = ()
 
 
 def loads(release: Release, facts: dict) -> bool:
     """Whether `release` loads a file with these `describe` facts (per the measured table)."""
-    from .targets import lacking
-
     if "tflite_schema" in facts:
         return release.tflite
     if "opset" in facts or "ort_format" in facts:
@@ -140,8 +161,6 @@ def loads(release: Release, facts: dict) -> bool:
 def oldest(path: Path) -> dict:
     """{runtime: the oldest measured release that loads this file} for the runtimes that read its
     kind of file, plus where the table comes from: what the manifest records per artifact."""
-    from .targets import READS
-
     facts = describe(path)
     out = {}
     for runtime in dict.fromkeys(r.runtime for r in RELEASES):

@@ -2,10 +2,12 @@
 `SessionFromOnnx(providers=[...])`): one runtime class, parameterised by a `Provider` row. A row
 says the name users type, the device, the provider list handed to onnxruntime (the one asked for,
 then its fallbacks), its options and what it refuses; a new execution provider is a new row.
-Torch-free: this is what `tlexport predict` runs."""
+OpenCV's DNN (`OpenCVRuntime`) is the other runtime of `.onnx` files defined here. Torch-free:
+this is what `tlexport predict` runs."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,13 +72,54 @@ PROVIDERS = (
              fallbacks=("CUDAExecutionProvider", CPU_EP), fp16_option="trt_fp16_enable",
              refuses=(("int8", "TensorRT int8 from QDQ models is not wired up in tlexport"),)),
 )
-def _runtimes() -> tuple:
-    from .opencv import OpenCVRuntime
+# ---- OpenCV's DNN ----------------------------------------------------------------------------------
+# `cv2.dnn.readNetFromONNX`: what a C++ or Python app that already links OpenCV runs, with no
+# onnxruntime at all (optional: `pip install -e '.[opencv]'`). fp32 and fp16 files load and agree
+# (benchmarks/compat.py). OpenCV does not read the int8 layout tlexport writes (onnxruntime's QDQ),
+# so int8 is a skip with that reason rather than a failure.
+INSTALL = "pip install -e '.[opencv]' (or pip install opencv-python-headless)"
+INT8_REASON = ("OpenCV's DNN does not read onnxruntime's QDQ int8 layout (QuantizeLinear/DequantizeLinear "
+               "with per-channel int8 weights) that model.int8.onnx uses; run model.onnx there")
 
-    return (*PROVIDERS, OpenCVRuntime)
+
+class OpenCVRuntime(Runtime):
+    """An `.onnx` file in `cv2.dnn` on the CPU."""
+
+    name = "opencv"
+
+    @classmethod
+    def unavailable_reason(cls, device, precision):
+        if device != "cpu":
+            return "tlexport runs OpenCV's DNN on the CPU only"
+        if precision == "int8":
+            return INT8_REASON
+        if importlib.util.find_spec("cv2") is None:
+            return f"OpenCV's DNN needs the Python package 'cv2', which is not installed: {INSTALL}"
+        return None
+
+    def _load(self):
+        self.check_available()
+        import cv2
+
+        if self.threads:
+            cv2.setNumThreads(int(self.threads))
+        try:
+            # Its own backend on the CPU are the defaults (OpenCV 5 warns when a target is set).
+            self.net = cv2.dnn.readNetFromONNX(str(self.artifact))
+        except Exception as e:  # cv2.error carries OpenCV's multi-line assertion text
+            raise RuntimeUnavailable(f"OpenCV cannot load {self.artifact.name} ({first_line(e)})") from None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self.load()
+        self.net.setInput(np.ascontiguousarray(batch, dtype=np.float32))
+        return np.array(self.net.forward(), dtype=np.float32, copy=True)
+
+    def _release(self):
+        if hasattr(self, "net"):
+            del self.net
 
 
-RUNTIMES = _runtimes()  # the runtime registry lists each row (and OpenCV's DNN) under its name
+RUNTIMES = (*PROVIDERS, OpenCVRuntime)  # the runtime registry lists each under its name
 
 
 class OnnxRuntime(Runtime):

@@ -12,13 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import ExportError, UsageError, first_line
-from .compat import RELEASES, Release, describe
+from .compat import READS, RELEASES, Release, describe, lacking
 
 ALIASES = {"opencv-python": "opencv", "opencv-python-headless": "opencv", "cv2": "opencv",
            "tflite": "tflite-runtime", "ort": "onnxruntime", "onnxruntime-gpu": "onnxruntime"}
-# Which files each runtime reads (by suffix).
-READS = {"onnxruntime": (".onnx", ".ort"), "onnxruntime-node": (".onnx", ".ort"), "onnxruntime-web": (".onnx", ".ort"),
-         "opencv": (".onnx",), "tflite-runtime": (".tflite",)}
 IMPORTS = {"onnxruntime": ("onnxruntime", "__version__"), "opencv": ("cv2", "__version__")}
 
 
@@ -86,24 +83,6 @@ def opset_for(targets, opset: int | None, exporter_min: int) -> int | None:
     if opset is not None and opset > newest:
         raise UsageError(f"--opset {opset} is newer than --target {oldest_reader.text} reads (up to {newest})")
     return opset if opset is not None else min(newest, exporter_min)
-
-
-def lacking(release: Release, facts: dict) -> list[str]:
-    """What a file (its `compat.describe` facts) needs that `release` lacks."""
-    out = []
-    if "opset" in facts:
-        if release.opset is None:
-            return [f"{release.runtime} reads no ONNX files"]
-        if facts["opset"] > release.opset:
-            out.append(f"opset {facts['opset']} (it reads up to {release.opset})")
-        if facts["ir"] > release.ir:
-            out.append(f"IR version {facts['ir']} (it reads up to {release.ir})")
-        out += [f for f in facts["features"] if f in release.lacks]
-    if "ort_format" in facts and facts["ort_format"] not in release.ort_formats:
-        out.append(f"ORT format version {facts['ort_format']} (it reads {', '.join(release.ort_formats) or 'none'})")
-    if "tflite_schema" in facts and release.runtime != "tflite-runtime":
-        out.append(f"{release.runtime} reads no .tflite files")
-    return out
 
 
 def _installed_version(runtime: str) -> str | None:
