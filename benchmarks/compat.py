@@ -1,7 +1,7 @@
 """Compatibility benchmark: do tlexport's default exports load, and agree, in the runtimes apps
 ship? Real older runtimes from the registries, each in a throwaway environment:
 
-- every onnxruntime minor release from 1.14 to the newest (venvs under --cache; this machine's own
+- every onnxruntime minor release from 1.15 to the newest (venvs under --cache; this machine's own
   onnxruntime is the "fresh" reference);
 - onnxruntime-node and onnxruntime-web (its wasm backend, under Node) 1.14 ... 1.30 from npm
   (`npm install --ignore-scripts`);
@@ -37,14 +37,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+def _version(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(" ")[0].split("."))
+
+
 def _minor(version: str) -> tuple[int, int]:
     major, minor = version.split(".")[:2]
     return int(major), int(minor)
 
 
-# Every onnxruntime minor release from 1.14 (the first with opset 18) to the one before this
-# machine's (the fresh reference), at its last patch; numpy 1.x where the wheel was built for it.
-ORT_VERSIONS = ("1.14.1", "1.15.1", "1.16.3", "1.17.3", "1.18.1", "1.19.2", "1.20.1", "1.21.1", "1.22.1",
+# Every onnxruntime minor release from 1.15 (1.14, the first with opset 18, has no wheel for
+# Python 3.11) to the one before this machine's (the fresh reference), at its last patch; numpy
+# 1.x where the wheel was built for it.
+ORT_VERSIONS = ("1.15.1", "1.16.3", "1.17.3", "1.18.1", "1.19.2", "1.20.1", "1.21.1", "1.22.1",
                 "1.23.2", "1.24.4", "1.25.1", "1.26.0", "1.27.0", "1.28.0", "1.29.0", "1.30.0", "1.31.1")
 PY_ENVS = [  # (runtime, version, pip requirements)
     *(("onnxruntime", v, [f"onnxruntime=={v}", "numpy<2" if _minor(v) < (1, 19) else "numpy"]) for v in ORT_VERSIONS),
@@ -322,6 +327,41 @@ def _meta(run: Path, formats: str, inputs: dict) -> dict:
             "node": node, "machine": f"{platform.machine()}, Python {platform.python_version()}"}
 
 
+# ---- the table tlexport/formats/onnx/compat.py restates --------------------------------------------
+def release(row: dict, facts: dict) -> dict | None:
+    """One measured row as `compat.Release` fields: what it lacks is every feature of a file it did
+    not load or agree on that no file it ran well has (conservative: it may lack fewer)."""
+    if row["error"] or not row["files"] or "fresh" in row["version"] and row["runtime"] == "litert":
+        return None
+    good = {f for name, v in row["files"].items() if v["status"] == "agrees" for f in facts[name].get("features", [])}
+    lacks = sorted({f for name, v in row["files"].items() if v["status"] != "agrees"
+                    for f in facts[name].get("features", []) if f not in good})
+    onnx_run = [facts[n] for n in row["files"] if n.endswith(".onnx")]
+    opset, ir = row["max_opset"], row["max_ir"]
+    if opset is None and onnx_run:  # not probed (OpenCV): the opset and IR of the files it was given
+        opset, ir = max(f["opset"] for f in onnx_run), max(f["ir"] for f in onnx_run)
+    orts = sorted({facts[n]["ort_format"] for n, v in row["files"].items() if n.endswith(".ort") and v["status"] == "agrees"})
+    tflite = any(n.endswith(".tflite") and v["status"] == "agrees" for n, v in row["files"].items())
+    return {"runtime": row["runtime"], "version": row["version"].split(" ")[0], "opset": opset, "ir": ir,
+            "lacks": lacks, "ort_formats": orts, "tflite": tflite}
+
+
+def releases_code(result: dict) -> str:
+    """`RELEASES = (...)` for tlexport/formats/onnx/compat.py, from a compat-DATE.json."""
+    from tlexport.formats.onnx import compat
+
+    names = {v: k for k, v in vars(compat).items() if isinstance(v, str) and k.isupper() and k != "RESULT"}
+    facts = {f["file"]: f for f in result["files"]}
+    lines = ["RELEASES: tuple[Release, ...] = ("]
+    made = [release(row, facts) for row in result["rows"]]
+    made = sorted((r for r in made if r and r["runtime"] != "litert"), key=lambda r: (r["runtime"], _version(r["version"])))
+    for r in made:
+        lacks = ", ".join(names[f] for f in r["lacks"])
+        lines.append(f"    Release({r['runtime']!r}, {r['version']!r}, {r['opset']}, {r['ir']}, ({lacks}{',' if len(r['lacks']) == 1 else ''}), "
+                     f"{tuple(r['ort_formats'])!r}, {r['tflite']}),")
+    return "\n".join([*lines, ")"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=Path("/tmp/tlexport-compat"), help="environments (kept)")
@@ -330,7 +370,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--formats", default="onnx,ort,tflite",
                     help="what to export (tflite only where its extra is installed)")
+    ap.add_argument("--table", type=Path, help="print compat.py's RELEASES for this result JSON and stop")
     args = ap.parse_args()
+    if args.table:
+        print(releases_code(json.loads(args.table.read_text())))
+        return
     import importlib.util
 
     args.cache.mkdir(parents=True, exist_ok=True)

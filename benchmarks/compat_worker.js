@@ -26,7 +26,8 @@ function firstLine(e) { return String(e && e.message || e).split('\n')[0].slice(
 
 async function runModel(ort, model, inputs, outDir) {
   let session;
-  try { session = await ort.InferenceSession.create(model.path); } catch (e) {
+  // The file's bytes, not its path: onnxruntime-web before 1.16 reads a path as a URL under Node.
+  try { session = await ort.InferenceSession.create(new Uint8Array(fs.readFileSync(model.path))); } catch (e) {
     return { loaded: false, error: 'load: ' + firstLine(e) };
   }
   const feeds = [];
@@ -62,7 +63,7 @@ async function main() {
   const result = { runtime: pkg.name, version: pkg.version, probes: [], models: {} };
   for (const p of job.probes || []) {
     let ok = true;
-    try { await ort.InferenceSession.create(p.file); } catch (e) { ok = false; }
+    try { await ort.InferenceSession.create(new Uint8Array(fs.readFileSync(p.file))); } catch (e) { ok = false; }
     result.probes.push({ opset: p.opset, ir: p.ir, loaded: ok });
   }
   for (const m of job.models) result.models[m.name] = await runModel(ort, m, inputs, job.out);

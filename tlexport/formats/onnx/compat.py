@@ -17,12 +17,16 @@ QDQ = "QuantizeLinear/DequantizeLinear (int8 QDQ)"
 ANTIALIAS = "Resize with antialias (opset 18)"
 SHAPE_MATH = "shape arithmetic on a dynamic image (Shape, Where, Slice with computed bounds)"
 UINT8_HWC = "a uint8 [H, W, 3] input"
+REDUCE_AXES = "Reduce* with its axes as an input (opset 18)"
+REDUCES = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2")
 
 
 def onnx_features(proto) -> list[str]:
     """The features of an ONNX graph that RELEASES' `lacks` may name."""
     ops = {n.op_type for n in proto.graph.node}
     out = []
+    if any(n.op_type in REDUCES and len(n.input) > 1 and n.input[1] for n in proto.graph.node):
+        out.append(REDUCE_AXES)  # a global average pool, exported at opset 18
     if {"QuantizeLinear", "DequantizeLinear"} & ops:
         out.append(QDQ)
     if any(n.op_type == "Resize" and any(a.name == "antialias" and a.i for a in n.attribute) for n in proto.graph.node):
@@ -163,7 +167,7 @@ def oldest(path: Path) -> dict:
     kind of file, plus where the table comes from: what the manifest records per artifact."""
     facts = describe(path)
     out = {}
-    for runtime in dict.fromkeys(r.runtime for r in RELEASES):
+    for runtime in dict.fromkeys(r.runtime for r in RELEASES):  # RELEASES are sorted, oldest first
         if Path(path).suffix not in READS.get(runtime, ()):
             continue
         ok = [r.version for r in RELEASES if r.runtime == runtime and loads(r, facts)]

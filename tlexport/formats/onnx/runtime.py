@@ -74,12 +74,25 @@ PROVIDERS = (
 )
 # ---- OpenCV's DNN ----------------------------------------------------------------------------------
 # `cv2.dnn.readNetFromONNX`: what a C++ or Python app that already links OpenCV runs, with no
-# onnxruntime at all (optional: `pip install -e '.[opencv]'`). fp32 and fp16 files load and agree
-# (benchmarks/compat.py). OpenCV does not read the int8 layout tlexport writes (onnxruntime's QDQ),
-# so int8 is a skip with that reason rather than a failure.
+# onnxruntime at all (optional: `pip install -e '.[opencv]'`). fp32 files load and agree in OpenCV
+# 4.10 and newer, the int8 QDQ file in 4.10 to 4.14 (benchmarks/compat.py); OpenCV 5's engine does
+# not read that int8 layout, so there int8 is a skip with that reason rather than a failure.
 INSTALL = "pip install -e '.[opencv]' (or pip install opencv-python-headless)"
-INT8_REASON = ("OpenCV's DNN does not read onnxruntime's QDQ int8 layout (QuantizeLinear/DequantizeLinear "
-               "with per-channel int8 weights) that model.int8.onnx uses; run model.onnx there")
+INT8_REASON = ("OpenCV {version}'s DNN does not read onnxruntime's QDQ int8 layout (QuantizeLinear/DequantizeLinear "
+               "pairs with per-channel int8 weights) that model.int8.onnx uses; OpenCV 4.10 to 4.14 run it")
+
+
+def _opencv_version() -> tuple[str, int] | None:
+    """(version, major) of the installed OpenCV (None when cv2 is missing), without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"):
+        try:
+            v = version(dist)
+            return v, int(v.split(".")[0])
+        except (PackageNotFoundError, ValueError):
+            continue
+    return None
 
 
 class OpenCVRuntime(Runtime):
@@ -91,10 +104,11 @@ class OpenCVRuntime(Runtime):
     def unavailable_reason(cls, device, precision):
         if device != "cpu":
             return "tlexport runs OpenCV's DNN on the CPU only"
-        if precision == "int8":
-            return INT8_REASON
-        if importlib.util.find_spec("cv2") is None:
+        found = _opencv_version() if importlib.util.find_spec("cv2") is not None else None
+        if found is None:
             return f"OpenCV's DNN needs the Python package 'cv2', which is not installed: {INSTALL}"
+        if precision == "int8" and found[1] >= 5:  # its new engine asserts (bufidx >= 0 in argTensor)
+            return INT8_REASON.format(version=found[0])
         return None
 
     def _load(self):
@@ -111,7 +125,13 @@ class OpenCVRuntime(Runtime):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         self.load()
-        self.net.setInput(np.ascontiguousarray(batch, dtype=np.float32))
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.precision == "int8":  # OpenCV 4's int8 layers mix up the images of a batch (measured)
+            return np.concatenate([self._forward(x[i : i + 1]) for i in range(len(x))])
+        return self._forward(x)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        self.net.setInput(x)
         return np.array(self.net.forward(), dtype=np.float32, copy=True)
 
     def _release(self):
