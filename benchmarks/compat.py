@@ -206,8 +206,9 @@ def run_worker(cmd: list[str], label: str, timeout: int = 900) -> dict:
     return json.loads(lines[-1])
 
 
-def targets(cache: Path, export_dir: Path, inputs: dict, work: Path, probe_models: list) -> list[dict]:
-    """[{"runtime", "version", "result"}] for every environment, the fresh ones first."""
+def targets(cache: Path, export_dir: Path, inputs: dict, work: Path, probe_models: list, only=None) -> list[dict]:
+    """[{"runtime", "version", "result"}] for every environment (of the runtimes in `only`), the
+    fresh ones first."""
     worker_py, worker_js = str(ROOT / "benchmarks" / "compat_worker.py"), str(ROOT / "benchmarks" / "compat_worker.js")
     onnx_like = ONNX_FILES + ORT_FILES
     plan = [("onnxruntime", "fresh", [sys.executable, worker_py, "onnxruntime"], onnx_like, probe_models),
@@ -223,6 +224,8 @@ def targets(cache: Path, export_dir: Path, inputs: dict, work: Path, probe_model
             plan.append((package, version, ["node", worker_js, str(pkg)] if pkg else None, onnx_like, probe_models))
     out = []
     for runtime, version, cmd, files, with_probes in plan:
+        if only and runtime not in only:
+            continue
         if cmd is None:
             out.append({"runtime": runtime, "version": version, "result": {"error": "could not install", "models": {}}})
             continue
@@ -268,7 +271,7 @@ def compare(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         res = r["result"]
-        ref = fresh["litert"] if r["runtime"] in ("litert", "tflite-runtime") else fresh["onnxruntime"]
+        ref = fresh.get("litert" if r["runtime"] in ("litert", "tflite-runtime") else "onnxruntime", {})
         files = {name: verdict(name, got, ref.get(name)) for name, got in res.get("models", {}).items()}
         out.append({"runtime": r["runtime"], "version": r["version"], "error": res.get("error"),
                     **probe_summary(res), "files": files})
@@ -359,7 +362,7 @@ def releases_code(result: dict) -> str:
         lacks = ", ".join(names[f] for f in r["lacks"])
         lines.append(f"    Release({r['runtime']!r}, {r['version']!r}, {r['opset']}, {r['ir']}, ({lacks}{',' if len(r['lacks']) == 1 else ''}), "
                      f"{tuple(r['ort_formats'])!r}, {r['tflite']}),")
-    return "\n".join([*lines, ")"])
+    return "\n".join([*lines, ")"]).replace("'", '"')
 
 
 def main() -> None:
@@ -371,6 +374,9 @@ def main() -> None:
     ap.add_argument("--formats", default="onnx,ort,tflite",
                     help="what to export (tflite only where its extra is installed)")
     ap.add_argument("--table", type=Path, help="print compat.py's RELEASES for this result JSON and stop")
+    ap.add_argument("--only", help="run these runtimes only (comma-separated), replacing their rows in --merge")
+    ap.add_argument("--merge", type=Path, help="with --only: the result JSON whose other rows are kept")
+    ap.add_argument("--export", type=Path, help="an export folder of RUN made by this script (skip exporting)")
     args = ap.parse_args()
     if args.table:
         print(releases_code(json.loads(args.table.read_text())))
@@ -382,11 +388,18 @@ def main() -> None:
     run = args.run or train_run(args.work)
     wanted = args.formats.split(",")
     formats = ",".join(f for f in wanted if f != "tflite" or importlib.util.find_spec("litert_torch"))
-    export_dir = args.work / "export"
-    print(f"exporting {run} ({formats})", flush=True)
-    manifest = export(run, export_dir, formats)
+    export_dir = args.export or args.work / "export"
+    if args.export:
+        manifest = json.loads((export_dir / "manifest.json").read_text())
+    else:
+        print(f"exporting {run} ({formats})", flush=True)
+        manifest = export(run, export_dir, formats)
     inputs = write_inputs(run, args.work)
-    rows = compare(targets(args.cache, export_dir, inputs, args.work, probes(args.work)))
+    only = set(args.only.split(",")) if args.only else None
+    rows = targets(args.cache, export_dir, inputs, args.work, probes(args.work), only)
+    rows = compare(rows)
+    if args.merge:  # the other rows of an earlier result on the same export (--export)
+        rows = [r for r in json.loads(args.merge.read_text())["rows"] if r["runtime"] not in only] + rows
     meta = _meta(run, formats, inputs)
     facts = file_facts(export_dir, manifest)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,10 @@ class TfliteRuntime:
         inp, out = it.get_input_details()[0], it.get_output_details()[0]
         if list(inp["shape"])[-1] == 3 and list(inp["shape"])[1] != 3:
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        if list(inp["shape"]) != list(x.shape):  # a file traced at another batch size
+            it.resize_tensor_input(inp["index"], list(x.shape))
+            it.allocate_tensors()
+            inp, out = it.get_input_details()[0], it.get_output_details()[0]
         if inp["dtype"] != np.float32:
             scale, zero = inp["quantization"]
             x = np.clip(np.round(x / scale) + zero, -128, 127).astype(inp["dtype"])
