@@ -443,7 +443,7 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     for a in models:
         _record_verification(a, rows.get((a.file, a.precision), []), devices, report.source)
     baked = [a for a in artifacts if a.role != table.MODEL]
-    if baked:  # uint8 NHWC input: not a parity target, checked against torch-eager directly
+    if baked:  # a decoded uint8 image in: not a parity target, checked against tlexport's pipeline
         verify_baked(folder, baked, run)
     summary = {k: v for k, v in report.to_dict().items() if k in ("reference", "images", "source", "tolerances", "notes")}
     summary["passed"] = all(a.verified is not False for a in artifacts)

@@ -25,7 +25,7 @@ class File:
     Args:
         precision: what it holds (fp32 / fp16 / int8).
         name: its path inside the export folder (a folder when the format's artifact is one).
-        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
+        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (one decoded uint8 image in).
         cuda_only: it can only be built and run on a GPU (built only with --device cuda).
         companions: other files that belong to it (OpenVINO's weights beside its graph): listed
             with it in the manifest, published, replaced and removed with it.
