@@ -6,7 +6,7 @@
 //
 // PNG decodes to exactly Pillow's pixels. JPEG does not quite: jpeg-js has its own inverse DCT and
 // colour conversion, and repeats chroma samples where libjpeg (Pillow) interpolates them ("fancy
-// upsampling"), so a JPEG's pixels differ by a few levels (README.md in this folder).
+// upsampling"), so a JPEG's pixels differ by a few levels (README.md beside this file).
 'use strict';
 const fs = require('fs');
 const jpeg = require('jpeg-js');
