@@ -142,13 +142,11 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         calib_size, calib_method, calib_data: int8 calibration (`calib_method` None: each
             format's default, see its spec's Int8Support).
         fp16_io: fp16 ONNX takes and returns float16 instead of float32.
-        bake_preprocess: also write model.uint8.onnx (one decoded uint8 image in, the whole
-            preprocessing inside).
+        bake_preprocess: also write model.uint8.onnx (a decoded image in, preprocessing inside).
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
         progress: called with a short description as each step starts.
-        targets: "RUNTIME==VERSION" releases the files must load in (docs/deploy.md).
-        dynamic_size: leave the image's height and width free (formats whose spec allows it).
+        targets, dynamic_size: `--target` releases, `--dynamic-size` (docs/deploy.md).
     Returns:
         ExportResult.
     Raises:
