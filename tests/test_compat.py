@@ -53,6 +53,7 @@ def test_the_table_is_the_newest_benchmark_result(result):
         g = got[key]
         assert (g.opset, g.ir, sorted(g.lacks), list(g.ort_formats), g.tflite) == \
                (r["opset"], r["ir"], r["lacks"], r["ort_formats"], r["tflite"]), key
+    assert set(compat.MEASURED) == {f for x in result["files"] for f in x.get("features", [])}
     assert [(_v(r.version)) for r in compat.RELEASES if r.runtime == "onnxruntime"] == \
            sorted(_v(r.version) for r in compat.RELEASES if r.runtime == "onnxruntime")
 
@@ -93,6 +94,8 @@ def test_the_manifest_records_the_oldest_releases_from_the_table(exported):
     assert _v(oldest["onnxruntime-web"])[:2] <= (1, 17) and oldest["opencv"] == "4.10.0"
     assert arts["model.uint8.onnx"]["compat"]["oldest"]["opencv"] is None  # no OpenCV runs it
     assert arts["model.ts"]["compat"] is None
+    fp16 = arts["model.fp16.onnx"]["compat"]  # the benchmark ran no fp16 file: no claim is made
+    assert fp16["oldest"] == {} and "not measured" in fp16["note"] and compat.FP16 in fp16["facts"]["features"]
 
 
 # ---- --target ---------------------------------------------------------------------------------------
@@ -132,6 +135,10 @@ def test_target_chooses_the_opset_and_records_how_each_file_was_checked(fake_run
 def test_an_unknown_target_is_a_usage_error(fake_run, tmp_path, target, text):
     _one_line(_export(fake_run, tmp_path / "e", "--target", target), 2, text)
     assert not (tmp_path / "e").exists()
+
+
+def test_a_target_that_reads_none_of_the_formats_is_refused(fake_run, tmp_path):
+    _one_line(_export(fake_run, tmp_path / "e", "--target", "tflite-runtime==2.14"), 2, "tflite-runtime", ".tflite")
 
 
 def test_an_opset_newer_than_the_target_reads_is_refused(fake_run, tmp_path):

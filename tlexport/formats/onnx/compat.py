@@ -18,6 +18,10 @@ ANTIALIAS = "Resize with antialias (opset 18)"
 SHAPE_MATH = "shape arithmetic on a dynamic image (Shape, Where, Slice with computed bounds)"
 UINT8_HWC = "a uint8 [H, W, 3] input"
 REDUCE_AXES = "Reduce* with its axes as an input (opset 18)"
+FP16 = "float16 tensors"
+# The features of the files benchmarks/compat.py ran: a file with any other is not covered by the
+# table, and its manifest entry says so instead of extrapolating.
+MEASURED = (REDUCE_AXES, QDQ, ANTIALIAS, SHAPE_MATH, UINT8_HWC)
 REDUCES = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2")
 
 
@@ -33,6 +37,8 @@ def onnx_features(proto) -> list[str]:
         out.append(ANTIALIAS)
     if "Shape" in ops and "Where" in ops:
         out.append(SHAPE_MATH)
+    if any(t.data_type == 10 for t in proto.graph.initializer):  # TensorProto.FLOAT16
+        out.append(FP16)
     first = proto.graph.input[0].type.tensor_type
     if first.elem_type == 2 and len(first.shape.dim) == 3:  # TensorProto.UINT8
         out.append(UINT8_HWC)
@@ -224,6 +230,10 @@ def oldest(path: Path) -> dict:
     """{runtime: the oldest measured release that loads this file} for the runtimes that read its
     kind of file, plus where the table comes from: what the manifest records per artifact."""
     facts = describe(path)
+    unmeasured = [f for f in facts.get("features", []) if f not in MEASURED]
+    if unmeasured:
+        return {"oldest": {}, "facts": facts, "source": RESULT,
+                "note": f"not measured: benchmarks/compat.py ran no file with {', '.join(unmeasured)}"}
     out = {}
     for runtime in dict.fromkeys(r.runtime for r in RELEASES):  # RELEASES are sorted, oldest first
         if Path(path).suffix not in READS.get(runtime, ()):

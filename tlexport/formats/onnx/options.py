@@ -27,3 +27,11 @@ class OnnxOptions:
         """UsageError for an option that no requested format honours."""
         if self.bake_preprocess and "onnx" not in formats:
             raise UsageError("--bake-preprocess makes an ONNX model: add --format onnx")
+        from .. import registry
+        from .compat import READS
+
+        suffixes = {registry.get(f).suffix for f in formats}
+        for t in self.targets:
+            if not suffixes & set(READS[t.runtime]):
+                raise UsageError(f"--target {t.text}: none of the formats exported makes a file {t.runtime} reads "
+                                 f"({', '.join(READS[t.runtime])})")
