@@ -6,7 +6,6 @@ as available, CUDA copies made on the CPU, fake parity rows) so each check runs 
 - fp32 TorchScript and .pt2 are built from CPU copies even with --device cuda, and the manifest
   says which devices each artifact targets; discovery skips a device an artifact does not target;
 - verification keeps one row per device for each (file, precision) and fails when any fails;
-- the baked-preprocessing wrapper's buffers follow the model's device;
 - no runtime, bench, parity or the matmul ceiling leaves TF32 switched;
 - "cuda:0" is CUDA wherever a device string is compared (runtimes, gpu_check), and synchronised.
 """
@@ -168,35 +167,20 @@ def _verify_with_rows(tmp_path, monkeypatch, cpu_passes: bool, cuda_passes: bool
 
 
 def test_verification_fails_when_one_device_fails(tmp_path, monkeypatch):
-    from tlexport.errors import ExportError
-
+    """A file that misses its gate on one device is not verified (export then drops it and lists
+    it as failed, with this reason), whatever the other device said."""
     art, asked, verify = _verify_with_rows(tmp_path, monkeypatch, cpu_passes=False, cuda_passes=True)
-    with pytest.raises(ExportError, match="model.ts: logits outside atol on cpu"):
-        verify()
+    verify()
     assert tuple(asked["devices"]) == ("cpu", "cuda")
     assert art.verified is False and art.verification["devices"] == ["cpu", "cuda"]
+    assert "logits outside atol on cpu" in art.verification["reason"], art.verification
 
 
 def test_verification_records_every_device_it_passed_on(tmp_path, monkeypatch):
     art, _, verify = _verify_with_rows(tmp_path, monkeypatch, cpu_passes=True, cuda_passes=True)
-    summary = verify()
-    assert summary["passed"] is True and art.verified is True
+    verify()
+    assert art.verified is True
     assert art.verification["devices"] == ["cpu", "cuda"]
-
-
-# ---- baked preprocessing ----------------------------------------------------------------------
-def test_baked_wrapper_buffers_follow_the_model_device():
-    import torch
-
-    from tlexport.data.preprocess import Preprocess
-    from tlexport.formats.onnx.baked import BakedPreprocess
-    from tlexport.models import default_preprocess
-
-    pre = default_preprocess("resnet18")
-    assert isinstance(pre, Preprocess)
-    model = torch.nn.Conv2d(3, 4, 1).to("meta")  # any device but the CPU, without a GPU
-    baked = BakedPreprocess.wrap(model, pre)
-    assert {b.device.type for b in baked.buffers()} == {"meta"}
 
 
 # ---- TF32 is never switched process-wide --------------------------------------------------------

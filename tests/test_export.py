@@ -72,7 +72,7 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
     import onnx
     import onnxruntime as ort
 
-    from tlexport.formats.onnx.graph import max_supported_opset
+    from tlexport.formats.onnx.graph import DEFAULT_OPSET
 
     alone = tmp_path / "elsewhere.onnx"
     shutil.copy(exported / "model.onnx", alone)
@@ -91,7 +91,8 @@ def test_onnx_file_alone_matches_torchvision_at_batch_1_and_3(exported, fake_run
     assert props["tlexport.arch"] == "resnet18" and len(props["tlexport.weights_sha256"]) == 64
     ops = {n.op_type for n in proto.graph.node}
     assert "Dropout" not in ops and "BatchNormalization" not in ops  # BN folded in eval mode
-    assert proto.opset_import[0].version == max_supported_opset()
+    # The default loads in onnxruntime 1.17 (IR 9 at most, opset 20 at most) and older: opset 18, IR 8.
+    assert proto.opset_import[0].version == DEFAULT_OPSET == 18 and proto.ir_version == 8
 
 
 def test_torchscript_and_pt2_carry_metadata_and_logits(exported, fake_run):
@@ -130,23 +131,35 @@ def test_fp16_and_int8_variants(exported):
     assert art["verification"]["top1_agreement"] >= 0.98 and "16 images" in art["notes"][0]
 
 
-def test_baked_uint8_model_matches_float_model(exported, tiny_data):
+def test_in_graph_model_takes_any_decoded_image_and_matches_tlexport_preprocessing(exported, tiny_data):
     import onnxruntime as ort
+    from PIL import Image
 
     from tlexport.data.images import load_rgb
     from tlexport.data.preprocess import Preprocess
     from tlexport.formats.metadata import read_metadata
 
-    pre = Preprocess.from_dict(read_metadata(exported / "model.uint8.onnx")["preprocess"])
-    images = [load_rgb(p) for p in sorted((tiny_data / "val").rglob("*.png"))[:4]]
-    crops = np.stack([pre.crop_uint8(im) for im in images])
-    floats = np.stack([pre.to_array(im) for im in images])
+    meta = read_metadata(exported / "model.uint8.onnx")
+    assert meta["in_graph_preprocess"] is True and meta["classes"] == ["circle", "square", "triangle"]
+    pre = Preprocess.from_dict(meta["preprocess"])
     baked = ort.InferenceSession(str(exported / "model.uint8.onnx"), providers=["CPUExecutionProvider"])
     plain = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert baked.get_inputs()[0].type == "tensor(uint8)" and baked.get_inputs()[0].shape[1:] == [48, 48, 3]
-    a = baked.run(None, {"image": crops})[0]
-    b = plain.run(None, {"image": floats})[0]
-    assert np.abs(a - b).max() < 1e-4
+    (inp,) = baked.get_inputs()
+    assert inp.name == "image" and inp.type == "tensor(uint8)" and inp.shape == ["height", "width", 3]
+    assert [(o.name, o.shape) for o in baked.get_outputs()] == [("logits", [1, 3]), ("probabilities", [1, 3])]
+    first = load_rgb(sorted((tiny_data / "val").rglob("*.png"))[0])
+    for w, h in ((48, 48), (37, 101), (120, 40), (20, 30)):  # tall, wide, smaller than the crop
+        img = first.resize((w, h), Image.BICUBIC)
+        logits, probs = baked.run(None, {"image": np.asarray(img)})
+        ref = plain.run(None, {"image": pre.to_array(img)[None]})[0]
+        assert logits.argmax() == ref.argmax() and np.abs(logits - ref).max() < 2e-3, (w, h)
+        assert np.allclose(probs, np.exp(logits) / np.exp(logits).sum(), atol=1e-6)
+    art = next(a for a in json.loads((exported / "manifest.json").read_text())["artifacts"]
+               if a["file"] == "model.uint8.onnx")
+    assert art["role"] == "baked-preprocess" and art["verified"] is True
+    v = art["verification"]
+    assert v["top1_agreement"] == 1.0 and v["pixel_max_levels"] <= 1 and v["max_abs"] <= v["tolerance"]
+    assert "3000x2000" in v["inputs"] and "20x30" in v["inputs"]
 
 
 def _invoke(*args):

@@ -24,12 +24,14 @@ def invoke(*args):
 
 
 def fake_timer(ms_by_runtime: dict, load: float | None = 0.0, calls: list | None = None):
-    """A `time_files` that answers ms_by_runtime[runtime][precision] without timing anything."""
+    """A `time_files` that answers ms_by_runtime[runtime][precision] without timing anything; a
+    runtime not named (OpenCV, where its DNN is installed) answers int8 faster, which adds no note."""
 
     def time_files(runtime, files, crop):
         if calls is not None:
             calls.append((runtime, [p.name for p, _ in files], crop))
-        return {"ms": [ms_by_runtime[runtime][precision] for _, precision in files], "rounds": 3,
+        ms = ms_by_runtime.get(runtime, {"fp32": 5.0, "int8": 1.0})
+        return {"ms": [ms[precision] for _, precision in files], "rounds": 3,
                 "competing_load": load}
 
     return time_files
@@ -41,7 +43,8 @@ def timed_export(fake_run, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     calls = []
     mp.setattr(speed, "time_files", fake_timer({"onnxruntime": {"fp32": 5.0, "int8": 10.0},
-                                                "openvino": {"fp32": 5.0, "int8": 2.0}}, calls=calls))
+                                                "openvino": {"fp32": 5.0, "int8": 2.0},
+                                                "opencv": {"fp32": 7.0, "int8": 6.0}}, calls=calls))
     out = tmp_path_factory.mktemp("timed") / "export"
     try:
         r = invoke("export", fake_run, "--precision", "fp32,int8", "--int8-fallback", "none", "--calib-size", "8",
@@ -54,12 +57,17 @@ def timed_export(fake_run, tmp_path_factory):
 def test_export_records_both_timings_and_the_fastest_file_per_runtime(timed_export):
     out, r, calls = timed_export
     assert r.exit_code == 0, r.output
-    assert sorted(rt for rt, _, _ in calls) == ["onnxruntime", "openvino"]
+    timed = sorted(rt for rt, _, _ in calls)  # OpenCV too where its DNN is here and runs int8 QDQ
+    assert timed in (["onnxruntime", "openvino"], ["onnxruntime", "opencv", "openvino"]), timed
     assert all(files == ["model.onnx", "model.int8.onnx"] and crop == 48 for _, files, crop in calls)
     m = json.loads((out / "manifest.json").read_text())
-    assert m["fastest"] == {"onnxruntime": "model.onnx", "openvino": "model.int8.onnx"}
+    assert {k: m["fastest"][k] for k in ("onnxruntime", "openvino")} == {"onnxruntime": "model.onnx",
+                                                                          "openvino": "model.int8.onnx"}
+    if "opencv" in timed:
+        assert m["fastest"]["opencv"] == "model.int8.onnx"
     speeds = {a["file"]: a["speed"] for a in m["artifacts"]}
-    assert speeds["model.onnx"] == {"onnxruntime": {"p50_ms": 5.0, "batch": 1}, "openvino": {"p50_ms": 5.0, "batch": 1}}
+    assert {k: speeds["model.onnx"][k] for k in ("onnxruntime", "openvino")} == {
+        "onnxruntime": {"p50_ms": 5.0, "batch": 1}, "openvino": {"p50_ms": 5.0, "batch": 1}}
     assert speeds["model.int8.onnx"]["onnxruntime"]["p50_ms"] == 10.0
     assert m["timing"]["runtimes"]["onnxruntime"] == {"rounds": 3, "noisy": False, "competing_load": 0.0}
 
@@ -141,8 +149,6 @@ def test_the_real_timer_measures_every_file_it_is_given(timed_export):
     assert got["competing_load"] is None or got["competing_load"] >= 0
 
 
-@pytest.mark.xfail(strict=True, reason="tlexport.inference.resolve_model does not call "
-                                       "tlexport.tables.fastest.fastest_file(path, 'onnxruntime') yet")
 def test_predict_on_an_export_folder_runs_its_fastest_verified_file(fake_run, tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(speed, "time_files", fake_timer({"onnxruntime": {"fp32": 5.0, "int8": 1.0},
                                                          "openvino": {"fp32": 5.0, "int8": 1.0}}))

@@ -138,6 +138,19 @@ def test_other_image_sizes_run_unchanged(ncnn_export, fake_run, size):
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)
 
 
+def test_dynamic_size_export_is_verified_at_other_sizes(fake_run, tmp_path):
+    """--dynamic-size: the same folder, verified by export against torch at sizes besides the crop."""
+    import json
+
+    r = invoke("export", fake_run, "--format", "ncnn", "--dynamic-size", "--out", tmp_path / "x")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    (a,) = [a for a in manifest["artifacts"] if a["format"] == "ncnn"]
+    assert a["inputs"][0]["shape"] == [3, "height", "width"]
+    sizes = a["verification"]["sizes"]
+    assert len(sizes) >= 2 and all(s["passed"] for s in sizes) and [s["size"] for s in sizes] == manifest["verification"]["sizes"]
+
+
 def test_int8_alone_is_refused_in_one_line_with_the_reason(fake_run, tmp_path):
     r = invoke("export", fake_run, "--format", "ncnn", "--precision", "int8", "--out", tmp_path / "x")
     assert r.exit_code == 1, r.output

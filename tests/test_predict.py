@@ -85,13 +85,14 @@ def test_cli_exit_0_table_and_explicit_torchscript(exported, photos):
     assert [t["index"] for t in a] == [t["index"] for t in b]
 
 
-def test_baked_uint8_model_predicts_like_float_model(exported, photos):
+def test_in_graph_model_predicts_like_float_model(exported, photos):
     from tlexport.inference import predict
 
     a = predict(exported / "model.onnx", [photos])
     b = predict(exported / "model.uint8.onnx", [photos])
     assert [x["top"][0]["index"] for x in a.results] == [x["top"][0]["index"] for x in b.results]
-    assert max(abs(x["top"][0]["prob"] - y["top"][0]["prob"]) for x, y in zip(a.results, b.results)) < 1e-4
+    # The in-graph resize may round a pixel one level the other way from Pillow (docs/deploy.md).
+    assert max(abs(x["top"][0]["prob"] - y["top"][0]["prob"]) for x, y in zip(a.results, b.results)) < 1e-3
 
 
 def test_folder_without_onnx_refuses_to_load_code(exported, tmp_path, photos):

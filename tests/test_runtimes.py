@@ -70,11 +70,12 @@ def test_every_fp32_runtime_matches_the_reference(exported, fake_run):
             assert r.metadata["classes"] == ["circle", "square", "triangle"], r.label
 
 
-def test_baked_model_runs_raw_uint8_and_refuses_floats(exported):
+def test_in_graph_model_runs_decoded_images_of_any_size_and_refuses_floats(exported):
     r = rt.for_artifact(exported / "model.uint8.onnx").load()
-    crops = np.zeros((2, 48, 48, 3), np.uint8)
-    assert r.run_raw(crops).shape == (2, 3)
-    with pytest.raises(UsageError, match="uint8"):
+    assert r.in_graph_preprocess
+    assert r.run_image(np.zeros((31, 200, 3), np.uint8)).shape == (1, 3)
+    assert r.run_raw([np.zeros((48, 48, 3), np.uint8), np.full((90, 60, 3), 200, np.uint8)]).shape == (2, 3)
+    with pytest.raises(UsageError, match="decoded uint8"):
         r.run(np.zeros((2, 3, 48, 48), np.float32))
 
 

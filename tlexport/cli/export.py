@@ -70,7 +70,16 @@ def _command_help() -> str:
 @list_option("--precision", "--precisions", "precisions", default=("fp32",), show_default=True, metavar="P[,P...]",
              help=_precision_help())
 @click.option("--out", type=click.Path(), help="Output folder (default RUN_DIR/export).")
-@click.option("--opset", type=int, help="ONNX opset (default: newest supported by both the exporter and onnxruntime).")
+@click.option("--opset", type=int, help="ONNX opset (default: 18, which onnxruntime 1.14+, -web/-node and OpenCV load; "
+              "newer on request). docs/deploy.md.")
+@click.option("--target", "targets", multiple=True, metavar="RUNTIME==VERSION",
+              help="A runtime release the files must load in, e.g. onnxruntime==1.17, onnxruntime-web==1.18, "
+                   "opencv==4.10, tflite-runtime==2.14; repeatable. Chooses opset and IR version and checks each file "
+                   "against tlexport's measured table (and loads it when that runtime is installed here); exit 1 "
+                   "naming what the release lacks.")
+@click.option("--dynamic-size", is_flag=True,
+              help="Leave the image's height and width free (and the batch): "
+                   f"{', '.join(n for n, s in registry.FORMATS.items() if s.dynamic_size)}; verified at several sizes.")
 @click.option("--batch", default="dynamic", show_default=True, help="'dynamic' (free batch dimension) or a fixed N.")
 @click.option("--device", default="cpu", show_default=True, help=_device_help())
 @click.option("--calib-size", default=256, show_default=True, type=int, help="int8 calibration images.")
@@ -79,15 +88,16 @@ def _command_help() -> str:
 @click.option("--int8-fallback", metavar="auto|none|NODE,...", help=_fallback_help())
 @click.option("--fp16-io", is_flag=True, help="fp16 ONNX takes and returns float16 (default float32 I/O).")
 @click.option("--bake-preprocess", is_flag=True,
-              help="Also write model.uint8.onnx: uint8 NHWC RGB crop in, normalisation inside the graph.")
+              help="Also write model.uint8.onnx: one decoded RGB image (uint8 [H, W, 3], any size) in, logits and "
+                   "probabilities out; resize, crop and normalisation inside the graph.")
 @click.option("--ort-target", default="portable", show_default=True, type=click.Choice(("portable", "amd64")),
               help=".ort optimizations: portable (any CPU build of onnxruntime, ARM included) or amd64 (also the x86 "
                    "NCHWc layout, as fast as the .onnx on x86, but only for x86 CPUs of this one's vector width).")
 @click.option("--no-verify", is_flag=True, help="Keep artifacts even if they disagree with PyTorch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifacts as JSON.")
 @error_boundary
-def command(run_dir, formats, precisions, out, opset, batch, device, calib_size, calib_method, calib_data,
-            int8_fallback, fp16_io, bake_preprocess, ort_target, no_verify, as_json):
+def command(run_dir, formats, precisions, out, opset, targets, dynamic_size, batch, device, calib_size, calib_method,
+            calib_data, int8_fallback, fp16_io, bake_preprocess, ort_target, no_verify, as_json):
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..exporters.pipeline import export
@@ -102,6 +112,7 @@ def command(run_dir, formats, precisions, out, opset, batch, device, calib_size,
                                      batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                                      calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
                                      verify=not no_verify, int8_fallback=int8_fallback, ort_target=ort_target,
+                                     targets=targets, dynamic_size=dynamic_size,
                                      progress=lambda msg: bar.update(task, description=msg)), None
         except PartialExport as e:  # the others are published; the failed ones are listed with their reason
             result, partial = e.result, e

@@ -8,6 +8,24 @@ from pathlib import Path
 
 from .options import ExportOptions
 
+# The free height/width range. A classifier downsamples 32x before its global pooling, and
+# torch.export specialises a dimension that would be 1 there, so the smallest free side is 33.
+MIN_SIDE, MAX_SIDE = 33, 4096
+
+
+def dynamic_shapes(batch: bool, size: bool):
+    """torch.export's `dynamic_shapes` for one NCHW image input: a free batch and/or free height
+    and width (named so an ONNX graph's dims read "batch", "height", "width"); None: all fixed."""
+    import torch
+
+    dims = {}
+    if batch:
+        dims[0] = torch.export.Dim("batch", min=1, max=65536)
+    if size:
+        dims[2] = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+        dims[3] = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+    return (dims,) if dims else None
+
 
 @dataclass
 class Artifact:
@@ -22,7 +40,7 @@ class Artifact:
     file: str
     format: str
     precision: str
-    role: str = "model"  # "model" | "baked-preprocess" (uint8 NHWC input)
+    role: str = "model"  # "model" | "baked-preprocess" (one decoded uint8 image in)
     size: int = 0
     sha256: str = ""
     opset: int | None = None
@@ -36,6 +54,7 @@ class Artifact:
     int8: dict | None = None  # int8 only: which nodes stayed float, agreement reached, on which images
     companions: list = field(default_factory=list)
     speed: dict | None = None  # {runtime: {"p50_ms", "batch"}}: timed at export against the others (exporters.speed)
+    compat: dict | None = None  # the oldest runtime releases that load it, and the --target checks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +106,11 @@ class Job:
     @property
     def dynamic(self) -> bool:
         return self.options.batch.dynamic
+
+    @property
+    def dynamic_size(self) -> bool:
+        """Height and width are left free (`--dynamic-size`)."""
+        return self.options.dynamic_size
 
     @property
     def device(self) -> str:

@@ -102,6 +102,8 @@ class ExportOptions:
             from its files.
         verify: compare every artifact with torch-eager and fail on a broken gate.
         ort: ONNX Runtime mobile's conversion target.
+        dynamic_size: leave the image's height and width free (`--dynamic-size`), in the formats
+            whose spec says `dynamic_size`; verified at several sizes.
     """
 
     batch: Batch = field(default_factory=Batch)
@@ -110,6 +112,22 @@ class ExportOptions:
     onnx: OnnxOptions = field(default_factory=OnnxOptions)
     verify: bool = True
     ort: OrtOptions = field(default_factory=OrtOptions)
+    dynamic_size: bool = False
+
+
+def check_dynamic_size(formats, options: ExportOptions) -> None:
+    """Refuse `--dynamic-size` for a requested format that cannot leave height and width free.
+
+    Raises:
+        UsageError: one line naming those formats and the ones that can.
+    """
+    if not options.dynamic_size:
+        return
+    refused = [f for f in formats if not registry.get(f).dynamic_size]
+    if refused:
+        able = [name for name, s in registry.FORMATS.items() if s.dynamic_size]
+        raise UsageError(f"--dynamic-size: {', '.join(refused)} cannot leave the image size free; "
+                         f"formats that can: {', '.join(able)}")
 
 
 def check_int8(formats, precisions, int8: Int8Options) -> None:

@@ -29,7 +29,7 @@ from ..fileio import clean_stale, folder_lock
 from ..formats import registry
 from ..tables import artifacts as table
 from .job import Artifact, Job
-from .options import Batch, Calibration, ExportOptions, Int8Options, check_int8, parse_fallback
+from .options import Batch, Calibration, ExportOptions, Int8Options, check_dynamic_size, check_int8, parse_fallback
 
 
 def builder(fmt: str) -> Callable:
@@ -62,15 +62,17 @@ class ExportResult:
 
 def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=None, calib_data=None,
                  int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True,
-                 ort_target="portable") -> ExportOptions:
+                 ort_target="portable", targets=(), dynamic_size=False) -> ExportOptions:
     """The user's choices as typed options (UsageError for a malformed value)."""
     from ..formats.onnx.options import OnnxOptions
+    from ..formats.onnx.targets import parse_all
     from ..formats.ort.options import OrtOptions
 
     calibration = Calibration(calib_method, int(calib_size), Path(calib_data) if calib_data is not None else None)
     int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
-    return ExportOptions(Batch.parse(batch), device, int8, OnnxOptions(opset, fp16_io, bake_preprocess), verify,
-                         OrtOptions(ort_target))
+    onnx = OnnxOptions(opset, fp16_io, bake_preprocess, parse_all(targets))
+    return ExportOptions(Batch.parse(batch), device, int8, onnx, verify, ort=OrtOptions(ort_target),
+                         dynamic_size=bool(dynamic_size))
 
 
 def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, tuple]:
@@ -94,6 +96,7 @@ def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, t
     formats = tuple(f for f in formats if f != "all")
     options.onnx.check(formats)
     options.ort.check(formats)
+    check_dynamic_size(formats, options)
     check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
     return formats, precisions
@@ -142,7 +145,7 @@ def _prepare_out(run_dir: Path, out) -> Path:
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
            bake_preprocess=False, verify=True, int8_fallback=None, ort_target="portable",
-           progress: Callable[[str], None] | None = None) -> ExportResult:
+           progress: Callable[[str], None] | None = None, targets=(), dynamic_size=False) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
@@ -150,17 +153,18 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         formats: names from the format registry (`tlexport.formats.registry.FORMATS`), or "all".
         precisions: fp32 / fp16 / int8; each format makes those its spec declares (docs/formats.md).
         out: output folder (default RUN_DIR/export); tlexport's file names in it are replaced.
-        opset: ONNX opset (default: newest that both the exporter and onnxruntime support).
+        opset: ONNX opset (default: 18, which every onnxruntime since 1.14 loads; see targets).
         batch: "dynamic" (free batch dimension) or a fixed batch size.
         device: "cpu", or "cuda" for GPU-only variants (fp16 TorchScript) and GPU verification.
         calib_size, calib_method, calib_data: int8 calibration (`calib_method` None: each
             format's default, see its spec's Int8Support).
         fp16_io: fp16 ONNX takes and returns float16 instead of float32.
-        bake_preprocess: also write model.uint8.onnx (uint8 NHWC input, normalisation inside).
+        bake_preprocess: also write model.uint8.onnx (a decoded image in, preprocessing inside).
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
         ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
         progress: called with a short description as each step starts.
+        targets, dynamic_size: `--target` releases, `--dynamic-size` (docs/deploy.md).
     Returns:
         ExportResult (every artifact asked for was published).
     Raises:
@@ -174,13 +178,14 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     say = progress or (lambda _msg: None)
     options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                            calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
-                           bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target)
+                           bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target,
+                           targets=targets, dynamic_size=dynamic_size)
     formats, precisions = check_options(formats, precisions, options)
     run = load_run(run_dir)
     spec = archs.get(run.arch)
     formats, arch_skipped = _supported(spec, formats)
     _check_device(options.device)
-    opset = _resolve_opset(formats, options.onnx.opset)
+    opset = _resolve_opset(formats, options.onnx)
     say("loading weights")
     model = run.load_model("best", device="cpu")
     created = not (Path(out).expanduser() if out is not None else run.dir / "export").exists()
@@ -215,13 +220,22 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say) -> Expor
             raise ExportError("nothing could be exported: " + "; ".join(arch_skipped + skipped))
         made, failed = _build_all(job, todo, say)
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped, failed=failed)
-        _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]))
+        _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]),
+                  job.dynamic_size)
+        if job.options.onnx.targets:
+            from ..formats.onnx.targets import check as check_targets
+
+            check_targets(made, staging, job.options.onnx.targets)
         verification = {"skipped": "--no-verify"}
         if job.options.verify and made:
             say("verifying against torch-eager")
             verification = _verify(made, staging, job.run, job.device)
             _drop_failed(result)
             verification["passed"] = True  # all that is published passed; `failed` lists the others
+            if job.dynamic_size and result.artifacts:
+                from .sizes import verify_sizes
+
+                verification["sizes"] = verify_sizes(result.artifacts, staging, job.run)
         if not result.artifacts:
             raise ExportError("nothing was exported: " + _failures_line(result.failed))
         timing = _time_files(result, staging, job, say)
@@ -344,12 +358,14 @@ def _check_device(device: str) -> None:
     require_gpu(device)  # the one "no GPU" policy of every command (NoGPU, exit 1)
 
 
-def _resolve_opset(formats, opset):
-    """The ONNX opset when an ONNX-based format is exported (validated before any heavy work)."""
+def _resolve_opset(formats, onnx):
+    """The ONNX opset when an ONNX-based format is exported (validated before any heavy work),
+    the newest every --target reads when targets are given."""
     if any(f == "onnx" or registry.get(f).built_from == "onnx" for f in formats):
-        from ..formats.onnx.graph import resolve_opset
+        from ..formats.onnx.graph import MIN_OPSET, resolve_opset
+        from ..formats.onnx.targets import opset_for
 
-        return resolve_opset(opset)
+        return resolve_opset(opset_for(onnx.targets, onnx.opset, MIN_OPSET))
     return None
 
 
@@ -369,9 +385,13 @@ def _make_job(run, spec, model, options: ExportOptions, opset, out_dir: Path, pr
     return Job(run, model, meta, example, staging, precisions, options, spec, opset)
 
 
-def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None:
+def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch, free_size: bool = False) -> None:
     """Fill size, sha256 (a folder's: see `tables.artifacts.artifact_sha256`), opset and
-    input/output spec of each staged artifact, and its companions' sizes and checksums."""
+    input/output spec of each staged artifact, its companions' sizes and checksums, and the
+    oldest runtime releases that load it (`formats.onnx.compat`)."""
+    from ..formats.onnx.compat import oldest
+
+    side = ("height", "width") if free_size else (crop, crop)
     for a in artifacts:
         path = folder / a.file
         a.size, a.sha256 = table.artifact_size(path), table.artifact_sha256(path)
@@ -384,8 +404,10 @@ def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch) -> None
             a.inputs, a.outputs = io_spec(path)
         elif not a.inputs:  # a builder that knows its file's spec (ORT: its source ONNX) set it
             dtype = "float16" if a.precision == "fp16" else "float32"
-            a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, crop, crop]}]
+            a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, *side]}]
             a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
+        if path.suffix in (".onnx", ".ort", ".tflite") and path.is_file():
+            a.compat = oldest(path)
 
 
 def _manifest(result: ExportResult, run, job: Job, verification: dict, timing: dict) -> dict:
@@ -399,6 +421,8 @@ def _manifest(result: ExportResult, run, job: Job, verification: dict, timing: d
                 "preprocess": run.preprocess.to_dict(), "weights_sha256": job.meta["weights_sha256"],
                 "versions": run.meta.get("versions", {})},
         "batch": "dynamic" if job.dynamic else int(job.example.shape[0]),
+        "dynamic_size": job.dynamic_size,
+        "targets": [t.text for t in job.options.onnx.targets],
         "device": job.device,
         "opset": job.opset,
         "artifacts": [a.to_dict() for a in result.artifacts],
@@ -488,7 +512,7 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     for a in models:
         _record_verification(a, rows.get((a.file, a.precision), []), devices, report.source)
     baked = [a for a in artifacts if a.role != table.MODEL]
-    if baked:  # uint8 NHWC input: not a parity target, checked against torch-eager directly
+    if baked:  # a decoded uint8 image in: not a parity target, checked against tlexport's pipeline
         verify_baked(folder, baked, run)
     summary = {k: v for k, v in report.to_dict().items() if k in ("reference", "images", "source", "tolerances", "notes")}
     return summary

@@ -88,7 +88,7 @@ def _files_table() -> list[str]:
     rows = ["| format | precision | file | companions | notes |", "|---|---|---|---|---|"]
     for s in registry.FORMATS.values():
         for f in s.files:
-            notes = [n for n, on in (("uint8 NHWC input, normalisation inside", f.role == BAKED),
+            notes = [n for n, on in (("one decoded uint8 image in, the whole preprocessing inside", f.role == BAKED),
                                      ("`--device cuda` only", f.cuda_only)) if on]
             rows.append(f"| `{s.name}` | {f.precision} | `{f.name}` | {_cell(f'`{c}`' for c in f.companions)} | "
                         f"{_cell(notes)} |")

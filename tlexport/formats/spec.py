@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
-MODEL, BAKED = "model", "baked-preprocess"  # artifact roles: float NCHW input, or uint8 NHWC input
+MODEL, BAKED = "model", "baked-preprocess"  # artifact roles: float NCHW input, or a decoded uint8 image
 REFERENCE_RUNTIME = "torch-eager"  # the run's own weights in PyTorch: what every artifact is compared with
 CALIB_METHODS = ("minmax", "percentile", "entropy")  # every --calib-method value tlexport knows
 EDITABLE_INSTALL = "pip install -e '.[{extra}]'"
@@ -25,7 +25,7 @@ class File:
     Args:
         precision: what it holds (fp32 / fp16 / int8).
         name: its path inside the export folder (a folder when the format's artifact is one).
-        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
+        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (one decoded uint8 image in).
         cuda_only: it can only be built and run on a GPU (built only with --device cuda).
         companions: other files that belong to it (OpenVINO's weights beside its graph): listed
             with it in the manifest, published, replaced and removed with it.
@@ -94,6 +94,8 @@ class FormatSpec:
             reason (a tool the registries lack): named in export's skip note and docs/formats.md.
         usage: what an app needs to use its artifacts (a few sentences of Markdown), rendered
             under its name in docs/formats.md ("In an app").
+        dynamic_size: it can leave the image's height and width free (`--dynamic-size`);
+            formats without it refuse the option.
     """
 
     name: str
@@ -113,6 +115,7 @@ class FormatSpec:
     int8: Int8Support | None = None
     not_offered: tuple[tuple[str, str], ...] = ()
     usage: str = ""
+    dynamic_size: bool = False
 
     def why_not(self, precision: str) -> str | None:
         """The recorded reason it does not export `precision` (None when none is recorded)."""

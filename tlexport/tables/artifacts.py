@@ -34,7 +34,7 @@ class ArtifactKind:
     Args:
         format, precision: what it is.
         file: its fixed name in an export folder.
-        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (uint8 NHWC input).
+        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (one decoded uint8 image in).
         cuda_only: it can only be built and run on a GPU.
         companions: other files that belong to it (OpenVINO's weights beside its graph, the ORT
             operator config, a Triton model's configs and labels).

@@ -15,7 +15,8 @@ import math
 from ..errors import ArtifactError
 
 # The keys of the dict every reader returns (and `build_metadata` writes).
-FIELDS = ("classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version", "batch")
+FIELDS = ("classes", "preprocess", "arch", "weights_sha256", "tlexport_version", "torch_version", "batch",
+          "in_graph_preprocess")
 
 # ---- the schema ---------------------------------------------------------------------------------
 # Everything read from an artifact is input: these bounds keep a tampered file from asking for
@@ -135,6 +136,8 @@ def validate(meta, source="metadata") -> dict:
         out["preprocess"] = check_preprocess(meta["preprocess"], source)
     if "batch" in meta:
         out["batch"] = check_batch(meta["batch"], source)
+    if "in_graph_preprocess" in meta and not isinstance(meta["in_graph_preprocess"], bool):
+        _fail(source, "in_graph_preprocess", "must be true or false")
     for key in TEXT_FIELDS:
         if key in meta and not (isinstance(meta[key], str) and len(meta[key]) <= 200):
             _fail(source, key, "must be a string of at most 200 characters")

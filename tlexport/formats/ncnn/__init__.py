@@ -41,4 +41,5 @@ SPEC = FormatSpec(
     not_offered=(("int8", "ncnn's quantization tools ncnn2table and ncnn2int8 are in neither the ncnn nor the "
                           "pnnx wheel, and no registry package provides them"),),
     usage=USAGE,
+    dynamic_size=True,  # shape hints steer the Winograd choice only; any size runs (verified)
 )

@@ -135,8 +135,9 @@ def make_folder(job, traced: Path, precision: str, say) -> Artifact:
         notes.append("fp16 weights (ncnn fp16 storage); computed in fp16 where the CPU has fp16 arithmetic "
                      "(ARMv8.2), else in fp32")
     classes = len(job.meta["classes"])
+    side = ["height", "width"] if job.dynamic_size else [crop, crop]  # --dynamic-size: verified at other sizes
     return Artifact(folder.name, SPEC.name, precision, notes=notes,
-                    inputs=[{"name": graph.inputs[0].tops[0], "dtype": "float32", "shape": [3, crop, crop]}],
+                    inputs=[{"name": graph.inputs[0].tops[0], "dtype": "float32", "shape": [3, *side]}],
                     outputs=[{"name": graph.outputs[0], "dtype": "float32", "shape": [classes]}])
 
 

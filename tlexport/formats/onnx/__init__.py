@@ -1,6 +1,7 @@
 """ONNX: one self-contained `.onnx` file from torch's dynamo exporter, with fp16, int8 (QDQ,
-accuracy-aware) and baked-preprocessing (uint8 NHWC input) variants. The ONNX graph helpers and
-quantization here are also what OpenVINO, ORT mobile and Triton are converted from."""
+accuracy-aware) and in-graph preprocessing (one decoded uint8 image in) variants; run by
+onnxruntime (its execution providers are rows of data), OpenVINO and OpenCV's DNN. The ONNX graph
+helpers and quantization here are also what OpenVINO, ORT mobile and Triton are converted from."""
 
 from ..spec import BAKED, CALIB_METHODS, File, FormatSpec, Int8Support
 
@@ -14,7 +15,8 @@ SPEC = FormatSpec(
     files=(File("fp32", "model.onnx"), File("fp16", "model.fp16.onnx"), File("int8", "model.int8.onnx"),
            File("fp32", "model.uint8.onnx", role=BAKED)),
     runtimes=(("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda"), ("onnxruntime-tensorrt", "cuda"),
-              ("openvino", "cpu")),
-    provides=("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt"),
+              ("openvino", "cpu"), ("opencv", "cpu")),
+    provides=("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "opencv"),
     int8=INT8,
+    dynamic_size=True,
 )

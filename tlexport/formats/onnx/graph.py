@@ -17,6 +17,15 @@ from .metadata import embed_onnx
 # The dynamo exporter's torchlib implements opset 18 and newer; older requests would go through
 # onnx's version converter, which fails on many graphs, so tlexport refuses them.
 MIN_OPSET = 18
+# The default opset: the exporter's own oldest, so no version conversion runs, and the one that
+# every onnxruntime since 1.14 (and -web/-node of the same releases) and OpenCV's DNN load
+# (docs/deploy.md; benchmarks/compat.py measures it). It is also the first with Resize's
+# `antialias`, which the in-graph preprocessing needs. Newer opsets only on request (--opset,
+# --target).
+DEFAULT_OPSET = 18
+# Element types newer than an IR version: a file holding them needs at least that IR.
+TYPE_IR = {"FLOAT8E4M3FN": 9, "FLOAT8E4M3FNUZ": 9, "FLOAT8E5M2": 9, "FLOAT8E5M2FNUZ": 9,
+           "UINT4": 10, "INT4": 10, "FLOAT4E2M1": 11}
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,7 +44,7 @@ def max_supported_opset() -> int:
             [helper.make_node("Identity", ["x"], ["y"])], "probe",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", v)], ir_version=10)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", v)], ir_version=min_ir_for_opset(v))
         try:
             ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         except Exception:
@@ -45,18 +54,52 @@ def max_supported_opset() -> int:
 
 
 def resolve_opset(opset: int | None) -> int:
-    """The opset to export with: `opset`, validated, or the newest supported one.
+    """The opset to export with: `opset`, validated, or DEFAULT_OPSET.
 
     Raises:
         UsageError: the opset is older than 18 or newer than exporter/onnxruntime support.
     """
-    newest = max_supported_opset()
     if opset is None:
-        return newest
+        return DEFAULT_OPSET
+    newest = max_supported_opset()
     if not MIN_OPSET <= int(opset) <= newest:
         raise UsageError(f"--opset {opset} is not supported here: torch's exporter and onnxruntime "
                          f"both handle opsets {MIN_OPSET}..{newest}")
     return int(opset)
+
+
+def min_ir_for_opset(opset: int) -> int:
+    """The oldest IR version whose ONNX release defines ai.onnx `opset` (onnx's own table)."""
+    from onnx.helper import VERSION_TABLE
+
+    return min((ir for _, ir, op, *_ in VERSION_TABLE if op >= opset), default=VERSION_TABLE[-1][1])
+
+
+def drop_unused_domains(proto) -> None:
+    """Remove opset imports of domains no node uses. onnxruntime's quantizer imports every domain
+    it knows (ai.onnx.ml 5, com.microsoft, ...), and a runtime refuses a file importing a version of
+    a domain newer than its own even when no node of it is there (onnxruntime 1.17: ai.onnx.ml 4)."""
+    used = {n.domain or "" for n in proto.graph.node} | {n.domain or "" for f in proto.functions for n in f.node}
+    used |= {f.domain for f in proto.functions} | {""}
+    keep = [o for o in proto.opset_import if (o.domain or "") in used or o.domain == "ai.onnx"]
+    del proto.opset_import[:]
+    proto.opset_import.extend(keep)
+
+
+def lowest_ir(proto) -> int:
+    """The oldest IR version that can hold `proto`: what its ai.onnx opset and element types
+    need. torch's exporter stamps the newest IR onnx knows, which older runtimes refuse
+    ("Unsupported model IR version") although nothing in the file needs it."""
+    from onnx import TensorProto
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    need = min_ir_for_opset(opset)
+    types = {t.data_type for t in proto.graph.initializer}
+    for v in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        types.add(v.type.tensor_type.elem_type)
+    for t in types:
+        need = max(need, TYPE_IR.get(TensorProto.DataType.Name(t) if t else "", 0))
+    return min(need, proto.ir_version)
 
 
 @contextlib.contextmanager
@@ -75,7 +118,7 @@ def quiet_exporter():
             lg.setLevel(level)
 
 
-def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta: dict) -> None:
+def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta: dict, size: bool = False) -> None:
     """Export `module` (eval mode) to a single self-contained ONNX file with metadata.
 
     Args:
@@ -85,14 +128,17 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
         opset: ai.onnx opset version.
         dynamic: leave the batch dimension free.
         meta: metadata dict (see tables.metadata.build_metadata).
+        size: leave height and width free too (`--dynamic-size`).
     Raises:
         ExportError: the exporter failed or the graph fails its checks.
     """
     import torch
 
+    from ...exporters.job import dynamic_shapes as dims
+
     if module.training:
         raise ExportError("internal: the model must be in eval mode for export")
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic else None
+    dynamic_shapes = dims(dynamic, size)
     try:
         with quiet_exporter():
             program = torch.onnx.export(
@@ -107,11 +153,14 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
 
 
 def save_checked(proto, path: Path) -> None:
-    """Save with weights embedded (no side .data file) and run the full ONNX checker."""
+    """Save with weights embedded (no side .data file), stamped with the oldest IR version its
+    content needs (`lowest_ir`), and run the full ONNX checker."""
     import onnx
 
     if proto.ByteSize() >= 2**31 - 1:
         raise ExportError("the model is over 2 GB, too large for a single-file ONNX export")
+    drop_unused_domains(proto)
+    proto.ir_version = lowest_ir(proto)
     onnx.save(proto, str(path), save_as_external_data=False)
     try:
         onnx.checker.check_model(str(path), full_check=True)

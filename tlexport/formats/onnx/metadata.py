@@ -19,8 +19,10 @@ ONNX_KEYS = {
     "tlexport.version": "tlexport_version",
     "torch.version": "torch_version",
     "tlexport.batch": "batch",
+    "tlexport.in_graph_preprocess": "in_graph_preprocess",
 }
-JSON_VALUED = ("classes", "preprocess", "batch")
+JSON_VALUED = ("classes", "preprocess", "batch", "in_graph_preprocess")
+OPTIONAL = ("in_graph_preprocess",)  # written only by the artifacts that have it
 
 
 def embed_onnx(model_proto, meta: dict) -> None:
@@ -29,6 +31,8 @@ def embed_onnx(model_proto, meta: dict) -> None:
     del model_proto.metadata_props[:]
     model_proto.metadata_props.extend(keep)
     for key, field in ONNX_KEYS.items():
+        if field in OPTIONAL and field not in meta:
+            continue
         value = meta[field]
         entry = model_proto.metadata_props.add()
         entry.key = key

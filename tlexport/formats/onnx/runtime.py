@@ -2,10 +2,12 @@
 `SessionFromOnnx(providers=[...])`): one runtime class, parameterised by a `Provider` row. A row
 says the name users type, the device, the provider list handed to onnxruntime (the one asked for,
 then its fallbacks), its options and what it refuses; a new execution provider is a new row.
-Torch-free: this is what `tlexport predict` runs."""
+OpenCV's DNN (`OpenCVRuntime`) is the other runtime of `.onnx` files defined here. Torch-free:
+this is what `tlexport predict` runs."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +72,74 @@ PROVIDERS = (
              fallbacks=("CUDAExecutionProvider", CPU_EP), fp16_option="trt_fp16_enable",
              refuses=(("int8", "TensorRT int8 from QDQ models is not wired up in tlexport"),)),
 )
-RUNTIMES = PROVIDERS  # the runtime registry lists each row under its name
+# ---- OpenCV's DNN ----------------------------------------------------------------------------------
+# `cv2.dnn.readNetFromONNX`: what a C++ or Python app that already links OpenCV runs, with no
+# onnxruntime at all (optional: `pip install -e '.[opencv]'`). fp32 files load and agree in OpenCV
+# 4.10 and newer, the int8 QDQ file in 4.10 to 4.14 (benchmarks/compat.py); OpenCV 5's engine does
+# not read that int8 layout, so there int8 is a skip with that reason rather than a failure.
+INSTALL = "pip install -e '.[opencv]' (or pip install opencv-python-headless)"
+INT8_REASON = ("OpenCV {version}'s DNN does not read onnxruntime's QDQ int8 layout (QuantizeLinear/DequantizeLinear "
+               "pairs with per-channel int8 weights) that model.int8.onnx uses; OpenCV 4.10 to 4.14 run it")
+
+
+def _opencv_version() -> tuple[str, int] | None:
+    """(version, major) of the installed OpenCV (None when cv2 is missing), without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"):
+        try:
+            v = version(dist)
+            return v, int(v.split(".")[0])
+        except (PackageNotFoundError, ValueError):
+            continue
+    return None
+
+
+class OpenCVRuntime(Runtime):
+    """An `.onnx` file in `cv2.dnn` on the CPU."""
+
+    name = "opencv"
+
+    @classmethod
+    def unavailable_reason(cls, device, precision):
+        if device != "cpu":
+            return "tlexport runs OpenCV's DNN on the CPU only"
+        found = _opencv_version() if importlib.util.find_spec("cv2") is not None else None
+        if found is None:
+            return f"OpenCV's DNN needs the Python package 'cv2', which is not installed: {INSTALL}"
+        if precision == "int8" and found[1] >= 5:  # its new engine asserts (bufidx >= 0 in argTensor)
+            return INT8_REASON.format(version=found[0])
+        return None
+
+    def _load(self):
+        self.check_available()
+        import cv2
+
+        if self.threads:
+            cv2.setNumThreads(int(self.threads))
+        try:
+            # Its own backend on the CPU are the defaults (OpenCV 5 warns when a target is set).
+            self.net = cv2.dnn.readNetFromONNX(str(self.artifact))
+        except Exception as e:  # cv2.error carries OpenCV's multi-line assertion text
+            raise RuntimeUnavailable(f"OpenCV cannot load {self.artifact.name} ({first_line(e)})") from None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self.load()
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.precision == "int8":  # OpenCV 4's int8 layers mix up the images of a batch (measured)
+            return np.concatenate([self._forward(x[i : i + 1]) for i in range(len(x))])
+        return self._forward(x)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        self.net.setInput(x)
+        return np.array(self.net.forward(), dtype=np.float32, copy=True)
+
+    def _release(self):
+        if hasattr(self, "net"):
+            del self.net
+
+
+RUNTIMES = (*PROVIDERS, OpenCVRuntime)  # the runtime registry lists each under its name
 
 
 class OnnxRuntime(Runtime):
@@ -130,9 +199,23 @@ class OnnxRuntime(Runtime):
         first = self.input_shape[0]
         return first if isinstance(first, int) and first > 0 else None
 
+    @property
+    def in_graph_preprocess(self) -> bool:
+        """The model takes one decoded uint8 RGB image [H, W, 3] (model.uint8.onnx)."""
+        self.load()
+        return self.input_dtype == np.uint8 and len(self.input_shape) == 3
+
     def run_raw(self, batch: np.ndarray) -> np.ndarray:
-        """Feed a batch in the model's own input dtype/layout (e.g. uint8 NHWC); float32 logits."""
+        """Feed a batch in the model's own input dtype/layout; float32 logits. An in-graph
+        preprocessing model takes one image per call: each [H, W, 3] of the batch is run alone."""
+        if self.in_graph_preprocess:
+            return self._checked(np.concatenate([self.run_image(img) for img in batch]))
         return self._checked(self._in_fixed_batches(self._session_run, batch))
+
+    def run_image(self, image: np.ndarray) -> np.ndarray:
+        """One decoded RGB image (uint8 [H, W, 3], any size) through an in-graph preprocessing
+        model: float32 logits [1, K]."""
+        return self._session_run(np.ascontiguousarray(image, dtype=np.uint8))
 
     def _session_run(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: batch.astype(self.input_dtype, copy=False)})[0]
@@ -140,5 +223,6 @@ class OnnxRuntime(Runtime):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self.input_dtype == np.uint8:
-            raise UsageError(f"{self.artifact} takes uint8 NHWC images (baked preprocessing); use run_raw")
+            raise UsageError(f"{self.artifact} takes decoded uint8 RGB images (the preprocessing is in the graph); "
+                             "use run_image")
         return self._session_run(np.ascontiguousarray(batch, dtype=np.float32))

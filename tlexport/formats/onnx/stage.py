@@ -34,7 +34,8 @@ def _make(job, precision: str, path, say) -> Staged:
         check_finite(job.model, job.example)
         say("ONNX fp32")
         # Traced on the CPU: an ONNX graph does not depend on the tracing device.
-        export_onnx(job.model, job.example, path, opset=job.opset, dynamic=job.dynamic, meta=job.meta)
+        export_onnx(job.model, job.example, path, opset=job.opset, dynamic=job.dynamic, meta=job.meta,
+                    size=job.dynamic_size)
         staged = Staged(path)
     elif precision == "int8":
         base = stage(job, "fp32", say).path

@@ -15,5 +15,6 @@ SPEC = FormatSpec(
     runtimes=(("openvino", "cpu"),),
     provides=("openvino",),
     needs=(Requirement("openvino", "pip install -e '.[openvino]' (or pip install openvino)"),),
-    int8=INT8,
+    int8=INT8,  # the int8 IR is the int8 ONNX file converted as is
+    dynamic_size=True,  # converted from the staged ONNX files, whose height and width are then free
 )

@@ -8,4 +8,5 @@ SPEC = FormatSpec(
     files=(File("fp32", "model.pt2"),),
     runtimes=(("pt2", "cpu"), ("pt2", "cuda")),
     provides=("pt2",),
+    dynamic_size=True,
 )

@@ -11,8 +11,9 @@ from ...tables.metadata import to_json
 from ..archive import EXTRA_FILE
 
 
-def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> list[str]:
-    """torch.export.export with a free batch dimension, saved with `tlexport.json` in the archive.
+def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict, size: bool = False) -> list[str]:
+    """torch.export.export (free batch, and free height and width with `size`), saved with
+    `tlexport.json` in the archive.
 
     Args:
         module: nn.Module in eval mode.
@@ -20,6 +21,7 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> lis
         path: destination (temporary name).
         dynamic: leave the batch dimension free.
         meta: metadata dict.
+        size: leave height and width free (`--dynamic-size`).
     Returns:
         notes for the manifest.
     Raises:
@@ -29,9 +31,10 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict) -> lis
 
     import torch
 
+    from ...exporters.job import dynamic_shapes as dims
     from ...fileio import DiskFull, write_bytes
 
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic else None
+    dynamic_shapes = dims(dynamic, size)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -54,5 +57,5 @@ def build(job, say) -> list[Artifact]:
 
     say(".pt2 fp32")
     dst = job.staging / file_name("pt2", "fp32")
-    notes = export_pt2(job.model, job.example, dst, dynamic=job.dynamic, meta=job.meta)
+    notes = export_pt2(job.model, job.example, dst, dynamic=job.dynamic, meta=job.meta, size=job.dynamic_size)
     return [Artifact(dst.name, "pt2", "fp32", notes=notes)]
