@@ -10,7 +10,7 @@ it staged. Torch-free to import.
 from __future__ import annotations
 
 from ..errors import UsageError
-from . import executorch, onnx, openvino, ort, pt2, tflite, torchscript, triton
+from . import executorch, onnx, openvino, ort, pt2, tflite, torchscript, triton, web
 from .spec import REFERENCE_RUNTIME, FormatSpec
 
 FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
@@ -22,6 +22,7 @@ FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
     tflite.SPEC,
     ort.SPEC,
     triton.SPEC,
+    web.SPEC,
 )}
 
 
