@@ -58,7 +58,8 @@ def trained(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exported(trained) -> Path:
     out = trained.parent / "export"
-    r = invoke("export", trained, "--format", "web,onnx", "--out", out, "--json")
+    r = invoke("export", trained, "--format", "web,onnx", "--precision", "fp32,int8", "--calib-size", 32,
+               "--out", out, "--json")
     assert r.exit_code == 0, r.output
     return out
 
@@ -211,15 +212,12 @@ def test_dropped_and_camera_images_are_classified(browser, exported, images):
     assert abs(sum(r["probability"] for r in camera["top"]) - 1.0) < 1e-5  # k=3 of 3 classes: all of them
 
 
-def test_a_class_name_with_html_is_shown_as_text(browser, tiny_data, tmp_path):
-    from conftest import write_fake_run
-
-    run = write_fake_run(tmp_path / "run", tiny_data, [XSS, "square", "triangle"])
-    out = tmp_path / "export"
-    r = invoke("export", run, "--format", "web", "--out", out, "--no-verify")
-    assert r.exit_code == 0, r.output
-    folder = out / "model.web"
-    assert json.loads((folder / "labels.json").read_text())[0] == XSS
+def test_a_class_name_with_html_is_shown_as_text(browser, exported, tiny_data, tmp_path):
+    """labels.json holds the run's class names as they are (test_web_format checks that); a name
+    that is HTML is shown as text, and nothing in it runs."""
+    folder = tmp_path / "model.web"
+    shutil.copytree(exported / "model.web", folder)
+    (folder / "labels.json").write_text(json.dumps([XSS, "square", "triangle"]))
     named = tmp_path / "<b onmouseover=alert(2)>bold.png"
     shutil.copyfile(next((tiny_data / "val").rglob("*.png")), named)
     server = StaticServer(folder)
@@ -236,19 +234,68 @@ def test_a_class_name_with_html_is_shown_as_text(browser, tiny_data, tmp_path):
     assert row["html"] == "&lt;img src=x onerror=alert(1)&gt;"
 
 
-def test_parity_runs_the_browser_and_passes_the_fp32_gates(exported, tmp_path):
+def _in_graph_model(path: Path, classes: int = 3) -> None:
+    """A stand-in with the in-graph-preprocessing contract: `image` uint8 [H, W, 3] in, `logits`
+    and `probabilities` [1, K] out (here a linear map of the mean colour)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((3, classes)).astype(np.float32) / 20
+    nodes = [helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=0),
+             helper.make_node("Unsqueeze", ["mean", "zero"], ["row"]),
+             helper.make_node("MatMul", ["row", "weight"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    init = [numpy_helper.from_array(np.array([0, 1], np.int64), "axes"),
+            numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(weight, "weight")]
+    graph = helper.make_graph(nodes, "in-graph", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["H", "W", 3])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, classes])
+                               for n in ("logits", "probabilities")], init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+
+
+def test_an_in_graph_preprocessing_model_gets_the_decoded_pixels(browser, exported, images, tmp_path):
+    """The page's other model kind: it hands a uint8-input model the decoded RGB pixels and shows
+    its `probabilities` (the same numbers onnxruntime gives for Pillow's decoding of the file)."""
+    import onnxruntime as ort
+
+    from tlexport.data.images import load_rgb
+
+    folder = tmp_path / "model.web"
+    shutil.copytree(exported / "model.web", folder, ignore=shutil.ignore_patterns("model.onnx"))
+    _in_graph_model(folder / "model.uint8.onnx")
+    (folder / "config.json").write_text(json.dumps({"model": "model.uint8.onnx", "labels": "labels.json"}))
+    files = [images["lossless"][0], images["val"][0]]  # not square, and square
+    server = StaticServer(folder)
+    try:
+        browser.call("open", url=server.url)
+        shown = browser.call("files", paths=[str(p) for p in files])
+    finally:
+        server.close()
+    clean(shown)
+    session = ort.InferenceSession(str(folder / "model.uint8.onnx"), providers=["CPUExecutionProvider"])
+    labels = json.loads((folder / "labels.json").read_text())
+    for card, path in zip(shown["results"], files):
+        want = session.run(["probabilities"], {"image": np.asarray(load_rgb(path))})[0][0]
+        assert card["state"] == "done" and len(card["top"]) == 3, card
+        for row in card["top"]:
+            assert row["label"] == labels[row["index"]] and abs(row["probability"] - want[row["index"]]) < 1e-6
+
+
+def test_parity_runs_the_browser_and_passes_its_gates(exported, tmp_path):
     r = invoke("parity", exported, "--runtimes", "browser", "--json", tmp_path / "p.json")
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "p.json").read_text())
     rows = {Path(x["artifact"]).name: x for x in report["results"] if x["runtime"] == "browser"}
-    assert sorted(rows) == ["model.onnx", "model.web"], report["results"]
-    for row in rows.values():
-        assert row["passed"] and row["max_abs"] < 1e-4 and row["top1_agreement"] == 100.0, row
+    assert sorted(rows) == ["model.int8.onnx", "model.int8.web", "model.onnx", "model.web"], report["results"]
+    assert all(row["passed"] for row in rows.values()), rows
+    for name in ("model.onnx", "model.web"):  # fp32: the logits gates, every image
+        assert rows[name]["max_abs"] < 1e-4 and rows[name]["top1_agreement"] == 100.0, rows[name]
     assert report["images"] == 12
 
 
 def test_bench_reports_in_page_latency_beside_onnxruntime(exported, tmp_path):
-    r = invoke("bench", exported, "--runtimes", "browser,onnxruntime", "--iters", 5, "--warmup", 1,
+    r = invoke("bench", exported, "--runtimes", "browser,onnxruntime", "--precision", "fp32", "--iters", 5, "--warmup", 1,
                "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md")
     assert r.exit_code == 0, r.output
     results = json.loads((tmp_path / "b.json").read_text())["results"]

@@ -45,22 +45,25 @@ def fake_dist(tmp_path, monkeypatch) -> Path:
     return dist
 
 
-def test_the_export_writes_a_static_folder_with_the_model_labels_and_readme(fake_run, fake_dist, tmp_path):
+def test_the_export_writes_a_static_folder_with_the_model_labels_and_readme(tiny_data, fake_dist, tmp_path):
+    from conftest import write_fake_run
     from tlexport.formats.metadata import read_metadata
     from tlexport.tables.artifacts import artifact_sha256
 
+    classes = ["<img src=x onerror=alert(1)>", "carré", "triangle"]  # labels.json keeps names as they are
+    run = write_fake_run(tmp_path / "run", tiny_data, classes)
     out = tmp_path / "export"
-    r = invoke("export", fake_run, "--format", "web", "--out", out, "--no-verify")
+    r = invoke("export", run, "--format", "web", "--out", out, "--no-verify")
     assert r.exit_code == 0, r.output
     folder = out / "model.web"
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted([
         "index.html", "app.js", "classify.js", "preprocess.js", "onnxmeta.js", "style.css", "icon.svg",
         "model.onnx", "labels.json", "config.json", "README.md", *(f"ort/{f}" for f in FILES)])
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.web"]  # no stray model.onnx
-    assert json.loads((folder / "labels.json").read_text()) == ["circle", "square", "triangle"]
+    assert json.loads((folder / "labels.json").read_text(encoding="utf-8")) == classes
     config = json.loads((folder / "config.json").read_text())
     assert (config["model"], config["labels"], config["onnxruntime_web"]) == ("model.onnx", "labels.json", ORT_WEB_VERSION)
-    assert read_metadata(folder)["classes"] == ["circle", "square", "triangle"]
+    assert read_metadata(folder)["classes"] == classes
     readme = (folder / "README.md").read_text()
     for words in ("python -m http.server", "Cross-Origin-Opener-Policy: same-origin",
                   "Cross-Origin-Embedder-Policy: require-corp", "?backend=wasm", "resnet18"):
