@@ -195,16 +195,21 @@ def test_webgpu_is_used_when_asked_and_agrees(browser, exported, images):
     assert agree == 3 and worst <= JPEG_TOL, worst
 
 
-def test_dropped_and_camera_images_are_classified(browser, exported, images):
+def test_dropped_camera_and_broken_images(browser, exported, images, tmp_path):
     folder = exported / "model.web"
+    broken = tmp_path / "notes.png"
+    broken.write_text("not an image")
     server = StaticServer(folder)
     try:
         browser.call("open", url=server.url + "?k=3")
         dropped = browser.call("drop", path=str(images["val"][5]))
         captured = browser.call("capture")
+        failed = browser.call("files", paths=[str(broken)])
     finally:
         server.close()
-    clean(captured)
+    clean(failed)
+    bad = failed["results"][-1]
+    assert bad["state"] == "error" and bad["note"].startswith("could not classify: ") and bad["top"] == [], bad
     agree, worst = compare(dropped["results"], predict(folder / "model.onnx", [images["val"][5]]))
     assert agree == 1 and worst <= PNG_TOL
     camera = captured["results"][-1]
@@ -280,6 +285,42 @@ def test_an_in_graph_preprocessing_model_gets_the_decoded_pixels(browser, export
         assert card["state"] == "done" and len(card["top"]) == 3, card
         for row in card["top"]:
             assert row["label"] == labels[row["index"]] and abs(row["probability"] - want[row["index"]]) < 1e-6
+
+
+def test_a_fixed_batch_graph_gets_the_image_repeated(browser, exported, images, tmp_path):
+    """A graph exported with --batch N takes N images at once: the page repeats its one image."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tlexport.data.preprocess import Preprocess
+
+    props = {p.key: p.value for p in onnx.load(exported / "model.onnx", load_external_data=False).metadata_props}
+    pre = Preprocess.from_dict(json.loads(props["tlexport.preprocess"]))
+    weight = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+    nodes = [helper.make_node("ReduceMean", ["image", "axes"], ["mean"], keepdims=0),
+             helper.make_node("MatMul", ["mean", "weight"], ["logits"])]
+    init = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes"), numpy_helper.from_array(weight, "weight")]
+    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 3, pre.crop, pre.crop])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 3])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    model.metadata_props.add(key="tlexport.preprocess", value=props["tlexport.preprocess"])
+    folder = tmp_path / "model.web"
+    shutil.copytree(exported / "model.web", folder)
+    onnx.save(model, folder / "model.onnx")
+    server = StaticServer(folder)
+    try:
+        browser.call("open", url=server.url)
+        shown = browser.call("files", paths=[str(images["lossless"][0])])
+    finally:
+        server.close()
+    clean(shown)
+    x = pre.to_array(pre.load(images["lossless"][0]))[None].repeat(2, axis=0)
+    logits = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0][0]
+    want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    (card,) = shown["results"]
+    assert card["state"] == "done", card
+    assert max(abs(r["probability"] - want[r["index"]]) for r in card["top"]) < 1e-5
 
 
 def test_parity_runs_the_browser_and_passes_its_gates(exported, tmp_path):

@@ -118,10 +118,23 @@ export function rgbaOf(bitmap) {
 }
 
 function softmax(logits) {
-  const max = Math.max(...logits);
+  const max = logits.reduce((a, b) => (b > a ? b : a), -Infinity); // no spread: K may be large
   const exp = Array.from(logits, (v) => Math.exp(v - max));
   const sum = exp.reduce((a, b) => a + b, 0);
   return exp.map((v) => v / sum);
+}
+
+// One image as the float32 feed: [1, 3, crop, crop], or repeated to the batch a graph exported
+// with a fixed batch size insists on.
+function nchw(model, tensor) {
+  const first = model.session.inputMetadata?.[0]?.shape?.[0];
+  const batch = Number.isInteger(first) && first > 1 ? first : 1;
+  let data = tensor;
+  if (batch > 1) {
+    data = new Float32Array(tensor.length * batch);
+    for (let i = 0; i < batch; i++) data.set(tensor, i * tensor.length);
+  }
+  return [data, [batch, 3, model.preprocess.crop, model.preprocess.crop], 'float32'];
 }
 
 // Classify a decoded image: the k most probable labels and where the time went.
@@ -129,11 +142,12 @@ export async function classify(model, bitmap, k = 5) {
   const t0 = performance.now();
   const { rgba, width, height } = rgbaOf(bitmap);
   const rgb = rgbFromRgba(rgba);
-  const feed = model.pixels ? [rgb, [height, width, 3], 'uint8']
-    : [toTensor(rgb, width, height, model.preprocess, model.pillow), [1, 3, model.preprocess.crop, model.preprocess.crop], 'float32'];
+  const feed = model.pixels ? [rgb, [height, width, 3], 'uint8'] : nchw(model, toTensor(rgb, width, height, model.preprocess, model.pillow));
   const t1 = performance.now();
   const out = await runTensor(model.session, ...feed);
-  const probs = out.probabilities ? Array.from(out.probabilities) : softmax(out.logits);
+  const classes = out.logits.length / (out.dims[0] || 1); // a fixed-batch graph answers for every copy
+  const probs = out.probabilities ? Array.from(out.probabilities.subarray(0, classes))
+    : softmax(out.logits.subarray(0, classes));
   if (probs.length !== model.labels.length) {
     throw new Error(`the model has ${probs.length} outputs but labels.json names ${model.labels.length} classes`);
   }
