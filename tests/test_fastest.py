@@ -166,3 +166,16 @@ def test_predict_on_an_export_folder_runs_its_fastest_verified_file(fake_run, ti
     folder, int8, fp32 = probs(out), probs(out / "model.int8.onnx"), probs(out / "model.onnx")
     assert not all(np.allclose(int8[k], fp32[k], rtol=0, atol=1e-7) for k in int8)  # the two files differ
     assert folder == int8
+
+
+def test_runtimes_that_start_a_program_per_load_are_not_timed_at_export(monkeypatch):
+    """The browser runs .onnx files too, but a headless Chromium per load is not what export should
+    spend its time on: candidates leaves it out even where it is available; bench times it."""
+    from tlexport.exporters.job import Artifact
+    from tlexport.formats.web.runtime import BrowserRuntime
+
+    monkeypatch.setattr(BrowserRuntime, "unavailable_reason", classmethod(lambda cls, device, precision: None))
+    arts = [Artifact(f, "onnx", p, devices=["cpu"], verified=True, sha256=f) for f, p in
+            (("model.onnx", "fp32"), ("model.int8.onnx", "int8"))]
+    found = speed.candidates(arts)
+    assert "browser" not in found and [a.file for a in found["onnxruntime"]] == ["model.onnx", "model.int8.onnx"]

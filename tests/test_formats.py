@@ -106,7 +106,7 @@ def registry_problems(formats: dict | None = None) -> list[str]:
 def test_the_registry_is_consistent():
     assert registry_problems() == []
     assert set(registry.FORMATS) == {"onnx", "torchscript", "pt2", "openvino", "executorch", "tflite", "ort", "triton",
-                                   "ncnn", "coreml"}
+                                   "ncnn", "coreml", "web"}
     assert tuple(registry.FORMATS) == registry.PACKAGES  # one line per format: its package, named as the format
     for name, spec in registry.FORMATS.items():  # the registered row is the package's own SPEC
         assert importlib.import_module(spec.package).SPEC is spec and spec.package == f"tlexport.formats.{name}"
@@ -135,7 +135,8 @@ def test_the_consistency_check_catches_each_kind_of_broken_row(fake_packages):
         formats = {**dict(list(formats.items())[:1]), "webdir": spec, **dict(list(formats.items())[1:])}
         found = registry_problems(formats)
         assert any(problem in p for p in found), (problem, found)
-    assert registry_problems({"onnx": onnx, "webdir": good, "openvino": registry.FORMATS["openvino"]}) == []
+    assert registry_problems({"onnx": onnx, "webdir": good, "openvino": registry.FORMATS["openvino"],
+                              "web": registry.FORMATS["web"]}) == []  # web provides onnx's browser runtime
 
 
 # ---- the throwaway format, written as a package --------------------------------------------------

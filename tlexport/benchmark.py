@@ -9,6 +9,10 @@ recorded per cell (`tlexport.measure`); a cell measured beside other busy proces
 trtexec --infStreams / onnxruntime_perf_test -c) for throughput and latency under load. Inputs rotate among a few pre-generated random-normal batches (never
 zeros: some kernels take shortcuts on zeros, and a single repeated batch flatters caches).
 PyTorch eager fp32 is always measured on every device as the baseline for `speedup_vs_eager`.
+A runtime that times its own calls where they run (the browser runtime, inside its page with
+`performance.now()`) says so with `timer` and leaves each call's milliseconds in `reported_ms`
+after `run()`: its cells are those times (`timer` names the clock, `wall_p50_ms` keeps the round
+trip as Python's clock saw it).
 A runtime that fails (to load, or mid-run) gets `error` set and the others go on.
 
 Library code: returns a `BenchReport`; `tlexport.render` turns it into tables, Markdown and plots.
@@ -35,7 +39,7 @@ RESULT_FIELDS = ("runtime", "precision", "device", "batch_size", "p50_ms", "p90_
                  "mean_ms", "std_ms", "min_ms", "throughput", "speedup_vs_eager", "iters", "error",
                  # added after the first schema; readers of the old fields are unaffected
                  "artifact", "size_bytes", "load_s", "first_call_ms", "warmup_calls", "warmup_stable",
-                 "peak_rss_mb", "concurrency", "competing_load", "noisy")
+                 "peak_rss_mb", "concurrency", "competing_load", "noisy", "timer", "wall_p50_ms")
 # Warm-up "auto": windows of calls until the median of one window is within STABLE_REL of the
 # previous one, at least 2 windows, at most WARMUP_MAX_CALLS calls or WARMUP_MAX_S seconds.
 WARMUP_WINDOW, STABLE_REL, WARMUP_MAX_CALLS, WARMUP_MAX_S = 5, 0.05, 200, 10.0
@@ -70,6 +74,8 @@ class BenchResult:
     concurrency: int = 1  # parallel sessions (throughput = all of them together)
     competing_load: float | None = None  # cores other processes used while this cell ran
     noisy: bool = False  # competing_load > measure.NOISE_CORES: not a result to quote
+    timer: str | None = None  # the runtime's own clock, when it timed its calls (None: perf_counter here)
+    wall_p50_ms: float | None = None  # with a runtime's own timer: p50 of the round trip seen from here
 
     @property
     def label(self) -> str:
@@ -133,6 +139,13 @@ def make_inputs(batch_size: int, image_size: int, n: int = 4, seed: int = 0) -> 
             for _ in range(max(1, n))]
 
 
+def call_seconds(runtime, wall_s: float) -> float:
+    """One call's time: the runtime's own measurement when it reports one (`reported_ms`), else
+    the wall time around run() + synchronize()."""
+    own = getattr(runtime, "reported_ms", None) if getattr(runtime, "timer", None) else None
+    return own / 1e3 if own is not None else wall_s
+
+
 def time_runtime(runtime, batch_size: int, warmup: int | str = 10, iters: int | None = None,
                  duration: float | None = None, inputs: int = 4, *, image_size: int | None = None,
                  seed: int = 0) -> BenchResult:
@@ -159,6 +172,7 @@ def time_runtime(runtime, batch_size: int, warmup: int | str = 10, iters: int | 
     if iters is None and duration is None:
         duration = DEFAULT_DURATION_S
     times: list[float] = []
+    walls: list[float] = []
     clock = time.perf_counter
     try:
         result.warmup_calls, result.warmup_stable, first = _warm_up(runtime, batches, batch_size, warmup)
@@ -169,7 +183,8 @@ def time_runtime(runtime, batch_size: int, warmup: int | str = 10, iters: int | 
             t0 = clock()
             out = runtime.run(x)
             runtime.synchronize()
-            times.append(clock() - t0)
+            walls.append(clock() - t0)
+            times.append(call_seconds(runtime, walls[-1]))
             if i == 0:
                 _check_output(out, batch_size)  # once, outside the timed region
             i += 1
@@ -181,6 +196,9 @@ def time_runtime(runtime, batch_size: int, warmup: int | str = 10, iters: int | 
     result.iters = len(times)
     for key, value in summarize(times, batch_size).items():
         setattr(result, key, value)
+    result.timer = getattr(runtime, "timer", None)
+    if result.timer:
+        result.wall_p50_ms = float(np.percentile(walls, 50)) * 1e3
     return result
 
 
@@ -197,7 +215,7 @@ def _warm_up(runtime, batches, batch_size: int, warmup) -> tuple[int, bool | Non
         t0 = clock()
         out = runtime.run(batches[len(times) % len(batches)])
         runtime.synchronize()
-        times.append(clock() - t0)
+        times.append(call_seconds(runtime, clock() - t0))
         if len(times) == 1:
             _check_output(out, batch_size)
         if auto and (settled(times) or clock() - started > WARMUP_MAX_S):
@@ -393,7 +411,8 @@ def _environment(export_dir, plan: Plan, before) -> dict:
                     "warmup_rule": f"auto: median of {WARMUP_WINDOW} calls within {STABLE_REL:.0%} of the "
                                    f"previous {WARMUP_WINDOW}, at most {WARMUP_MAX_CALLS} calls / {WARMUP_MAX_S:g} s",
                     "memory": measure.PeakRss.method,
-                    "timer": "time.perf_counter around run() + synchronize(), numpy in/out"}
+                    "timer": "time.perf_counter around run() + synchronize(), numpy in/out (a cell with its own "
+                             "`timer` was timed by the runtime where it ran)"}
     env["load_check"] = {"before_cores": None if before is None else round(before, 3),
                          "threshold_cores": measure.NOISE_CORES, "noisy": measure.is_noisy(before),
                          "how": "CPU time of all processes (/proc/stat) minus this process's, per second"}
@@ -529,6 +548,7 @@ def time_concurrent(runtime, batch_size: int, n: int, plan: Plan) -> BenchResult
     res.iters = len(times)
     for key, value in summarize(times, batch_size).items():
         setattr(res, key, value)
+    res.timer = getattr(sessions[0], "timer", None) if sessions else None
     res.throughput = len(times) * batch_size / wall if wall > 0 else math.inf
     return res
 
@@ -550,7 +570,7 @@ def _run_parallel(sessions, batches, plan: Plan, threading) -> tuple[list[float]
                 t0 = clock()
                 s.run(batches[i % len(batches)])
                 s.synchronize()
-                times.append(clock() - t0)
+                times.append(call_seconds(s, clock() - t0))
                 i += 1
         except BaseException as e:  # reported by the caller
             errors.append(e)

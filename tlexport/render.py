@@ -372,6 +372,7 @@ def bench_markdown(report) -> str:
     if report.skipped:
         lines += ["", "Skipped:", ""]
         lines += [f"- {s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}" for s in report.skipped]
+    lines += _own_timers(report)
     bench_env = report.environment.get("bench", {})
     lines += ["", f"Warm-up {bench_env.get('warmup')} calls excluded; "
               f"{'%s iterations' % bench_env['iters'] if bench_env.get('iters') else '%s s per cell (min %s iterations)' % (bench_env.get('duration_s'), bench_env.get('min_iters'))}; "
@@ -384,6 +385,19 @@ def bench_markdown(report) -> str:
         lines += [f"**Noisy:** other processes used more than {check.get('threshold_cores')} cores while cells "
                   f"marked noisy were measured (before the run: {check.get('before_cores')}); do not quote them.", ""]
     return "\n".join(lines)
+
+
+def _own_timers(report) -> list[str]:
+    """Markdown lines naming the cells a runtime timed itself (in a browser page), with the round
+    trip seen from Python beside them."""
+    own = [r for r in report.results if getattr(r, "timer", None) and not r.error]
+    if not own:
+        return []
+    lines = ["", "Timed by the runtime where it ran (p50 of the round trip from Python in brackets):", ""]
+    for r in own:
+        trip = "" if r.wall_p50_ms is None else f" ({r.wall_p50_ms:.2f} ms)"
+        lines.append(f"- {r.label} batch {r.batch_size}: {r.timer}{trip}")
+    return lines
 
 
 def _ms(v: float) -> str:
@@ -401,6 +415,8 @@ def bench_table(report):
         caption += f", load {env['load_average'][0]}"
     if getattr(report, "noisy", False):
         caption += "; ! = measured beside other busy processes (noisy)"
+    if any(getattr(r, "timer", None) for r in report.results):
+        caption += "; * = timed inside the runtime (a browser page's performance.now())"
     table = Table(title="tlexport bench", caption=caption)
     table.add_column("runtime", no_wrap=True)
     for c in ("batch", "p50 ms", "p99 ms", "img/s", "speedup", "first ms", "peak MB"):
@@ -409,6 +425,10 @@ def bench_table(report):
         label = r.label + (f" ×{r.concurrency}" if r.concurrency > 1 else "") + (" !" if r.noisy else "")
         if r.artifact and r.artifact.endswith(".xml"):
             label += " (IR)"
+        if r.artifact and r.artifact.endswith(".web"):
+            label += " (page)"
+        if getattr(r, "timer", None):
+            label += " *"
         if r.error:
             table.add_row(label, str(r.batch_size), "failed", style="red")
             continue

@@ -31,7 +31,8 @@ BUDGET_S = 2.0  # per runtime: rounds stop once past it (never before MIN_ROUNDS
 
 
 def candidates(artifacts: list[Artifact]) -> dict[str, list[Artifact]]:
-    """Per CPU runtime, the verified model files it can run, in export order. A file that is a
+    """Per CPU runtime timed at export (`Runtime.timed_at_export`), the verified model files it can
+    run, in export order. A file that is a
     byte-for-byte copy of one already listed (Triton's copy of model.onnx) is not timed twice."""
     from ..runtimes import runtime_class
 
@@ -40,7 +41,8 @@ def candidates(artifacts: list[Artifact]) -> dict[str, list[Artifact]]:
         if a.role != MODEL or a.verified is not True or "cpu" not in a.devices:
             continue
         for name in registry.get(a.format).runtimes_on("cpu"):
-            if runtime_class(name).unavailable_reason("cpu", a.precision):
+            cls = runtime_class(name)
+            if not getattr(cls, "timed_at_export", True) or cls.unavailable_reason("cpu", a.precision):
                 continue
             listed = out.setdefault(name, [])
             if all(b.sha256 != a.sha256 for b in listed):

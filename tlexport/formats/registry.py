@@ -26,6 +26,7 @@ PACKAGES = (
     "triton",
     "ncnn",
     "coreml",
+    "web",
 )
 
 FORMATS: dict[str, FormatSpec] = {s.name: s for s in (

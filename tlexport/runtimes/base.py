@@ -48,6 +48,10 @@ class Runtime:
     """
 
     name = "base"
+    # export times the files of each CPU runtime against each other to name the fastest
+    # (`exporters.speed`); a runtime that starts a whole program per load (a browser) is measured
+    # by `tlexport bench` on request instead.
+    timed_at_export = True
 
     def __init__(self, artifact: Path | str | None = None, precision: str = "fp32", device: str = "cpu",
                  *, run_dir: Path | str | None = None, threads: int | None = None):

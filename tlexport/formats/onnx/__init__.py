@@ -15,7 +15,7 @@ SPEC = FormatSpec(
     files=(File("fp32", "model.onnx"), File("fp16", "model.fp16.onnx"), File("int8", "model.int8.onnx"),
            File("fp32", "model.uint8.onnx", role=BAKED)),
     runtimes=(("onnxruntime", "cpu"), ("onnxruntime-cuda", "cuda"), ("onnxruntime-tensorrt", "cuda"),
-              ("openvino", "cpu"), ("opencv", "cpu")),
+              ("openvino", "cpu"), ("opencv", "cpu"), ("browser", "cpu")),
     provides=("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "opencv"),
     int8=INT8,
     dynamic_size=True,
