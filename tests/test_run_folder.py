@@ -274,3 +274,25 @@ def test_docs_train_page_is_generated_from_the_code():
     page = docs.PAGE.read_text()
     assert docs.render(page) == page, "docs/train.md is stale: run python -m tlexport.training.docs"
     assert "| `--accumulate` | `1` | at least 1 |" in page and "| `run.json` |" in page
+
+
+def test_export_out_inside_the_data_is_refused_and_a_failed_export_leaves_no_parents(run_copy, tiny_data, tmp_path,
+                                                                                      monkeypatch):
+    from tlexport.errors import ExportError
+    from tlexport.exporters import pipeline
+
+    record = json.loads((run_copy / "split.json").read_text())
+    inside = Path(record["root"]) / "exports" / "e1"
+    one_line(invoke("export", run_copy, "--out", inside), 2, "is inside --data of the run")
+    assert not (Path(record["root"]) / "exports").exists()
+    calib = shutil.copytree(tiny_data / "train", tmp_path / "calib")
+    one_line(invoke("export", run_copy, "--precision", "int8", "--calib-data", calib, "--out", calib / "x"), 2,
+             "is inside --calib-data")
+    assert not (calib / "x").exists()
+
+    def fails(*args, **kwargs):  # a failure once the folder exists, e.g. a converter crashing
+        raise ExportError("simulated converter failure")
+
+    monkeypatch.setattr(pipeline, "_export_locked", fails)
+    one_line(invoke("export", run_copy, "--out", tmp_path / "a" / "b" / "c"), 1, "simulated converter failure")
+    assert not (tmp_path / "a").exists()

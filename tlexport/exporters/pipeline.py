@@ -131,14 +131,23 @@ def plan(formats, precisions, arch, device) -> tuple[list[tuple[str, tuple]], li
     return todo, skipped
 
 
-def _prepare_out(run_dir: Path, out) -> Path:
-    out = Path(out).expanduser() if out is not None else run_dir / "export"
+def _out_folder(run, out, calib_data) -> Path:
+    """The export folder (default RUN_DIR/export), refused before anything is created when it is a
+    file or lies inside an image folder this run reads (its data, --calib-data): a folder there
+    would become a class folder of the data and break every later scan of it."""
+    from ..run.folder import check_outside
+
+    out = Path(out).expanduser() if out is not None else run.dir / "export"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the output folder {out} ({e.strerror})") from None
+    split = run.folder.read_split()
+    for data, what in ((split or {}).get("root"), "--data of the run"), (calib_data, "--calib-data"):
+        if data is not None:
+            try:
+                check_outside(out, data, "the export folder")
+            except UsageError:
+                raise UsageError(f"--out {out} is inside {what} ({data}): the export folder would become a class "
+                                 "folder of the data; choose an --out outside it") from None
     return out
 
 
@@ -182,25 +191,22 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
                            targets=targets, dynamic_size=dynamic_size)
     formats, precisions = check_options(formats, precisions, options)
     run = load_run(run_dir)
+    out_path = _out_folder(run, out, calib_data)
     spec = archs.get(run.arch)
     formats, arch_skipped = _supported(spec, formats)
     _check_device(options.device)
     opset = _resolve_opset(formats, options.onnx)
     say("loading weights")
     model = run.load_model("best", device="cpu")
-    created = not (Path(out).expanduser() if out is not None else run.dir / "export").exists()
-    out_dir = _prepare_out(run.dir, out)
-    published = False
-    try:
+    from ..run.folder import made_dirs
+
+    # the folder and the parents it creates are removed again when they stay empty: a failed
+    # export leaves no trace
+    with made_dirs(out_path) as out_dir:
         with folder_lock(out_dir, "export"):  # a second export into this folder gets a one-line error
             clean_stale(out_dir)  # staging folders and temp files of killed exports
             job = _make_job(run, spec, model, options, opset, out_dir, precisions)
             result = _export_locked(job, formats, out_dir, arch_skipped, say)
-            published = True
-    finally:
-        if created and not published:
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()  # only if still empty: a failed export leaves no trace
     result.seconds = time.perf_counter() - started
     if result.failed:
         raise PartialExport(f"{len(result.failed)} artifact(s) failed, {len(result.artifacts)} published in "
