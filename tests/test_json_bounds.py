@@ -163,14 +163,15 @@ def deep_run(tmp_path, fake_run):
 @pytest.mark.parametrize("command", [
     pytest.param(["parity", "{export}", "--run-dir", "{run}", "--random", "2"]),
     pytest.param(["bench", "{export}", "--run-dir", "{run}", "--iters", "1", "--warmup", "0"]),
+    pytest.param(["predict", "{export}", "{images}"]),  # it reads the manifest for the fastest file
 ], ids=lambda c: c[0])
-def test_a_deep_manifest_is_one_line(export_copy, fake_run, command):
-    args = [{"{export}": export_copy, "{run}": fake_run}.get(a, a) for a in command]
+def test_a_deep_manifest_is_one_line(export_copy, fake_run, tiny_data, command):
+    args = [{"{export}": export_copy, "{run}": fake_run, "{images}": tiny_data / "val"}.get(a, a) for a in command]
     refused(invoke(*args), 1, "manifest.json")
 
 
-def test_predict_does_not_read_the_manifest(export_copy, tiny_data):
-    r = invoke("predict", export_copy, tiny_data / "val" / "circle", "--json")
+def test_predict_of_a_model_file_does_not_read_the_manifest(export_copy, tiny_data):
+    r = invoke("predict", export_copy / "model.onnx", tiny_data / "val" / "circle", "--json")
     assert r.exit_code == 0, r.output
     assert {row["top"][0]["label"] for row in json.loads(r.stdout)} <= set(CLASSES)
 
