@@ -178,7 +178,7 @@ def parse_args(argv):
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds per cell")
-    ap.add_argument("--calls", type=int, default=3, help="calls of each file per round")
+    ap.add_argument("--calls", type=int, default=10, help="timed calls of each file per round")
     ap.add_argument("--skip-runtimes", default="", help="comma list, e.g. openvino")
     model_options(ap)
     args = ap.parse_args(argv)

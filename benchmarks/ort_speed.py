@@ -75,7 +75,7 @@ def parse_args(argv):
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=10, help="timed calls of each file per round")
     model_options(ap)
     args = ap.parse_args(argv)
     if args.smoke:

@@ -179,3 +179,33 @@ def test_runtimes_that_start_a_program_per_load_are_not_timed_at_export(monkeypa
             (("model.onnx", "fp32"), ("model.int8.onnx", "int8"))]
     found = speed.candidates(arts)
     assert "browser" not in found and [a.file for a in found["onnxruntime"]] == ["model.onnx", "model.int8.onnx"]
+
+
+def test_each_file_settles_before_its_timed_calls(monkeypatch):
+    """Timed right after another session ran, a file pays that session's spinning threads and cold
+    caches: every turn of a file in a round starts with untimed calls, and only the others count."""
+    import tlexport.runtimes as runtimes
+
+    log = []
+
+    class Fake:
+        def __init__(self, path, precision, device, threads=None):
+            self.name = path.name
+
+        def load(self):
+            return self
+
+        def run(self, x):
+            log.append(self.name)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(runtimes, "runtime_class", lambda name: Fake)
+    from pathlib import Path
+
+    got = speed.time_files("onnxruntime", [(Path("a.onnx"), "fp32"), (Path("b.onnx"), "int8")], 8,
+                           min_rounds=2, max_rounds=2, calls=3)
+    assert [len(t) for t in got["times_ms"]] == [6, 6]
+    turn = ["a.onnx"] * (speed.SETTLE_CALLS + 3) + ["b.onnx"] * (speed.SETTLE_CALLS + 3)
+    assert log == ["a.onnx"] * speed.WARMUP_CALLS + ["b.onnx"] * speed.WARMUP_CALLS + turn * 2

@@ -3,7 +3,8 @@ machine that exports, so that an int8 file slower than its fp32 twin is never sh
 
 The measurement is short and robust rather than precise: the files one runtime can run are
 loaded side by side and called in interleaved rounds (a drift of the machine hits every file
-alike), a few calls of each file per round, at batch 1, with the runtime's default threads (as an
+alike), a few calls of each file per round after two untimed ones that let the previous file's
+threads and data go, at batch 1, with the runtime's default threads (as an
 app and `tlexport predict` run them); the median over every call of a file decides. The competing
 CPU load over the measurement is recorded, and a result measured beside more than
 `measure.NOISE_CORES` of other work is flagged noisy and says so. `tlexport bench` is the
@@ -26,7 +27,12 @@ from .job import Artifact
 
 BATCH = 1  # an app classifying one picture at a time; bench measures other batch sizes
 WARMUP_CALLS = 2  # per file, untimed: first calls allocate and pick kernels
-MIN_ROUNDS, MAX_ROUNDS, CALLS_PER_ROUND = 3, 8, 3
+# Untimed at the start of each file's turn in a round: the previous file's worker threads are
+# still spinning (onnxruntime's pools spin after a call) and its data fills the caches. Timed
+# right after a switch, mobilenet_v3_large's fp32 file ran 4.5-6.4 ms against 1.9-2.9 ms alone on a
+# 2-core VM, and unevenly between the two files; after two settling calls, within a few % of alone.
+SETTLE_CALLS = 2
+MIN_ROUNDS, MAX_ROUNDS, CALLS_PER_ROUND = 3, 8, 5
 BUDGET_S = 2.0  # per runtime: rounds stop once past it (never before MIN_ROUNDS)
 
 
@@ -77,6 +83,8 @@ def time_files(runtime: str, files: list[tuple[Path, str]], crop: int, *, batch:
         load, started, rounds = CpuLoad().start(), time.perf_counter(), 0
         while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - started < budget_s):
             for s, w, c in zip(sessions, wall, cpu):
+                for i in range(SETTLE_CALLS if len(sessions) > 1 else 0):
+                    s.run(inputs[i % 2])
                 for i in range(calls):
                     t0, c0 = time.perf_counter(), time.process_time()
                     s.run(inputs[i % 2])
@@ -101,7 +109,8 @@ def compare(artifacts: list[Artifact], folder: Path, crop: int) -> dict:
     from ..measure import is_noisy
 
     record = {"fastest": {}, "batch": BATCH, "runtimes": {}, "notes": [],
-              "method": f"interleaved rounds of {CALLS_PER_ROUND} calls per file at batch {BATCH}, median; "
+              "method": f"interleaved rounds of {CALLS_PER_ROUND} calls per file (after {SETTLE_CALLS} untimed) at "
+                        f"batch {BATCH}, median; "
                         f"{MIN_ROUNDS}-{MAX_ROUNDS} rounds within {BUDGET_S:g} s per runtime; default threads"}
     for runtime, arts in candidates(artifacts).items():
         if len(arts) == 1:  # nothing to choose between: not timed
