@@ -27,6 +27,7 @@ from typing import Callable
 from ..errors import ExportError, PartialExport, UsageError
 from ..fileio import clean_stale, folder_lock
 from ..formats import registry
+from ..run.folder import check_outside, made_dirs
 from ..tables import artifacts as table
 from .job import Artifact, Job
 from .options import Batch, Calibration, ExportOptions, Int8Options, check_dynamic_size, check_int8, parse_fallback
@@ -135,19 +136,13 @@ def _out_folder(run, out, calib_data) -> Path:
     """The export folder (default RUN_DIR/export), refused before anything is created when it is a
     file or lies inside an image folder this run reads (its data, --calib-data): a folder there
     would become a class folder of the data and break every later scan of it."""
-    from ..run.folder import check_outside
-
     out = Path(out).expanduser() if out is not None else run.dir / "export"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     split = run.folder.read_split()
-    for data, what in ((split or {}).get("root"), "--data of the run"), (calib_data, "--calib-data"):
+    for data, option in ((split or {}).get("root"), "--data of the run"), (calib_data, "--calib-data"):
         if data is not None:
-            try:
-                check_outside(out, data, "the export folder")
-            except UsageError:
-                raise UsageError(f"--out {out} is inside {what} ({data}): the export folder would become a class "
-                                 "folder of the data; choose an --out outside it") from None
+            check_outside(out, data, "the export folder", option)
     return out
 
 
@@ -198,8 +193,6 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     opset = _resolve_opset(formats, options.onnx)
     say("loading weights")
     model = run.load_model("best", device="cpu")
-    from ..run.folder import made_dirs
-
     # the folder and the parents it creates are removed again when they stay empty: a failed
     # export leaves no trace
     with made_dirs(out_path) as out_dir:

@@ -48,7 +48,7 @@ def candidates(artifacts: list[Artifact]) -> dict[str, list[Artifact]]:
             continue
         for name in registry.get(a.format).runtimes_on("cpu"):
             cls = runtime_class(name)
-            if not getattr(cls, "timed_at_export", True) or cls.unavailable_reason("cpu", a.precision):
+            if not cls.timed_at_export or cls.unavailable_reason("cpu", a.precision):
                 continue
             listed = out.setdefault(name, [])
             if all(b.sha256 != a.sha256 for b in listed):

@@ -176,7 +176,7 @@ class RunDir:
             yield self
 
 
-def check_outside(out: Path | str, data: Path | str, what: str = "the run folder") -> None:
+def check_outside(out: Path | str, data: Path | str, what: str = "the run folder", data_option: str = "--data") -> None:
     """Refuse an output folder inside (or equal to) the image folder a command reads: it would
     become one of the data's class folders and break every later scan of it. Checked before
     anything is created.
@@ -186,7 +186,7 @@ def check_outside(out: Path | str, data: Path | str, what: str = "the run folder
     """
     out_path, data_path = Path(out).expanduser().resolve(), Path(data).expanduser().resolve()
     if out_path == data_path or data_path in out_path.parents:
-        raise UsageError(f"--out {out} is inside --data {data}: {what} would become a class folder of the data; "
+        raise UsageError(f"--out {out} is inside {data_option} {data}: {what} would become a class folder of the data; "
                          "choose an --out outside it")
 
 

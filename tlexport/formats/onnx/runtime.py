@@ -39,6 +39,7 @@ class Provider:
     fp16_option: str | None = None
     refuses: tuple[tuple[str, str], ...] = ()
     install: str = "install onnxruntime-gpu"
+    timed_at_export = True  # as `Runtime.timed_at_export` (a class attribute, not a field)
 
     def providers(self, precision: str) -> list:
         """The `providers=` list of an InferenceSession for a file of `precision`."""
