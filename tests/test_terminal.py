@@ -111,11 +111,11 @@ def test_train_says_what_it_is_about_to_do(tiny_data, tmp_path):
     assert r.exit_code == 0, r.output
     out = r.output
     assert "resnet18 (weights: none) · 3 classes: circle, square, triangle · 36 train / 12 val images" in out, out
-    assert (f"left out 2 file(s) that are not readable images: broken.png, imageNotFound.gif; "
+    assert (f"skipped 2 file(s) that are not readable images: broken.png, imageNotFound.gif; "
             f"list in {run / 'skipped.txt'}") in out, out
     listed = (run / "skipped.txt").read_text()
     assert "broken.png" in listed and "imageNotFound.gif\tnot read: .gif is not an image type" in listed
-    assert "device cpu · float32 (--precision fp32) · 1 epochs · batch 8 · lr 0.001" in out, out
+    assert "device cpu · float32 (--precision fp32) · 1 epoch · batch 8 · lr 0.001" in out, out
     assert out.index("device cpu") < out.index("epoch 1")  # before the work starts
 
 
@@ -149,7 +149,7 @@ def test_no_third_party_lines_reach_the_terminal(fake_run, tmp_path):
 
 
 def test_silenced_keeps_a_failed_calls_output_and_restores_the_fds(capfd):
-    from tlexport.runtimes.quiet import captured, silenced
+    from tlexport.quiet import captured, silenced
 
     with pytest.raises(RuntimeError) as info:
         with silenced():

@@ -29,7 +29,7 @@ def error_boundary(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..runtimes import quiet
+        from .. import quiet
 
         debug = click.get_current_context().find_object(Context).debug
         quiet.configure(debug)  # third-party warnings and C++ logs off the terminal, unless --debug
@@ -87,7 +87,7 @@ def console(quiet: bool = False, stderr: bool = True):
     """A rich console (stderr for progress and reports, stdout for results), wide off a terminal.
 
     It writes to its own duplicate of the terminal's file descriptor: while a converter's C++
-    chatter is sent to a scratch file (`runtimes.quiet.silenced` points fds 1 and 2 there), the
+    chatter is sent to a scratch file (`tlexport.quiet.silenced` points fds 1 and 2 there), the
     progress line keeps moving instead of freezing for the minutes the converter runs."""
     from rich.console import Console
 

@@ -319,9 +319,9 @@ def _build_all(job: Job, todo: list[tuple[str, tuple]], say) -> tuple[list[Artif
 
 
 def _its_output(e: ExportError) -> str:
-    """The last lines a silenced converter wrote before it failed (`runtimes.quiet`): often the
+    """The last lines a silenced converter wrote before it failed (`tlexport.quiet`): often the
     real cause, which its exception's one line does not hold."""
-    from ..runtimes.quiet import captured
+    from ..quiet import captured
 
     lines = [ln.strip() for ln in captured(e).splitlines()[-2:] if ln.strip() and ln.strip() not in str(e)]
     return f" (its output: {' / '.join(lines)})" if lines else ""

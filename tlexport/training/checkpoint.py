@@ -81,10 +81,11 @@ def start_summary(session, left_out=(), skipped_file=None) -> list[str]:
              f"{len(scanned.train)} train / {len(scanned.val)} val images from {scanned.root}"]
     if left_out:
         where = f"; list in {skipped_file}" if skipped_file else ""
-        lines.append(f"left out {len(left_out)} file(s) that are not readable images: "
+        lines.append(f"skipped {len(left_out)} file(s) that are not readable images: "
                      f"{_names(Path(p).name for p, _ in left_out)}{where}")
     dtype = str(model.dtype).replace("torch.", "") + " autocast" if model.dtype else "float32"
-    lines.append(f"device {session.device} · {dtype} ({model.precision_reason}) · {cfg.epochs} epochs · "
+    epochs = f"{cfg.epochs} epoch" + ("s" if cfg.epochs != 1 else "")
+    lines.append(f"device {session.device} · {dtype} ({model.precision_reason}) · {epochs} · "
                  f"batch {cfg.batch_size} · lr {cfg.lr:g}")
     return lines
 
