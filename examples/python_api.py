@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tlexport import TrainConfig, export, predict, train
 from tlexport.data.synth import make_dataset
+from tlexport.progress import stages_only
 
 
 def main(work: Path) -> None:
@@ -22,7 +23,8 @@ def main(work: Path) -> None:
     print("run:", run.run_dir)
 
     result = export(run.run_dir, formats=("onnx", "torchscript"), precisions=("fp32",),
-                    progress=lambda step: print("  export:", step))
+                    # every stage, step and count arrives; stages_only passes on each stage once
+                    progress=stages_only(lambda stage: print("  export:", stage)))
     # int8 goes to its own folder without the self-check: one epoch from scratch leaves near-tied
     # logits that int8 rounding flips, so its >= 98% top-1 agreement gate would (rightly) fail.
     # On a properly trained run, drop verify=False; `tlexport parity` shows which images flip.

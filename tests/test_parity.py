@@ -35,9 +35,22 @@ def test_identical_logits_pass_with_zero_error():
     assert r.passed and r.failures == []
     assert r.max_abs == 0.0 and r.mean_abs == 0.0 and r.max_rel == 0.0
     assert r.cosine_min == pytest.approx(1.0)
-    assert r.top1_agreement == 100.0 and r.top5_overlap == 1.0
+    assert r.top1_agreement == 100.0 and r.top5_overlap is None  # 3 classes: a top 5 holds all of them
     assert r.accuracy == 100.0 and r.accuracy_delta == 0.0
     assert r.flips == [] and r.finite and r.within_tolerance
+
+
+def test_top5_overlap_is_reported_only_with_more_than_5_classes():
+    ref = _logits(k=8)
+    swapped = ref.copy()
+    order = np.argsort(-ref, axis=1)
+    rows = np.arange(len(ref))
+    # Every image's 5th and 6th classes trade places: top-1 unchanged, 4 of 5 top classes shared.
+    swapped[rows, order[:, 4]], swapped[rows, order[:, 5]] = ref[rows, order[:, 5]], ref[rows, order[:, 4]]
+    r = compare(ref, swapped, ref.argmax(1), _names(12), "fp32", gates_for("fp32"))
+    assert r.top5_overlap == pytest.approx(0.8)
+    five = compare(_logits(k=5), _logits(k=5), None, _names(12), "fp32", gates_for("fp32"))
+    assert five.top5_overlap is None and five.to_dict()["top5_overlap"] is None
 
 
 def test_fp32_reassociation_noise_passes_but_real_error_fails():

@@ -64,7 +64,7 @@ class BenchResult:
     speedup_vs_eager: float | None = None
     iters: int = 0
     error: str | None = None
-    artifact: str | None = None  # file name (None: torch-eager from the run's weights)
+    artifact: str | None = None  # path in the export folder (None: torch-eager from the run's weights)
     size_bytes: int | None = None  # on disk, with companion files (OpenVINO .bin)
     load_s: float | None = None  # session/model load of the runtime
     first_call_ms: float | None = None  # the first call at this batch size (cold start)
@@ -382,7 +382,22 @@ def bench(export_dir, *, runtimes=None, precisions=None, devices=("cpu",), batch
     finally:
         torch.set_num_threads(previous)
     fill_speedups(results)
+    for r in results:
+        r.artifact = _relative(r.artifact, export_dir)
     return BenchReport(_environment(export_dir, plan, before), results, skipped)
+
+
+def _relative(artifact: str | None, export_dir: Path) -> str | None:
+    """A measured file as named in the export folder: model.onnx, model.ort and Triton's
+    model_repository/classifier/1/model.onnx all run on onnxruntime fp32, and only the path tells
+    the last from the first."""
+    if artifact is None:
+        return None
+    path = Path(artifact)
+    try:
+        return path.relative_to(export_dir).as_posix()
+    except ValueError:
+        return path.name
 
 
 @dataclass
@@ -487,7 +502,7 @@ def _measure_runtime(runtime, plan: Plan, tick) -> None:
 
 
 def _on_disk(runtime) -> tuple[str | None, int | None]:
-    """(file name, bytes with companion files) of what the runtime loads; torch-eager: its weights."""
+    """(file path, bytes with companion files) of what the runtime loads; torch-eager: its weights."""
     from .tables.artifacts import artifact_size, companions_of
 
     path = getattr(runtime, "artifact", None)
@@ -497,7 +512,7 @@ def _on_disk(runtime) -> tuple[str | None, int | None]:
         return None, (weights.stat().st_size if weights and weights.is_file() else None)
     path = Path(path)
     files = [path, *(path.parent / c for c in companions_of(path.name))]
-    return path.name, (sum(artifact_size(f) for f in files if f.exists()) or None)
+    return str(path), (sum(artifact_size(f) for f in files if f.exists()) or None)
 
 
 def _clone(runtime, threads: int | None):

@@ -118,12 +118,13 @@ def run_later_stages(result: QuickstartResult, progress) -> None:
     from .benchmark import bench
     from .exporters.pipeline import export
     from .inference import predict
+    from .progress import stages_only
     from .verify.parity import parity
 
     run_dir = result.train.run_dir
     progress.message("exporting ONNX fp32, TorchScript and ONNX int8 (then verifying them) ...")
     result.steps["export"] = export(run_dir, formats=("onnx", "torchscript"), precisions=("fp32", "int8"),
-                                    progress=progress.message)
+                                    progress=stages_only(progress.message))  # a line per stage, not per count
     export_dir = result.steps["export"].out_dir
     progress.message("checking parity per image on the val split ...")
     result.steps["parity"] = parity(export_dir, run_dir=run_dir, trust_code=True)  # files it just wrote

@@ -3,7 +3,8 @@
 Linux /proc only (other systems get None and no flag). Stdlib only; nothing above it is imported.
 
 - Competing load: CPU time all processes spent (/proc/stat) minus this process's own (all its
-  threads, /proc/self/stat), per second of wall time = cores used by *other* work. On 2 cores one
+  threads, /proc/self/stat) and its live descendants' (a browser it drives), per second of wall
+  time = cores used by *other* work. On 2 cores one
   busy neighbour makes OpenMP code many times slower (threads wait on each other), so a result
   measured beside more than `NOISE_CORES` of other work is flagged noisy.
 - Peak memory: VmHWM (the resident high-water mark) is reset to the current RSS by writing "5"
@@ -21,17 +22,50 @@ NOISE_CORES = 0.25  # other processes using more than a quarter core on average:
 
 
 def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy ticks of the whole machine, ticks of this process) or None off Linux."""
+    """(busy ticks of the whole machine, ticks of this process and its live descendants) or None
+    off Linux."""
     try:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
-        with open("/proc/self/stat") as f:
-            own = f.read().rsplit(")", 1)[1].split()
+        own = _family_ticks(os.getpid())
     except (OSError, ValueError, IndexError):
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
-    return busy, int(own[11]) + int(own[12])  # utime + stime of every thread
+    return busy, own
+
+
+def _stat(pid) -> tuple[int, int]:
+    """(parent pid, utime + stime of every thread) of a process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    return int(rest[1]), int(rest[11]) + int(rest[12])
+
+
+def _family_ticks(me: int) -> int:
+    """CPU ticks of process `me` and of every live process it started, at any depth: the work a
+    command does in helpers (a headless browser with its renderer and GPU processes, a converter
+    subprocess) is its own, not competing load. /proc/self/stat alone counts only this process
+    (and children already waited for), so a browser bench counted Chromium as a busy neighbour
+    and flagged every cell noisy."""
+    total = _stat(me)[1]
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            parent, used = _stat(entry.name)
+        except (OSError, ValueError, IndexError):  # gone since the listing, or unreadable
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+        ticks[int(entry.name)] = used
+    todo = list(children.get(me, []))
+    while todo:
+        pid = todo.pop()
+        total += ticks[pid]
+        todo += children.get(pid, [])
+    return total
 
 
 class CpuLoad:

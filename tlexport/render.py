@@ -85,6 +85,53 @@ def fmt_delta(value, decimals: int = 1) -> str:
     return "-" if value is None else f"{value:+.{decimals}f}"
 
 
+# ---- tables that fit the terminal -----------------------------------------------------------------
+# A column: (header, justify, priority). When the table is wider than the console, the columns of
+# lowest priority go first; the "file" column (priority FILE) is never dropped and never cut: a
+# name longer than the room left folds onto a second line instead of ending in "…".
+FILE = 1000
+_CELL_PADDING = 3  # rich's default padding (1 each side) and one border character per column
+
+
+def _cell_len(text: str) -> int:
+    from rich.text import Text
+
+    return max((Text.from_markup(line).cell_len for line in str(text).split("\n")), default=0)
+
+
+def fitted_table(title: str, columns: list[tuple[str, str, int]], rows: list[list[str]], width: int | None,
+                 caption: str | None = None, row_styles: list | None = None, hidden=()):
+    """A rich Table of the columns that fit `width` (None: all of them), dropping the lowest
+    priorities first; the caption names what `--wide` adds: the dropped headers and `hidden`
+    (columns only the wide table has)."""
+    from rich.table import Table
+
+    need = [max([_cell_len(h)] + [_cell_len(r[i]) for r in rows]) + _CELL_PADDING for i, (h, _, _) in enumerate(columns)]
+    keep = list(range(len(columns)))
+    if width is not None:
+        for i in sorted(keep, key=lambda i: columns[i][2]):
+            if sum(need[k] for k in keep) + 1 <= width or columns[i][2] >= FILE:
+                break
+            keep.remove(i)
+    dropped = [columns[i][0] for i in range(len(columns)) if i not in keep] + list(hidden)
+    if dropped:
+        caption = (caption + "; " if caption else "") + f"--wide adds: {', '.join(dropped)}"
+    # --wide (width None): every column at its natural width, even past the terminal's edge (printed
+    # uncropped, the terminal wraps the lines): squeezed into 80 columns, 15 headers read "runt…".
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+                  width=sum(need) + 1 if width is None else None)
+    for i in keep:
+        header, justify, priority = columns[i]
+        if priority >= FILE:  # whole: folded only when the terminal is narrower than the name itself
+            name_width = need[i] - _CELL_PADDING
+            table.add_column(header, justify=justify, overflow="fold", min_width=min(name_width, width or name_width))
+        else:  # every kept column has its room
+            table.add_column(header, justify=justify, no_wrap=True)
+    for n, r in enumerate(rows):
+        table.add_row(*[r[i] for i in keep], style=(row_styles[n] if row_styles else None))
+    return table
+
+
 # ---- parity ------------------------------------------------------------------------------------
 PARITY_COLUMNS = ("runtime", "precision", "device", "file", "max abs", "mean abs", "max rel", "cos min",
                   "top-1", "top-5", "acc", "Δacc", "batch", "meta", "result")
@@ -95,8 +142,8 @@ def _artifact_name(r, report) -> str:
     onnxruntime on model.onnx and on model.ort, differ only here); "weights" for torch-eager."""
     from pathlib import Path
 
-    if not getattr(r, "artifact", None):
-        return "weights"
+    if not getattr(r, "artifact", None):  # a runtime skipped before it found a file has none
+        return "-" if getattr(r, "skipped_reason", None) is not None else "weights"
     path = Path(r.artifact)
     try:
         return path.relative_to(Path(report.export_dir)).as_posix() if report.export_dir else path.name
@@ -121,29 +168,46 @@ def _parity_cells(r, report) -> list[tuple[str, bool]]:
     ]
 
 
+def _who(r, report) -> str:
+    """A parity row in words: its file (when it has one), then runtime, precision and device."""
+    name = _artifact_name(r, report)
+    return f"{r.runtime} {r.precision} {r.device}" if name == "-" else f"{name} ({r.runtime} {r.precision} {r.device})"
+
+
 def _yes_no(value) -> str:
     return "-" if value is None else ("ok" if value else "NO")
 
 
-def parity_table(report):
-    """A rich Table: one row per runtime x precision x device; failing cells red, skipped dim."""
-    from rich.table import Table
+# The compact parity table: the file always, then what says pass or fail and why.
+PARITY_COMPACT = {"file": FILE, "result": 90, "runtime": 80, "top-1": 70, "max abs": 60, "Δacc": 55,
+                  "precision": 50, "device": 40}
 
+
+def parity_table(report, width: int | None = None, wide: bool = False):
+    """A rich Table: one row per runtime x precision x device; failing cells red, skipped dim.
+    Compact by default (file, runtime, precision, max abs, top-1, Δacc, result; device when more
+    than one), fitted to `width`; `wide` adds every column (as Markdown and JSON have them)."""
     title = (f"Parity vs {report.reference} on {report.images} images ({report.source}); "
              f"fp32 atol={report.atol:g} rtol={report.rtol:g}")
-    table = Table(title=title, title_justify="left")
-    for col in PARITY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("runtime", "precision", "device", "file") else "right")
+    devices = {r.device for r in report.results}
+    names = [c for c in PARITY_COLUMNS if wide or (c in PARITY_COMPACT and (c != "device" or len(devices) > 1))]
+    names = ["file"] + [c for c in names if c != "file"]
+    columns = [(c, "left" if c in ("runtime", "precision", "device", "file") else "right",
+                FILE if c == "file" else PARITY_COMPACT.get(c, 10)) for c in names]
+    rows, styles = [], []
     for r in report.results:
         if r.skipped_reason is not None:
             # Reasons are long: they are listed under the table, not squeezed into a cell.
-            table.add_row(r.runtime, r.precision, r.device, _artifact_name(r, report), *["-"] * (len(PARITY_COLUMNS) - 5),
-                          "skipped", style="dim")
+            cells = dict(zip(PARITY_COLUMNS, (r.runtime, r.precision, r.device, _artifact_name(r, report))))
+            rows.append([_esc(cells.get(c, "skipped" if c == "result" else "-")) for c in names])
+            styles.append("dim")
             continue
-        cells = [f"[bold red]{_esc(t)}[/]" if bad else (f"[green]{t}[/]" if t == "PASS" else _esc(t))
-                 for t, bad in _parity_cells(r, report)]
-        table.add_row(*cells)
-    return table
+        cells = {c: (f"[bold red]{_esc(t)}[/]" if bad else (f"[green]{t}[/]" if t == "PASS" else _esc(t)))
+                 for c, (t, bad) in zip(PARITY_COLUMNS, _parity_cells(r, report))}
+        rows.append([cells[c] for c in names])
+        styles.append(None)
+    hidden = [c for c in PARITY_COLUMNS if c not in names]
+    return fitted_table(title, columns, rows, None if wide else width, row_styles=styles, hidden=hidden)
 
 
 def _esc(text: str) -> str:
@@ -152,15 +216,15 @@ def _esc(text: str) -> str:
     return escape(str(text))
 
 
-def render_parity(report, console, max_flips: int = 20) -> None:
-    """Print the parity table, flipped images, failures, notes and a final PASS/FAIL line."""
-    console.print(parity_table(report))
+def render_parity(report, console, max_flips: int = 20, wide: bool = False) -> None:
+    """Print the parity table (fitted to the console; `wide`: every column), flipped images,
+    failures, notes and a final PASS/FAIL line."""
+    console.print(parity_table(report, console.width, wide), crop=False)
     if report.reference_accuracy is not None:
         console.print(f"Reference accuracy: {report.reference_accuracy:.2f}%")
     for r in report.compared:
         if r.flips:
-            console.print(f"[bold]{r.runtime}/{r.precision}/{r.device}[/]: top-1 flips on "
-                          f"{len(r.flips)} image(s):")
+            console.print(f"[bold]{_esc(_who(r, report))}[/]: top-1 flips on {len(r.flips)} image(s):")
             for f in r.flips[:max_flips]:
                 console.print(f"  {_esc(f['image'])}: reference {_esc(f['reference'])} -> "
                               f"{_esc(f['runtime'])} (reference margin {f['reference_margin']:.3g})")
@@ -168,9 +232,9 @@ def render_parity(report, console, max_flips: int = 20) -> None:
                 console.print(f"  ... and {len(r.flips) - max_flips} more (see --json)")
     for r in report.compared:
         for reason in r.failures:
-            console.print(f"[red]FAIL[/] {r.runtime}/{r.precision}/{r.device}: {_esc(reason)}")
+            console.print(f"[red]FAIL[/] {_esc(_who(r, report))}: {_esc(reason)}")
     for r in report.skipped:
-        console.print(f"[dim]skipped {r.runtime}/{r.precision}/{r.device}: {_esc(r.skipped_reason)}[/]")
+        console.print(f"[dim]skipped {_esc(_who(r, report))}: {_esc(r.skipped_reason)}[/]")
     for s in report.skipped_images:
         console.print(f"[yellow]skipped image[/] {_esc(s['image'])}: {_esc(s['reason'])}")
     for note in report.notes:
@@ -291,9 +355,24 @@ def lr_find_summary(con, result) -> None:
         con.print(f"[yellow]warning:[/yellow] {result.warning}")
 
 
+def _plot_series(report) -> dict[str, list]:
+    """Measured cells grouped by what was measured: one series per file (model.onnx and model.ort
+    both run on onnxruntime fp32, and are two lines), runtime, device and session count."""
+    series: dict[str, list] = {}
+    for r in report.results:
+        if r.error is None and r.p50_ms is not None:
+            name = f"{r.artifact or 'weights'} · {r.runtime}" + ("" if r.device == "cpu" else f" {r.device}")
+            series.setdefault(name + (f" ×{r.concurrency}" if r.concurrency > 1 else ""), []).append(r)
+    for cells in series.values():
+        cells.sort(key=lambda r: r.batch_size)
+    return dict(sorted(series.items()))
+
+
 def latency_vs_batch(report, path: Path | str, title: str | None = None) -> Path:
-    """PNG of p50 latency (with p90 whiskers) and throughput against batch size, one line per
-    runtime/precision/device. Failed cells are left out.
+    """PNG of p50 latency (with p90 whiskers) and throughput: one line per file against batch
+    size, or, when one batch size was measured, one bar per file (a line of one point says
+    nothing). Cells measured beside competing load are marked (red ring, hatched bar, "noisy" in
+    the legend); failed cells are left out.
 
     Args:
         report: a BenchReport (or anything with `.results` of BenchResult).
@@ -302,32 +381,71 @@ def latency_vs_batch(report, path: Path | str, title: str | None = None) -> Path
         The written path.
     """
     plt = _pyplot()
-    series: dict[str, list] = {}
-    for r in report.results:
-        if r.error is None and r.p50_ms is not None:
-            series.setdefault(r.label, []).append(r)
-    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for label, cells in sorted(series.items()):
-        cells.sort(key=lambda r: r.batch_size)
-        xs = [r.batch_size for r in cells]
-        p50 = [r.p50_ms for r in cells]
-        upper = [max(r.p90_ms - r.p50_ms, 0.0) for r in cells]
-        ax_lat.errorbar(xs, p50, yerr=[[0.0] * len(xs), upper], marker="o", capsize=3, label=label)
-        ax_thr.plot(xs, [r.throughput for r in cells], marker="o", label=label)
+    series = _plot_series(report)
     batches = sorted({r.batch_size for cells in series.values() for r in cells})
+    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.15 * max(len(series) - 8, 0)))
+    if len(batches) == 1:
+        _bench_bars(ax_lat, ax_thr, series, batches[0])
+    else:
+        _bench_lines(ax_lat, ax_thr, series, batches)
+    fig.suptitle(title or "tlexport bench: latency and throughput" + ("" if len(batches) == 1 else " vs batch size"))
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)
+
+
+def _bench_lines(ax_lat, ax_thr, series: dict, batches: list[int]) -> None:
+    noisy_seen = False
+    for label, cells in series.items():
+        xs = [r.batch_size for r in cells]
+        upper = [max(r.p90_ms - r.p50_ms, 0.0) for r in cells]
+        line = ax_lat.errorbar(xs, [r.p50_ms for r in cells], yerr=[[0.0] * len(xs), upper], marker="o", capsize=3,
+                               label=label)
+        color = line[0].get_color()
+        ax_thr.plot(xs, [r.throughput for r in cells], marker="o", color=color, label=label)
+        for ax, values in ((ax_lat, [r.p50_ms for r in cells]), (ax_thr, [r.throughput for r in cells])):
+            noisy = [(x, v) for x, v, r in zip(xs, values, cells) if r.noisy]
+            if noisy:
+                noisy_seen = True
+                ax.scatter(*zip(*noisy), s=160, facecolors="none", edgecolors="red", linewidths=1.5, zorder=3,
+                           label="noisy (busy machine): do not quote" if ax is ax_lat and noisy_seen else None)
     for ax, ylabel in ((ax_lat, "p50 latency, ms (bar: p90)"), (ax_thr, "throughput, images/s")):
         ax.set_xscale("log", base=2)
-        if batches:  # label the measured batch sizes as plain numbers, not powers of two
-            ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xticks(batches, [str(b) for b in batches])  # the measured sizes as plain numbers
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     if series:
-        ax_lat.legend(fontsize=8)
-    fig.suptitle(title or "tlexport bench: latency and throughput vs batch size")
-    fig.tight_layout()
-    return _save(fig, path, dpi=110)
+        handles, labels = ax_lat.get_legend_handles_labels()
+        keep = dict(zip(labels, handles))  # the noisy entry once
+        ax_lat.legend(keep.values(), keep.keys(), fontsize=7)
+
+
+def _bench_bars(ax_lat, ax_thr, series: dict, batch: int) -> None:
+    """One horizontal bar per file, its value written beside it; noisy bars hatched and marked."""
+    labels = list(series)
+    cells = [series[k][0] for k in labels]
+    ys = list(range(len(labels)))
+    whiskers = [[0.0] * len(cells), [max(r.p90_ms - r.p50_ms, 0.0) for r in cells]]
+    for ax, values, unit in ((ax_lat, [r.p50_ms for r in cells], "ms"),
+                             (ax_thr, [r.throughput for r in cells], "img/s")):
+        bars = ax.barh(ys, values, color=[f"C{i % 10}" for i in ys], xerr=whiskers if ax is ax_lat else None,
+                       capsize=3)
+        for bar, r, v in zip(bars, cells, values):
+            if r.noisy:
+                bar.set_hatch("//")
+                bar.set_edgecolor("red")
+            end = max(v, r.p90_ms) if ax is ax_lat else v  # past the whisker
+            ax.annotate(f" {v:.3g} {unit}" + (" (noisy)" if r.noisy else ""), (end, bar.get_y() + bar.get_height() / 2),
+                        va="center", fontsize=7)
+        ax.set_yticks(ys, labels if ax is ax_lat else [""] * len(ys), fontsize=7)
+        ax.invert_yaxis()
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.margins(x=0.25)
+    ax_lat.set_xlabel(f"p50 latency at batch {batch}, ms (whisker: p90)")
+    ax_thr.set_xlabel(f"throughput at batch {batch}, images/s")
+    if any(r.noisy for r in cells):
+        ax_lat.set_title("hatched: measured on a busy machine (noisy), do not quote", fontsize=8, color="red")
 
 
 # ---- bench --------------------------------------------------------------------------------------
@@ -404,10 +522,26 @@ def _ms(v: float) -> str:
     return f"{v:.3f}" if v < 1 else f"{v:.2f}"
 
 
-def bench_table(report):
-    """A compact rich Table of the results (fits an 80-column terminal; details in JSON/Markdown)."""
-    from rich.table import Table
+# The bench table: the file always (two onnxruntime fp32 rows are model.onnx and model.ort), then
+# the numbers to compare; --wide adds the rest.
+BENCH_TABLE = (("file", "left", FILE), ("runtime", "left", 85), ("prec", "left", 50), ("batch", "right", 75),
+               ("p50 ms", "right", 90), ("p99 ms", "right", 60), ("img/s", "right", 70), ("speedup", "right", 80),
+               ("first ms", "right", 30), ("peak MB", "right", 35), ("load", "right", 40))
 
+
+def _bench_label(r) -> str:
+    """The runtime cell: the runtime (and device off the CPU), with its marks."""
+    label = r.runtime + ("" if r.device == "cpu" else f" {r.device}")
+    label += f" ×{r.concurrency}" if r.concurrency > 1 else ""
+    if getattr(r, "timer", None):
+        label += " *"
+    return label
+
+
+def bench_table(report, width: int | None = None, wide: bool = False):
+    """A rich Table of the results, one row per cell, fitted to `width` (`wide`: every column;
+    Markdown and JSON hold them all). The file is never cut: model.onnx, model.ort and the
+    Triton copy all run on onnxruntime fp32."""
     env = report.environment
     gpu = (env.get("gpu") or {}).get("name")
     caption = f"{env.get('cpu')}, {env.get('threads')} threads" + (f", {gpu}" if gpu else "")
@@ -417,27 +551,24 @@ def bench_table(report):
         caption += "; ! = measured beside other busy processes (noisy)"
     if any(getattr(r, "timer", None) for r in report.results):
         caption += "; * = timed inside the runtime (a browser page's performance.now())"
-    table = Table(title="tlexport bench", caption=caption)
-    table.add_column("runtime", no_wrap=True)
-    for c in ("batch", "p50 ms", "p99 ms", "img/s", "speedup", "first ms", "peak MB"):
-        table.add_column(c, justify="right", no_wrap=True)
+    rows, styles = [], []
     for r in report.results:
-        label = r.label + (f" ×{r.concurrency}" if r.concurrency > 1 else "") + (" !" if r.noisy else "")
-        if r.artifact and r.artifact.endswith(".xml"):
-            label += " (IR)"
-        if r.artifact and r.artifact.endswith(".web"):
-            label += " (page)"
-        if getattr(r, "timer", None):
-            label += " *"
+        head = [_esc(r.artifact or "(weights)"), _esc(_bench_label(r)), r.precision, str(r.batch_size)]
         if r.error:
-            table.add_row(label, str(r.batch_size), "failed", style="red")
+            rows.append(head + ["failed"] + [""] * (len(BENCH_TABLE) - 5))
+            styles.append("red")
             continue
         speed = "—" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}×"
         mem = "—" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"
         first = "—" if r.first_call_ms is None else _ms(r.first_call_ms)
-        table.add_row(label, str(r.batch_size), _ms(r.p50_ms), _ms(r.p99_ms), f"{r.throughput:.1f}", speed,
-                      first, mem, style="bold" if r.runtime == "torch-eager" else None)
-    return table
+        load = "—" if r.competing_load is None else f"{r.competing_load:.2f}" + (" !" if r.noisy else "")
+        rows.append(head + [_ms(r.p50_ms) + (" !" if r.noisy else ""), _ms(r.p99_ms), f"{r.throughput:.1f}", speed,
+                            first, mem, load])
+        styles.append("bold" if r.runtime == "torch-eager" else None)
+    columns = [c for c in BENCH_TABLE if wide or c[0] != "load"]
+    rows = [row[:len(columns)] for row in rows]
+    return fitted_table("tlexport bench", columns, rows, None if wide else width, caption=caption, row_styles=styles,
+                        hidden=[] if wide else ["load"])
 
 
 # ---- train, eval, export, predict ----------------------------------------------------------------
@@ -461,7 +592,8 @@ def eval_summary(con, result) -> None:
     """Accuracy, the per-class table and the confusion matrix of an EvalResult."""
     from rich.table import Table
 
-    con.print(f"{result.images} images ({result.data}): top-1 [bold]{result.top1:.1%}[/], top-5 {result.top5:.1%}")
+    top5 = "" if result.top5 is None else f", top-5 {result.top5:.1%}"  # only with more than 5 classes
+    con.print(f"{result.images} images ({result.data}): top-1 [bold]{result.top1:.1%}[/]{top5}")
     table = Table(title="per class")
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="right")
@@ -480,23 +612,29 @@ def eval_summary(con, result) -> None:
     con.print(f"confusion matrix image: {result.confusion_png}")
 
 
-def export_table(con, result) -> None:
-    """One row per exported file with its verification, then what was not produced."""
-    from rich.table import Table
+# The format is the first to go on a narrow terminal: the file's suffix says it.
+EXPORT_TABLE = (("file", "left", FILE), ("format", "left", 40), ("precision", "left", 70), ("size", "right", 80),
+                ("verified", "left", 90), ("max abs", "right", 50), ("top-1", "right", 60))
 
-    table = Table(title=f"exported to {result.out_dir} in {result.seconds:.1f} s")
-    for col, justify in (("file", "left"), ("format", "left"), ("precision", "left"), ("size", "right"),
-                         ("verified", "left")):
-        table.add_column(col, justify=justify)
+
+def export_table(con, result, wide: bool = False) -> None:
+    """One row per exported file with its verification, fitted to the console (`wide`: every
+    column), then why a file was not verified, what was not produced and what failed."""
+    rows, unverified = [], []
     for a in result.artifacts:
         v = a.verification or {}
         verified = ("[green]yes[/]" if a.verified else "[red]NO[/]") if a.verified is not None else "skipped"
-        if v.get("max_abs") is not None:
-            verified += f" (max abs {v['max_abs']:.1e}, top-1 {v['top1_agreement']:.0%})"
-        elif v.get("reason"):  # no runtime here could run it: say why instead of numbers
-            verified = f"[yellow]{v['reason']}[/]"
-        table.add_row(a.file, a.format, a.precision, f"{(a.size + sum(c['size'] for c in a.companions)) / 1e6:.1f} MB", verified)
-    con.print(table)
+        if v.get("max_abs") is None and v.get("reason"):  # no runtime here could run it: say why below
+            verified = "[yellow]not run[/]"
+            unverified.append(f"[yellow]not verified:[/] {_esc(a.file)}: {_esc(v['reason'])}")
+        size = f"{(a.size + sum(c['size'] for c in a.companions)) / 1e6:.1f} MB"
+        top1 = "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.0%}"
+        rows.append([_esc(a.file), a.format, a.precision, size, verified,
+                     "-" if v.get("max_abs") is None else f"{v['max_abs']:.1e}", top1])
+    con.print(fitted_table(f"exported to {_esc(result.out_dir)} in {result.seconds:.1f} s", list(EXPORT_TABLE), rows,
+                           None if wide else con.width), crop=False)
+    for line in unverified:
+        con.print(line, highlight=False)
     for note in result.skipped:
         con.print(f"[yellow]not produced:[/] {note}")
     from rich.markup import escape
@@ -524,21 +662,22 @@ def predict_table(con, result) -> None:
 
 
 # ---- archs ----------------------------------------------------------------------------------------
-def archs_table(con, rows: list[dict]) -> None:
-    """The architecture registry: one row per arch (see `tlexport.tables.archs.describe`)."""
-    from rich.table import Table
+ARCHS_TABLE = (("arch", "left", FILE), ("params", "right", 90), ("GFLOPs", "right", 85), ("input", "left", 60),
+               ("ImageNet cached", "left", 70), ("preprocess", "left", 40), ("head", "left", 30))
 
-    table = Table(title="tlexport archs (--arch NAME)")
-    for col, justify in (("arch", "left"), ("params", "right"), ("GFLOPs", "right"), ("preprocess", "left"),
-                         ("head", "left"), ("input", "left"), ("ImageNet cached", "left")):
-        table.add_column(col, justify=justify, no_wrap=col != "head")
+
+def archs_table(con, rows: list[dict], wide: bool = False) -> None:
+    """The architecture registry: one row per arch (see `tlexport.tables.archs.describe`), fitted
+    to the console (`wide`: every column; --json has them all)."""
+    cells = []
     for r in rows:
         pre = r["preprocess"]
         size = f">= {r['min_size']} px" + (f", multiple of {r['size_multiple']}" if r["size_multiple"] > 1 else "")
-        table.add_row(r["arch"], f"{r['params_m']:.1f} M", "-" if r["gflops"] is None else f"{r['gflops']:.2f}",
-                      f"{pre['resize']}/{pre['crop']} {pre['interpolation']}", r["head"], size,
-                      "[green]yes[/]" if r["cached"] else "no")
-    con.print(table)
+        cells.append([r["arch"], f"{r['params_m']:.1f} M", "-" if r["gflops"] is None else f"{r['gflops']:.2f}", size,
+                      "[green]yes[/]" if r["cached"] else "no", f"{pre['resize']}/{pre['crop']} {pre['interpolation']}",
+                      _esc(r["head"])])
+    con.print(fitted_table("tlexport archs (--arch NAME)", list(ARCHS_TABLE), cells, None if wide else con.width),
+              crop=False)
     con.print("GFLOPs: torchvision's count (multiply-adds) per image at the weights' crop size. "
               "Weights not cached: --weights imagenet downloads them (or put the file in "
               "$TORCH_HOME/hub/checkpoints).")

@@ -12,7 +12,8 @@ from .common import Context
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tlexport")
-@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors, and the warnings and "
+              "logs of the libraries tlexport drives.")
 @click.pass_context
 def cli(ctx, debug):
     """Fine-tune a torchvision classifier on your images and ship it: export to ONNX / TorchScript /

@@ -6,7 +6,7 @@ import click
 
 from ..formats.registry import runtime_names
 from . import policies as P
-from .common import console, error_boundary, list_option, write_json, write_report
+from .common import console, error_boundary, list_option, wide_option, write_json, write_report
 
 
 @click.command("bench")
@@ -35,9 +35,10 @@ from .common import console, error_boundary, list_option, write_json, write_repo
 @click.option("--markdown", "md_file", type=P.ReportFile(), help="Write the report as Markdown to FILE (- for stdout).")
 @click.option("--plot", "plot_file", type=P.ReportFile(stdout=False), help="Write latency/throughput vs batch size (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
+@wide_option
 @error_boundary
 def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iters, duration, concurrency, strict,
-            threads, run_dir, trust_code, json_file, md_file, plot_file, quiet):
+            threads, run_dir, trust_code, json_file, md_file, plot_file, quiet, wide):
     """Latency (p50/p90/p99, mean, std, min) and throughput of every exported artifact, per runtime,
     precision, device and batch size, with the speed-up over PyTorch eager fp32 measured in the
     same run, plus load time, first-call latency, peak memory and size on disk. Cells measured
@@ -66,7 +67,8 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
             progress=lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
         )
     if not quiet:  # the table is a result (stdout), unless a report takes stdout
-        console(stderr=P.STDOUT in (json_file, md_file)).print(render.bench_table(report))
+        out = console(stderr=P.STDOUT in (json_file, md_file))
+        out.print(render.bench_table(report, out.width, wide), crop=False)
         for s in report.skipped:
             con.print(f"skipped {s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}", markup=False)
     if json_file:

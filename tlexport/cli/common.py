@@ -4,6 +4,7 @@ policies every command applies to its inputs are in `policies`)."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 
@@ -28,7 +29,10 @@ def error_boundary(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from .. import quiet
+
         debug = click.get_current_context().find_object(Context).debug
+        quiet.configure(debug)  # third-party warnings and C++ logs off the terminal, unless --debug
         try:
             return fn(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -80,13 +84,42 @@ def write_json(destination: str, report) -> None:
 
 
 def console(quiet: bool = False, stderr: bool = True):
-    """A rich console (stderr for progress and reports, stdout for results), wide off a terminal."""
+    """A rich console (stderr for progress and reports, stdout for results), wide off a terminal.
+
+    It writes to its own duplicate of the terminal's file descriptor: while a converter's C++
+    chatter is sent to a scratch file (`tlexport.quiet.silenced` points fds 1 and 2 there), the
+    progress line keeps moving instead of freezing for the minutes the converter runs."""
     from rich.console import Console
 
-    con = Console(stderr=stderr, quiet=quiet, highlight=False)
-    if not con.is_terminal:
+    con = Console(file=_steady(sys.stderr if stderr else sys.stdout), quiet=quiet, highlight=False)
+    if not con.is_terminal and not os.environ.get("COLUMNS", "").isdigit():  # COLUMNS: the width asked for
         con.width = max(con.width, WIDTH_WITHOUT_TERMINAL)
+    else:
+        con.width = con.width  # measured now: while fds 1/2 are redirected the terminal cannot be asked
     return con
+
+
+_STEADY: dict = {}
+
+
+def _steady(stream):
+    """A text stream on a private duplicate of `stream`'s file descriptor (one per descriptor per
+    process), or `stream` itself when it has none (CliRunner, a StringIO: nothing at the fd level
+    can redirect those)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stream
+    if fd not in _STEADY:
+        stream.flush()
+        _STEADY[fd] = os.fdopen(os.dup(fd), "w", encoding=getattr(stream, "encoding", None) or "utf-8",
+                                errors="replace", buffering=1)
+    return _STEADY[fd]
+
+
+# The tables fit the terminal (rows name their file whole); --wide shows every column instead.
+wide_option = click.option("--wide", is_flag=True, help="Every column in the terminal table (default: the columns "
+                           "that fit the terminal; file and architecture names are never cut).")
 
 
 def split_list(ctx, param, value):

@@ -23,8 +23,11 @@ def command(run_dir, data, which, batch_size, device, out, as_json):
     """Top-1/top-5 accuracy, per-class precision/recall/F1 and the confusion matrix of a run."""
     from ..render import eval_summary
     from ..training.evaluate import evaluate
+    from .status import StatusLine
 
-    result = evaluate(run_dir, data, batch_size, device, which, out)
+    with StatusLine(console(as_json), disable=as_json, first="eval: loading the run",
+                    ticking=False) as show:  # the image check forks its workers
+        result = evaluate(run_dir, data, batch_size, device, which, out, progress=show)
     if as_json:
         emit_json(result.to_dict())
         return

@@ -8,7 +8,7 @@ import click
 from ..errors import PartialExport
 from ..formats import registry
 from ..formats.spec import CALIB_METHODS
-from .common import console, emit_json, error_boundary, fail, list_option
+from .common import console, emit_json, error_boundary, fail, list_option, wide_option
 
 
 def _join(names) -> str:
@@ -95,30 +95,29 @@ def _command_help() -> str:
                    "NCHWc layout, as fast as the .onnx on x86, but only for x86 CPUs of this one's vector width).")
 @click.option("--no-verify", is_flag=True, help="Keep artifacts even if they disagree with PyTorch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifacts as JSON.")
+@wide_option
 @error_boundary
 def command(run_dir, formats, precisions, out, opset, targets, dynamic_size, batch, device, calib_size, calib_method,
-            calib_data, int8_fallback, fp16_io, bake_preprocess, ort_target, no_verify, as_json):
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
+            calib_data, int8_fallback, fp16_io, bake_preprocess, ort_target, no_verify, as_json, wide):
     from ..exporters.pipeline import export
     from ..render import export_table
+    from .status import StatusLine
 
     con = console(as_json)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=con,
-                  transient=True, disable=as_json) as bar:
-        task = bar.add_task("export", total=None)
+    with StatusLine(con, disable=as_json, first="export: checking the options") as show:
         try:
             result, partial = export(run_dir, formats=formats, precisions=precisions, out=out, opset=opset,
                                      batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                                      calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
                                      verify=not no_verify, int8_fallback=int8_fallback, ort_target=ort_target,
-                                     targets=targets, dynamic_size=dynamic_size,
-                                     progress=lambda msg: bar.update(task, description=msg)), None
+                                     targets=targets, dynamic_size=dynamic_size, progress=show), None
         except PartialExport as e:  # the others are published; the failed ones are listed with their reason
             result, partial = e.result, e
     if as_json:
         emit_json(result.to_dict())
     else:
-        export_table(con, result)
-    if partial is not None:
-        fail(str(partial), partial.exit_code)
+        export_table(con, result, wide)
+    if partial is not None:  # the failures were listed once, above (or in the JSON): not again here
+        where = "in the JSON's \"failed\"" if as_json else "above"
+        fail(f"{len(result.failed)} of {len(result.failed) + len(result.artifacts)} artifacts failed (listed "
+             f"{where}); {len(result.artifacts)} published in {result.out_dir}", partial.exit_code)

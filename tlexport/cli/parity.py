@@ -8,7 +8,7 @@ import click
 
 from ..formats.registry import runtime_names
 from . import policies as P
-from .common import console, error_boundary, list_option, write_json, write_report
+from .common import console, error_boundary, list_option, wide_option, write_json, write_report
 
 
 class ParityProgress:
@@ -55,9 +55,10 @@ class ParityProgress:
 @click.option("--json", "json_file", type=P.ReportFile(), help="Write the full report as JSON to FILE (- for stdout).")
 @click.option("--markdown", "md_file", type=P.ReportFile(), help="Write the table as Markdown to FILE (- for stdout).")
 @click.option("--quiet", is_flag=True, help="Only the final PASS/FAIL line.")
+@wide_option
 @error_boundary
 def command(export_dir, data, random_n, reference, runtimes, devices, precisions, atol, rtol, max_images,
-            batch_size, run_dir, trust_code, json_file, md_file, quiet):
+            batch_size, run_dir, trust_code, json_file, md_file, quiet, wide):
     """Check that every exported artifact and runtime agrees with PyTorch, image by image.
 
     Exit 0 when every compared runtime passes its gates, 1 when any fails, 2 for bad usage.
@@ -89,6 +90,6 @@ def command(export_dir, data, random_n, reference, runtimes, devices, precisions
     if quiet:  # stdout, unless a report took it
         click.echo("PASS" if result.passed else "FAIL", err=P.STDOUT in (json_file, md_file))
     else:
-        rep.render_parity(result, con)
+        rep.render_parity(result, con, wide=wide)
     if not result.passed:
         sys.exit(1)

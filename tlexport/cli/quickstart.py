@@ -37,7 +37,7 @@ def command(out, epochs):
     render.export_table(con, steps["export"])
     render.render_parity(steps["parity"], con)
     out_con = console(stderr=False)
-    out_con.print(render.bench_table(steps["bench"]))
+    out_con.print(render.bench_table(steps["bench"], out_con.width), crop=False)
     render.predict_table(out_con, steps["predict"])
     export_dir = steps["export"].out_dir
     out_con.print(

@@ -86,6 +86,15 @@ def class_files(folder: Path, classes: list[str]) -> list[Sample]:
     return files
 
 
+def other_files(scanned: "ScanResult") -> list[Path]:
+    """The visible files in the class folders that are not read as images (by suffix: a `.gif`, a
+    `.txt`), which a scan leaves out without a verdict: `train` names them at its start."""
+    folders = ([scanned.root / side / c for side in ("train", "val") for c in scanned.classes]
+               if scanned.layout == "split" else [scanned.root / c for c in scanned.classes])
+    return [f for folder in folders if folder.is_dir() for f in sorted(folder.rglob("*"))
+            if f.is_file() and not is_image_file(f) and not any(p.startswith(".") for p in f.relative_to(folder).parts)]
+
+
 def scan(root: Path | str, val_fraction: float = 0.2, seed: int = 0, verify: bool = True,
          check_size=None, *, progress=None, remember: bool = True) -> ScanResult:
     """Find classes and images under `root`, check every file, and split train/val.

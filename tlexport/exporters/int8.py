@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress as P
 from ..errors import ExportError, UsageError
 
 HELDOUT_IMAGES = 256  # held-out images the int8 gate is measured on (the run's val split)
@@ -58,7 +59,7 @@ def calibration_batches(files: list[Path], preprocess, batch: int, *, pad: bool 
     from ..data.images import BadImage
 
     arrays = []
-    for f in files:
+    for f in P.counted(files, "reading calibration images", len(files), "images"):
         try:
             arrays.append(preprocess.to_array(preprocess.load(f)))
         except BadImage:
@@ -133,6 +134,7 @@ def search(trial, policy, *, resolve=tuple, rank=None):
     Returns:
         (artifact, kept names, result, ranking as [(name, score)] or []).
     """
+    trial = _Counted(trial, 1 if policy != "auto" else None)
     if policy == "none":
         return (*trial([]), [])
     if policy != "auto":
@@ -140,8 +142,32 @@ def search(trial, policy, *, resolve=tuple, rank=None):
     first = trial([])
     if first[2].passed or rank is None:
         return (*first, [])
-    ranked = rank(first)
+    with P.step("ranking the layers by sensitivity"):
+        ranked = rank(first)
+    trial.bound = 1 + max_trials(len(ranked))
     return (*fewest_float(trial, [n for n, _ in ranked]), ranked)
+
+
+def max_trials(n: int) -> int:
+    """The most trials `fewest_float` runs on `n` ranked layers: doubling up to n, then bisecting
+    the last doubling step."""
+    doubling = max(n - 1, 0).bit_length()  # ceil(log2 n)
+    return max(doubling + 1, 2 * doubling)
+
+
+class _Counted:
+    """A search trial shown as a progress step, "trial 2/≤5 (1 layer float)", so the minutes each
+    quantization and held-out check take are seen to advance."""
+
+    def __init__(self, trial, bound: int | None):
+        self.trial, self.bound, self.runs = trial, bound, 0
+
+    def __call__(self, keep):
+        self.runs += 1
+        of = "" if self.bound is None else f"/≤{self.bound}" if self.bound > 1 else "/1"
+        floats = f"{len(keep)} layer(s) float" if keep else "all int8"
+        with P.step(f"trial {self.runs}{of} ({floats})"):
+            return self.trial(keep)
 
 
 def check_reached(policy, result, verify: bool, candidates: str, *, trials=(), still_int8: str = "") -> None:
@@ -214,7 +240,7 @@ def pt2e_calibrate(module, quantizer, batches, *, fold_quantize: bool = True):
 
     prepared = prepare_pt2e(module, quantizer)
     with torch.no_grad():
-        for b in batches:
+        for b in P.counted(batches, "calibrating", sum(len(b) for b in batches), "images", size=len):
             prepared(torch.from_numpy(b))
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import progress as P
 from ..errors import ExportError, PartialExport, UsageError
 from ..fileio import clean_stale, folder_lock
 from ..formats import registry
@@ -146,6 +147,7 @@ def _out_folder(run, out, calib_data) -> Path:
     return out
 
 
+@P.reporting
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
            bake_preprocess=False, verify=True, int8_fallback=None, ort_target="portable",
@@ -167,7 +169,8 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
         ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
-        progress: called with a short description as each step starts.
+        progress: called with a `tlexport.progress.Status` (a str: "ExecuTorch int8 · calibrating
+            37/256 images") as each stage and step starts and as counted work advances.
         targets, dynamic_size: `--target` releases, `--dynamic-size` (docs/deploy.md).
     Returns:
         ExportResult (every artifact asked for was published).
@@ -179,7 +182,7 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     from ..tables import archs
 
     started = time.perf_counter()
-    say = progress or (lambda _msg: None)
+    say = P.stage  # a builder's say("LiteRT int8") names the stage; its steps report inside it
     options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                            calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
                            bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target,
@@ -308,11 +311,20 @@ def _build_all(job: Job, todo: list[tuple[str, tuple]], say) -> tuple[list[Artif
                 artifacts = builder(fmt)(dataclasses.replace(job, precisions=(p,)), say)
                 _check_built(fmt, (p,), artifacts, job.staging)
             except ExportError as e:
-                failed.append(_failure(fmt, p, "build", str(e)))
+                failed.append(_failure(fmt, p, "build", str(e) + _its_output(e)))
                 continue
             made += artifacts
     _drop_intermediates(job.staging, made)
     return made, failed
+
+
+def _its_output(e: ExportError) -> str:
+    """The last lines a silenced converter wrote before it failed (`tlexport.quiet`): often the
+    real cause, which its exception's one line does not hold."""
+    from ..quiet import captured
+
+    lines = [ln.strip() for ln in captured(e).splitlines()[-2:] if ln.strip() and ln.strip() not in str(e)]
+    return f" (its output: {' / '.join(lines)})" if lines else ""
 
 
 def _check_built(fmt: str, precisions: tuple, artifacts: list[Artifact], staging: Path) -> None:
@@ -502,7 +514,7 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     runtimes = sorted({registry.get(a.format).runtimes_on(d)[0] for a in models for d in devices
                        if d in a.devices and registry.get(a.format).runtimes_on(d)})
     report = parity(folder, run_dir=run.dir, runtimes=runtimes, devices=devices,
-                    max_images=VERIFY_IMAGES, trust_code=True)
+                    max_images=VERIFY_IMAGES, trust_code=True, progress=P.hook("images"))
     rows = {}
     for r in report.results:
         if r.skipped_reason is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress as P
 from ..formats import registry
 from ..tables.artifacts import MODEL
 from .job import Artifact
@@ -81,16 +82,18 @@ def time_files(runtime: str, files: list[tuple[Path, str]], crop: int, *, batch:
         wall: list[list[float]] = [[] for _ in sessions]
         cpu: list[list[float]] = [[] for _ in sessions]
         load, started, rounds = CpuLoad().start(), time.perf_counter(), 0
-        while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - started < budget_s):
-            for s, w, c in zip(sessions, wall, cpu):
-                for i in range(SETTLE_CALLS if len(sessions) > 1 else 0):
-                    s.run(inputs[i % 2])
-                for i in range(calls):
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    s.run(inputs[i % 2])
-                    w.append((time.perf_counter() - t0) * 1e3)
-                    c.append((time.process_time() - c0) * 1e3)
-            rounds += 1
+        with P.step(f"{runtime}: {len(files)} files, round", max_rounds):
+            while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - started < budget_s):
+                for s, w, c in zip(sessions, wall, cpu):
+                    for i in range(SETTLE_CALLS if len(sessions) > 1 else 0):
+                        s.run(inputs[i % 2])
+                    for i in range(calls):
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        s.run(inputs[i % 2])
+                        w.append((time.perf_counter() - t0) * 1e3)
+                        c.append((time.process_time() - c0) * 1e3)
+                rounds += 1
+                P.advance()
         return {"ms": [float(np.median(w)) for w in wall], "times_ms": wall,
                 "cpu_ms": [float(np.median(c)) for c in cpu], "rounds": rounds, "competing_load": load.stop()}
     finally:

@@ -24,7 +24,8 @@ WEIGHTS = {"best": BEST, "last": LAST}
 FILES = (
     (SPLIT_JSON, "which files were train and which val (paths relative to the data folder), so resume "
                  "and eval use the same split"),
-    (SKIPPED, "one `path<TAB>reason` line per file that could not be read (only when there were some)"),
+    (SKIPPED, "one `path<TAB>reason` line per file left out: unreadable, or not an image type by its suffix "
+              "(only when there were some)"),
     (RUN_JSON, "arch, classes in index order, preprocessing, weights source, data, device, precision, world "
                "size, metrics, every option (what resume rebuilds the run from), recipe, versions"),
     (BEST, "the weights of the epoch with the best val accuracy (safetensors; loads strictly into plain "

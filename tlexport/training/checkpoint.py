@@ -5,8 +5,10 @@ tlexport.run."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import asdict
+from pathlib import Path
 
 from .. import __version__
 from ..envinfo import versions
@@ -44,14 +46,48 @@ def run_meta(session) -> dict:
 
 
 def write_start_files(folder: RunDir, session, progress) -> None:
-    """split.json, skipped.txt (if files were skipped) and run.json, before the first epoch."""
+    """split.json, skipped.txt (files left out: unreadable ones, and files of the class folders
+    that are not images by their suffix) and run.json, before the first epoch; then the run's
+    start summary (`start_summary`) to `progress`."""
+    from ..data.folders import other_files
+
     scanned = session.inputs.scanned
     folder.write_split(scanned.split_record())
-    if scanned.skipped:
+    left_out = list(scanned.skipped) + [(f, f"not read: {f.suffix or 'no suffix'} is not an image type tlexport reads")
+                                        for f in other_files(scanned)]
+    skipped = None
+    if left_out:
         skipped = folder.file(SKIPPED)
-        scanned.write_skipped(skipped)
-        progress.message(f"warning: skipped {len(scanned.skipped)} unreadable file(s); see {skipped}")
+        dataclasses.replace(scanned, skipped=left_out).write_skipped(skipped)
     folder.write_meta(run_meta(session))
+    for line in start_summary(session, left_out, skipped):
+        progress.message(line)
+
+
+SHOWN_NAMES = 5  # classes and skipped files named in the start summary before "... and N more"
+
+
+def _names(items, n: int = SHOWN_NAMES) -> str:
+    items = list(items)
+    return ", ".join(items[:n]) + (f", ... and {len(items) - n} more" if len(items) > n else "")
+
+
+def start_summary(session, left_out=(), skipped_file=None) -> list[str]:
+    """What is about to train, in a few lines: the architecture and weights, the classes and the
+    split, the files left out (by name, and where the full list is), the device, the precision
+    chosen and why, and the schedule."""
+    cfg, scanned, model = session.cfg, session.inputs.scanned, session.trainable
+    lines = [f"{cfg.arch} (weights: {model.source.kind}) · {len(scanned.classes)} classes: {_names(scanned.classes)} · "
+             f"{len(scanned.train)} train / {len(scanned.val)} val images from {scanned.root}"]
+    if left_out:
+        where = f"; list in {skipped_file}" if skipped_file else ""
+        lines.append(f"skipped {len(left_out)} file(s) that are not readable images: "
+                     f"{_names(Path(p).name for p, _ in left_out)}{where}")
+    dtype = str(model.dtype).replace("torch.", "") + " autocast" if model.dtype else "float32"
+    epochs = f"{cfg.epochs} epoch" + ("s" if cfg.epochs != 1 else "")
+    lines.append(f"device {session.device} · {dtype} ({model.precision_reason}) · {epochs} · "
+                 f"batch {cfg.batch_size} · lr {cfg.lr:g}")
+    return lines
 
 
 def save_epoch(folder: RunDir, session, is_best: bool) -> None:

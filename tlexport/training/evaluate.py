@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress as P
 from ..data.folders import check_files, labelled_folder
 from ..errors import DataError
 from ..fileio import write_json
@@ -23,7 +24,7 @@ class EvalResult:
     classes: list[str]
     images: int
     top1: float
-    top5: float
+    top5: float | None  # None with 5 classes or fewer: a top-5 holds every class
     per_class: list[dict]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -40,10 +41,10 @@ class EvalResult:
 
 
 def metrics(logits: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[float, float, list, np.ndarray]:
-    """top-1, top-5, per-class (precision, recall, f1, support) and the confusion matrix."""
+    """top-1, top-5 (None unless there are more than 5 classes: with 5 or fewer every image's top
+    5 holds its class), per-class (precision, recall, f1, support) and the confusion matrix."""
     pred = logits.argmax(1)
-    k = min(5, n_classes)
-    top5 = np.argsort(-logits, axis=1)[:, :k]
+    top5 = np.argsort(-logits, axis=1)[:, :5]
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     tp = np.diag(confusion).astype(float)
@@ -54,17 +55,20 @@ def metrics(logits: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[flo
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     per_class = [(float(p), float(r), float(f), int(s)) for p, r, f, s in zip(precision, recall, f1, actual)]
     top1 = float((pred == labels).mean())
-    top5_acc = float((top5 == labels[:, None]).any(1).mean())
+    top5_acc = float((top5 == labels[:, None]).any(1).mean()) if n_classes > 5 else None
     return top1, top5_acc, per_class, confusion
 
 
+@P.reporting
 def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: int = 32,
-             device: str = "auto", which: str = "best", out: Path | str | None = None) -> EvalResult:
+             device: str = "auto", which: str = "best", out: Path | str | None = None,
+             progress=None) -> EvalResult:
     """Evaluate a run's weights on its val split (default) or on a labelled folder.
 
     Args:
         data: folder with `<class>/` sub-folders (or train/ and val/); default the run's val split.
         out: folder for confusion.png and eval.json (default RUN_DIR/eval; never inside the data).
+        progress: called with a `tlexport.progress.Status` line as it checks and classifies images.
     Returns:
         EvalResult with accuracy, per-class metrics and the confusion matrix.
     Raises:
@@ -87,14 +91,18 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
     samples = labelled_folder(data, run.classes)[0] if data else run.samples("val")
     if not samples:
         raise DataError(f"no images to evaluate: {run.dir} has no val split on disk; pass --data DIR")
-    samples, bad = check_files(samples, check_size=run.preprocess.check_size)
+    P.stage(f"eval {run.dir.name}")
+    checking = P.hook("files")
+    samples, bad = check_files(samples, check_size=run.preprocess.check_size,
+                               progress=lambda done, total: checking("checking images", done, total))
     if not samples:
         raise DataError("none of the images could be read")
     dev = resolve_device(device)
     model = run.load_model(which, dev).to(memory_format=torch.channels_last)
     loader = DataLoader(ImageDataset(samples, run.preprocess.eval_transform()), batch_size=batch_size,
                         collate_fn=collate_skip_none)
-    logits, labels = predict_logits(model, loader, dev)
+    batches = P.counted(loader, "classifying", len(samples), "images", size=lambda b: 0 if b is None else len(b[1]))
+    logits, labels = predict_logits(model, batches, dev)
     top1, top5, per_class, confusion = metrics(logits.numpy(), labels.numpy(), len(run.classes))
     rows = [
         {"class": c, "precision": p, "recall": r, "f1": f, "support": s}

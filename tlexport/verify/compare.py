@@ -171,14 +171,15 @@ def _error_metrics(res: RuntimeResult, ref: np.ndarray, out: np.ndarray, gates: 
 
 
 def _agreement_metrics(res, ref, out, names, classes, gates: Gates) -> None:
-    """top-1 agreement (%), mean top-5 overlap and the flipped images."""
+    """top-1 agreement (%), mean top-5 overlap (None with 5 classes or fewer: any top-5 holds
+    every class, so it would always read 1.0) and the flipped images."""
     n, k = ref.shape
     ref_top1, out_top1 = ref.argmax(axis=1), out.argmax(axis=1)
     res.top1_agreement = 100.0 * float(np.mean(ref_top1 == out_top1))
-    kk = min(TOP_K, k)
-    ref_top, out_top = np.argsort(-ref, axis=1)[:, :kk], np.argsort(-out, axis=1)[:, :kk]
-    overlap = [len(set(a) & set(b)) / kk for a, b in zip(ref_top.tolist(), out_top.tolist())]
-    res.top5_overlap = float(np.mean(overlap))
+    if k > TOP_K:
+        ref_top, out_top = np.argsort(-ref, axis=1)[:, :TOP_K], np.argsort(-out, axis=1)[:, :TOP_K]
+        overlap = [len(set(a) & set(b)) / TOP_K for a, b in zip(ref_top.tolist(), out_top.tolist())]
+        res.top5_overlap = float(np.mean(overlap))
     name_of = (lambda i: classes[i]) if classes else (lambda i: int(i))  # noqa: E731
     for i in np.flatnonzero(ref_top1 != out_top1):
         res.flips.append({

@@ -220,7 +220,8 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
         for r in found:
             if _key(r) != _key(ref_rt):
                 try:
-                    results.append(evaluate_runtime(r, inputs, ref_logits, run, atol, rtol, batch_size, progress))
+                    results.append(evaluate_runtime(r, inputs, ref_logits, run, atol, rtol, batch_size,
+                                                    _by_file(progress, r, export_dir)))
                 finally:
                     r.close()
     results += [RuntimeResult(s.name, s.precision, s.device, skipped_reason=s.reason) for s in skipped]
@@ -302,6 +303,17 @@ def _reference(rt, export_dir: Path, run, reference: str, trust_code: bool):
         return ref.load()
     except RuntimeUnavailable as e:
         raise ParityError(f"reference {name}/{precision}/{device} is not available: {e}") from None
+
+
+def _by_file(progress, runtime, export_dir: Path):
+    """`progress` with the runtime's label led by its file, relative to the export folder:
+    model.onnx, model.ort and Triton's model_repository/classifier/1/model.onnx all run on
+    onnxruntime/fp32/cpu, and would be one line of progress otherwise."""
+    if progress is None or runtime.artifact is None:
+        return progress
+    path = Path(runtime.artifact)
+    name = path.relative_to(export_dir).as_posix() if path.is_relative_to(export_dir) else path.name
+    return lambda label, done, total: progress(f"{name} ({label})", done, total)
 
 
 def _reference_logits(ref, inputs: Inputs, batch_size: int, progress) -> np.ndarray:

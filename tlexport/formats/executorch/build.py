@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ... import progress as P
 from ...errors import ExportError, UsageError, first_line
 from ...exporters import int8 as shared
 from ...exporters.job import Artifact
@@ -96,7 +97,9 @@ class _Trials:
         self.job, self.batches, self.method, self.inputs = job, batches, method, inputs
         model = job.model_on("cpu")
         with torch.no_grad():
-            self.ref = np.concatenate([model(torch.from_numpy(b)).float().numpy() for _, b in inputs.batches(32)])
+            self.ref = np.concatenate([model(torch.from_numpy(b)).float().numpy() for _, b in
+                                       P.counted(inputs.batches(32), "fp32 reference", len(inputs), "images",
+                                                 size=lambda item: len(item[1]))])
         self.done: list[dict] = []
 
     def __call__(self, keep):
@@ -116,7 +119,8 @@ class _Trials:
         fixed = None if self.job.dynamic else int(self.job.example.shape[0])
         out = []
         with torch.no_grad():
-            for _, b in self.inputs.batches(fixed or 32):
+            for _, b in P.counted(self.inputs.batches(fixed or 32), "held-out check", len(self.inputs), "images",
+                                  size=lambda item: len(item[1])):
                 n = len(b)
                 if fixed:
                     b = np.concatenate([b, np.repeat(b[-1:], fixed - n, axis=0)])
@@ -150,12 +154,12 @@ def build(job, say) -> list[Artifact]:
     out = []
     for precision in job.precisions:
         record = None
-        say(f"ExecuTorch {precision}" + (" (calibrating)" if precision == "int8" else ""))
+        say(f"ExecuTorch {precision}")
         dst = job.staging / file_name("executorch", precision)
         notes = ["XNNPACK delegate; metadata in the constant method tlexport_metadata"]
         try:
             if precision == "fp32":
-                with silenced():
+                with P.step("waiting for executorch (torch.export, XNNPACK lowering)"), silenced():
                     lower(_program(job.model_on("cpu"), job.example, job.dynamic), dst, job.meta)
             else:
                 # A fixed-batch program (--batch N) is traced for N images: its last calibration
@@ -164,7 +168,8 @@ def build(job, say) -> list[Artifact]:
                 files, batches, source = shared.calibration(job, int(job.example.shape[0]), pad=not job.dynamic)
                 with silenced():
                     program, record, more = int8_program(job, batches, files, source)
-                    lower(program, dst, job.meta)
+                    with P.step("waiting for executorch (XNNPACK lowering)"):
+                        lower(program, dst, job.meta)
                 notes += more
         except (ExportError, UsageError):
             raise

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ... import progress as P
 from ...errors import ExportError, first_line
 from ...exporters.job import Artifact
 from ...fileio import write_text
@@ -124,8 +125,9 @@ def make_folder(job, traced: Path, precision: str, say) -> Artifact:
     crop = job.run.preprocess.crop
     folder = job.staging / SPEC.file(precision).name
     folder.mkdir()
-    say(f"ncnn {precision} (pnnx)")
-    pnnx(traced, crop, precision == "fp16", folder / PARAM, folder / WEIGHTS)
+    say(f"ncnn {precision}")
+    with P.step("waiting for pnnx (conversion)"):
+        pnnx(traced, crop, precision == "fp16", folder / PARAM, folder / WEIGHTS)
     graph = shape_hints(folder, crop)
     write_text(folder / META, to_json(job.meta))
     notes = [f"pnnx optlevel {OPTLEVEL} from a TorchScript trace at 1x3x{crop}x{crop}; ncnn shape hints for {crop} px "
@@ -152,6 +154,7 @@ def build(job, say) -> list[Artifact]:
     """model.ncnn/ (fp32) and/or model.fp16.ncnn/, from one trace."""
     with tempfile.TemporaryDirectory(prefix=".ncnn-work-", dir=job.staging) as work:
         traced = Path(work) / "model.pt"
-        say("ncnn: tracing to TorchScript")
-        trace(job, traced)
+        say(f"ncnn {', '.join(job.precisions)}")
+        with P.step("tracing to TorchScript for pnnx"):
+            trace(job, traced)
         return [make_folder(job, traced, precision, say) for precision in job.precisions]

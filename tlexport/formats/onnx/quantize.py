@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import progress as P
 from ...errors import ExportError, UsageError, first_line
 from ...exporters import int8 as shared
 from ..spec import CALIB_METHODS
@@ -158,6 +159,8 @@ def _reader(batches: list[np.ndarray]):
 
         def get_next(self):
             b = next(self.it, None)
+            if b is not None:
+                P.advance(len(b))  # the batch handed before this one is calibrated
             return None if b is None else {"image": b}
 
     return Reader()
@@ -187,8 +190,10 @@ def to_int8(pre: Path, dst: Path, *, batches: list[np.ndarray], method: str, met
         raise UsageError(f"unknown calibration method {method!r}; choose from {', '.join(CALIB_METHODS)}")
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
+    cached = cache is not None and cache.is_file()  # ranges computed by an earlier trial: no calibration
+    step = P.step("quantizing") if cached else P.step("calibrating", sum(len(b) for b in batches), "images")
     try:
-        with _quiet():
+        with _quiet(), step:
             quantize_static(str(pre), str(dst), _reader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calibrate, nodes_to_exclude=list(keep_float),
@@ -227,7 +232,9 @@ def logits(path: Path, inputs, batch: int = 32, runtime: str = "onnxruntime") ->
     from ...runtimes import runtime_class
 
     with runtime_class(runtime)(path, "int8") as rt:
-        return np.concatenate([rt.run(b) for _, b in inputs.batches(batch)])
+        batches = P.counted(inputs.batches(batch), f"held-out check on {runtime}", len(inputs), "images",
+                            size=lambda item: len(item[1]))
+        return np.concatenate([rt.run(b) for _, b in batches])
 
 
 def gate_runtimes() -> tuple[str, ...]:

@@ -5,6 +5,7 @@ made here exactly as `--format onnx` makes them, with the same int8 record."""
 
 from __future__ import annotations
 
+from ... import progress as P
 from ...exporters.job import Staged
 
 
@@ -34,12 +35,13 @@ def _make(job, precision: str, path, say) -> Staged:
         check_finite(job.model, job.example)
         say("ONNX fp32")
         # Traced on the CPU: an ONNX graph does not depend on the tracing device.
-        export_onnx(job.model, job.example, path, opset=job.opset, dynamic=job.dynamic, meta=job.meta,
-                    size=job.dynamic_size)
+        with P.step("waiting for torch.onnx.export (dynamo)"):
+            export_onnx(job.model, job.example, path, opset=job.opset, dynamic=job.dynamic, meta=job.meta,
+                        size=job.dynamic_size)
         staged = Staged(path)
     elif precision == "int8":
         base = stage(job, "fp32", say).path
-        say("ONNX int8 (calibrating)")
+        say("ONNX int8")
         record, notes = quantize.build_int8(job, base, path)
         staged = Staged(path, int8=record, notes=notes)
     else:

@@ -73,7 +73,7 @@ def _nncf_int8(job, dst: Path, say) -> Artifact:
     fp32_ir.parent.mkdir(exist_ok=True)
     try:
         save_ir(source.path, fp32_ir, meta=job.meta)
-        say("OpenVINO IR int8 (NNCF, calibrating)")
+        say("OpenVINO IR int8 (NNCF)")
         record, notes = build_int8(job, source.path, fp32_ir, dst)
     finally:
         shutil.rmtree(fp32_ir.parent, ignore_errors=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import progress as P
 from ...errors import ExportError, UsageError, first_line
 from ...exporters import int8 as shared
 from ...tables.metadata import to_json
@@ -88,7 +89,8 @@ class Trials:
         from ..onnx.quantize import logits
 
         scope = nncf.IgnoredScope(names=[self.names[k] for k in keep])
-        with silenced():  # NNCF draws progress bars and logs its steps
+        # NNCF draws progress bars and logs its steps (silenced): its work is named, not counted
+        with silenced(), P.step(f"NNCF calibrating on {sum(len(b) for b in self.batches)} images"):
             quantized = nncf.quantize(
                 self.model.clone(), nncf.Dataset(self.batches), subset_size=len(self.batches), ignored_scope=scope,
                 advanced_parameters=AdvancedQuantizationParameters(

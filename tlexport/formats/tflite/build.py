@@ -14,6 +14,7 @@ list is refused up front, see this package's spec) and export's verification gat
 
 from __future__ import annotations
 
+from ... import progress as P
 from ...errors import ExportError, first_line
 from ...exporters import int8 as shared
 from ...exporters.job import Artifact
@@ -48,7 +49,7 @@ def build(job, say) -> list[Artifact]:
     out = []
     batch = int(job.example.shape[0])
     for precision in job.precisions:
-        say(f"LiteRT {precision}" + (" (calibrating)" if precision == "int8" else ""))
+        say(f"LiteRT {precision}")
         dst = job.staging / file_name("tflite", precision)
         notes = [f"converted at batch {batch}" + ("; the runtime resizes the input to any batch" if job.dynamic else ""),
                  "NCHW float32 input like the other formats (litert_torch.to_channel_last_io makes NHWC)"]
@@ -59,7 +60,7 @@ def build(job, say) -> list[Artifact]:
             # batch (45 images in batches of 2) would fail its shape guard, so it is padded.
             files, batches, source = shared.calibration(job, batch, pad=True)
         try:
-            with silenced():
+            with silenced(), P.step("waiting for litert_torch (conversion)"):
                 convert(job, precision, batches, method).export(str(dst))
             embed_tflite(dst, job.meta)
         except Exception as e:

@@ -46,7 +46,8 @@ class LiteRTRuntime(Runtime):
         want = [n, shape[2], shape[3], shape[1]] if self.nhwc else [n, *shape[1:]]
         if list(inp["shape"]) != want:
             self.interpreter.resize_tensor_input(inp["index"], want)
-        self.interpreter.allocate_tensors()
+        with silenced():  # the XNNPACK delegate is applied, and announced on stderr, on allocation
+            self.interpreter.allocate_tensors()
         self._batch = n
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
