@@ -12,6 +12,29 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+SWEEP_COMMAND = "python -m pytest -m sweep"
+_SWEEP_LEFT = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`sweep` tests (every tested architecture, minutes each on 2 cores) run only when `-m` names
+    the marker (`python -m pytest -m sweep`, or `-m "sweep or not sweep"` for everything); any other
+    run leaves them out as deselected, and says so at the end."""
+    if "sweep" in (config.option.markexpr or ""):
+        return
+    left = [item for item in items if item.get_closest_marker("sweep")]
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = [item for item in items if not item.get_closest_marker("sweep")]
+    config.stash[_SWEEP_LEFT] = len(left)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left = config.stash.get(_SWEEP_LEFT, 0)
+    if left:
+        terminalreporter.write_line(f"{left} sweep tests were left out (per-architecture sweeps): {SWEEP_COMMAND} runs them")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
