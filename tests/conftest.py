@@ -12,6 +12,31 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+SWEEP_COMMAND = "python -m pytest -m sweep"
+_SWEEP_LEFT = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`sweep` tests (every tested architecture, minutes each on 2 cores) run only when `-m` names
+    the marker (`python -m pytest -m sweep`, or `-m "sweep or not sweep"` for everything); any other
+    run leaves them out as deselected, and says so at the end. A test named by its node id
+    (`tests/test_archs.py::test_x[arch]`) runs: it was asked for."""
+    if "sweep" in (config.option.markexpr or ""):
+        return
+    named = tuple(arg for arg in config.args if "::" in arg)
+    left = [item for item in items if item.get_closest_marker("sweep") and not item.nodeid.startswith(named or ("\0",))]
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = [item for item in items if item not in left]
+    config.stash[_SWEEP_LEFT] = len(left)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left = config.stash.get(_SWEEP_LEFT, 0)
+    if left:
+        terminalreporter.write_line(f"{left} sweep tests were left out (per-architecture sweeps): {SWEEP_COMMAND} runs them")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
@@ -75,6 +100,17 @@ def write_fake_run(run_dir: Path, data_root: Path, classes, crop: int = 48, seed
 def fake_run(tmp_path_factory, tiny_data) -> Path:
     return write_fake_run(tmp_path_factory.mktemp("runs") / "fake", tiny_data,
                           ["circle", "square", "triangle"])
+
+
+@pytest.fixture(scope="session")
+def fake_onnx_export(fake_run, tmp_path_factory) -> Path:
+    """The fake run's fp32 ONNX alone (export's library call, unverified), made once per session
+    for every test that only reads it (bench, int8 quantization, the JSON policies)."""
+    from tlexport.exporters.pipeline import export
+
+    out = tmp_path_factory.mktemp("onnx_fp32") / "export"
+    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
+    return out
 
 
 def predict_in_fresh_process(model, images, top_k: int = 5) -> dict:

@@ -254,15 +254,8 @@ def test_cli_export_folder_without_artifacts(tmp_path):
 
 # ---- real runtimes on a tiny export ----------------------------------------------------------
 @pytest.fixture(scope="session")
-def tiny_export(fake_run, tmp_path_factory):
-    try:
-        from tlexport.exporters.pipeline import export
-        import tlexport.runtimes  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"export/runtime layer not available yet ({e})")
-    out = tmp_path_factory.mktemp("bench_export") / "export"
-    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
-    return out
+def tiny_export(fake_onnx_export):
+    return fake_onnx_export  # shared with test_int8 and test_policies (conftest.py)
 
 
 def test_cli_on_real_tiny_export(tiny_export, fake_run, tmp_path):

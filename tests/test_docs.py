@@ -82,3 +82,14 @@ def test_links_lead_to_pages_and_headings_that_exist(page):
         if anchor and dest.suffix == ".md" and anchor not in anchors(dest.read_text()):
             broken.append(target)
     assert not broken, f"{page.name}: {', '.join(broken)}"
+
+
+def test_the_sweep_command_is_the_one_readme_and_the_scheduled_run_name():
+    """The per-architecture sweeps leave the default run (tests/conftest.py); README names how to
+    run them, and .ci/sweep runs exactly that."""
+    from conftest import SWEEP_COMMAND
+
+    lines = [line.strip() for line in (ROOT / ".ci" / "sweep").read_text().splitlines()]
+    assert [line for line in lines if line and not line.startswith("#")][-1].endswith(f"&& {SWEEP_COMMAND}")
+    assert f"`{SWEEP_COMMAND}`" in README.read_text()
+    assert "sweep:" in (ROOT / "pyproject.toml").read_text()  # the marker is registered

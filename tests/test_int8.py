@@ -21,13 +21,9 @@ META = {"classes": ["circle", "square", "triangle"], "preprocess": {"crop": 48},
 
 
 @pytest.fixture(scope="module")
-def prepared(fake_run, tmp_path_factory) -> Path:
-    """The fake run's fp32 ONNX after onnxruntime's quantization pre-processing."""
-    from tlexport.exporters.pipeline import export
-
-    out = tmp_path_factory.mktemp("int8") / "export"
-    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
-    return Q.prepare(out / "model.onnx", out.parent / "pre.onnx")
+def prepared(fake_onnx_export, tmp_path_factory) -> Path:
+    """The fake run's fp32 ONNX (shared, conftest.py) after onnxruntime's quantization pre-processing."""
+    return Q.prepare(fake_onnx_export / "model.onnx", tmp_path_factory.mktemp("int8") / "pre.onnx")
 
 
 def _train_files(fake_run, n):

@@ -290,12 +290,8 @@ def test_json_text_is_strict_and_shared_by_stdout_and_files(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def real_export(fake_run, tmp_path_factory):
-    from tlexport.exporters.pipeline import export
-
-    out = tmp_path_factory.mktemp("policies") / "export"
-    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
-    return out
+def real_export(fake_onnx_export):
+    return fake_onnx_export  # shared with test_bench and test_int8 (conftest.py)
 
 
 def infinite_logits_copy(export_dir: Path, dest: Path) -> Path:

@@ -1,12 +1,20 @@
 """What the export pipeline hands each format's builder (`Job`), what a builder returns
-(`Artifact` rows for manifest.json), and the files one format stages for another (`Staged`)."""
+(`Artifact` rows for manifest.json), the files one format stages for another (`Staged`), and the
+builder's contract (`Builder`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from .options import ExportOptions
+
+if TYPE_CHECKING:  # annotations only: building a Job needs torch, importing this module does not
+    import torch
+
+    from ..models import Run
+    from ..tables.archs import ArchSpec
 
 # The free height/width range. A classifier downsamples 32x before its global pooling, and
 # torch.export specialises a dimension that would be 1 there, so the smallest free side is 33.
@@ -92,16 +100,16 @@ class Job:
         staged: (format, precision) -> what a format staged for others in this export.
     """
 
-    run: object
-    model: object
+    run: Run
+    model: torch.nn.Module
     meta: dict
-    example: object
+    example: torch.Tensor
     staging: Path
-    precisions: tuple
+    precisions: tuple[str, ...]
     options: ExportOptions
-    spec: object
+    spec: ArchSpec
     opset: int | None = None
-    staged: dict = field(default_factory=dict)
+    staged: dict[tuple[str, str], Staged] = field(default_factory=dict)
 
     @property
     def dynamic(self) -> bool:
@@ -127,3 +135,16 @@ class Job:
     def example_on(self, device: str, half: bool = False):
         x = self.example.to(device)
         return x.half() if half else x
+
+
+class Builder(Protocol):
+    """The plug-in contract of a format package's `build` module: its `build(job, say)`.
+
+    It makes an artifact for every precision in `job.precisions` (already checked against the
+    format's spec, the architecture and the device) under the spec's file names in `job.staging`,
+    embeds `job.meta`, and returns one `Artifact` per file; `say(line)` reports progress. A
+    builder that returns fewer precisions than it was handed fails the export. It raises
+    `ExportError` (one line) when the conversion fails.
+    """
+
+    def __call__(self, job: Job, say: Callable[[str], None]) -> list[Artifact]: ...

@@ -6,8 +6,11 @@ A format's package holds everything about it:
     __init__.py   SPEC: its FormatSpec (suffix, file or folder, fixed file names and companions,
                   precisions, runtimes, runs-code, optional packages and their extra, int8 support)
     metadata.py   read(path) -> dict: the embedded metadata, without running the artifact
+                  (a `spec.MetadataReader`)
     build.py      build(job, say) -> [Artifact]: makes each precision it is handed
-    runtime.py    RUNTIMES: the runtimes it provides (only when `SPEC.provides` names some)
+                  (an `exporters.job.Builder`)
+    runtime.py    RUNTIMES: the runtimes it provides (only when `SPEC.provides` names some),
+                  each a `runtimes.base.RuntimeFactory`
 
 The submodules sit on different floors (tests/test_layers.py): the spec and reader are as low as
 the tables, the runtime on the runtimes floor, the builder (and its helpers) on the exporters

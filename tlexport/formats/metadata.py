@@ -8,10 +8,11 @@ from pathlib import Path
 from ..errors import UsageError
 from ..tables.metadata import validate
 from . import registry
+from .spec import MetadataReader
 
 
-def reader(fmt: str):
-    """The `read(path) -> dict` of a format's package."""
+def reader(fmt: str) -> MetadataReader:
+    """The `read(path) -> dict` of a format's package (its module is imported on first use)."""
     return importlib.import_module(f"{registry.get(fmt).package}.metadata").read
 
 

@@ -9,6 +9,8 @@ Torch-free, and free of tlexport imports beyond errors: the lowest floor of the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
@@ -16,6 +18,22 @@ MODEL, BAKED = "model", "baked-preprocess"  # artifact roles: float NCHW input, 
 REFERENCE_RUNTIME = "torch-eager"  # the run's own weights in PyTorch: what every artifact is compared with
 CALIB_METHODS = ("minmax", "percentile", "entropy")  # every --calib-method value tlexport knows
 EDITABLE_INSTALL = "pip install -e '.[{extra}]'"
+
+
+class MetadataReader(Protocol):
+    """The plug-in contract of a format package's `metadata` module: its `read`.
+
+    `read(path)` returns the metadata embedded in an artifact file (or folder) of the format, or
+    `{}` when it carries none, without executing the model; `formats.metadata.read_metadata`
+    validates the result against the one schema. It raises `UsageError` for a file it cannot
+    read (naming the install hint when it needs an optional package).
+
+    The other two parts of the contract sit on the floors of the modules that implement them:
+    `tlexport.exporters.job.Builder` (a package's `build`) and `tlexport.runtimes.base.RuntimeFactory`
+    (each entry of a package's `runtime.RUNTIMES`).
+    """
+
+    def __call__(self, path: Path) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -72,8 +90,10 @@ class FormatSpec:
 
     Args:
         name: the name users type (`--format NAME`).
-        package: the Python package holding its code: `<package>.build` (builder),
-            `<package>.metadata` (reader) and, when it provides runtimes, `<package>.runtime`.
+        package: the Python package holding its code: `<package>.build.build` (a
+            `tlexport.exporters.job.Builder`), `<package>.metadata.read` (a `MetadataReader`)
+            and, when it provides runtimes, `<package>.runtime.RUNTIMES` (each a
+            `tlexport.runtimes.base.RuntimeFactory`), imported only when needed.
         suffix: the suffix of its artifact (a file, or a folder when `folder`).
         description: one line for tables and help.
         files: its fixed file names per precision and role; the precisions it exports are those

@@ -2,9 +2,10 @@
 what an export folder allows. parity, bench and predict use it alike.
 
 Runtimes are found through the format registry: each format package that `provides` runtimes
-has a `runtime` module whose `RUNTIMES` are listed here under their names (a `Runtime` subclass,
-or a row such as an onnxruntime `Provider` that makes one); which runtimes run a format on which
-device is its spec's `runtimes`. torch-eager, the reference, lives here. Torch-free to import.
+has a `runtime` module whose `RUNTIMES` are listed here under their names, each a
+`RuntimeFactory` (a `Runtime` subclass, or a row of data bound to the class that runs it, such as
+an onnxruntime execution provider); which runtimes run a format on which device is its spec's
+`runtimes`. torch-eager, the reference, lives here. Torch-free to import.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from ..errors import UsageError
 from ..formats import registry
 from ..formats.spec import REFERENCE_RUNTIME
 from ..tables import artifacts as table
-from .base import Runtime, Skipped
+from .base import Runtime, RuntimeFactory, Skipped
 from .torch_rt import TorchEager
 
 REFERENCE = REFERENCE_RUNTIME
 CODE_REASON = "loading it runs code stored in the file; name the file or pass --trust-code"
 
 
-def _classes() -> dict:
+def _classes() -> dict[str, RuntimeFactory]:
     """Runtime name -> what makes it: `kind(artifact, precision, device, run_dir=, threads=)`, with
     `kind.unavailable_reason(device, precision)`. Built from the registry on each call (imports
     are cached by Python), so a format registered at run time is seen."""
-    out = {REFERENCE: TorchEager}
+    out: dict[str, RuntimeFactory] = {REFERENCE: TorchEager}
     for spec in registry.FORMATS.values():
         if spec.provides:
             for kind in importlib.import_module(f"{spec.package}.runtime").RUNTIMES:
@@ -45,7 +46,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def runtime_class(name: str):
+def runtime_class(name: str) -> RuntimeFactory:
     """What makes runtime `name` (UsageError for unknown names)."""
     classes = _classes()
     if name not in classes:
@@ -135,5 +136,5 @@ def discover(export_dir: Path | str, *, run_dir: Path | str | None = None, names
     return found, skipped
 
 
-__all__ = ["Runtime", "Skipped", "RUNTIME_NAMES", "runtime_class", "runtime_names", "for_artifact",
+__all__ = ["Runtime", "RuntimeFactory", "Skipped", "RUNTIME_NAMES", "runtime_class", "runtime_names", "for_artifact",
            "reference_runtime", "discover", "check_names"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -24,6 +25,29 @@ def cpu_package_reason(device: str, what: str, module: str) -> str | None:
     if importlib.util.find_spec(module) is None:
         return not_installed(module, f"the {what} runtime")
     return None
+
+
+class RuntimeFactory(Protocol):
+    """What the runtime registry holds under a runtime's name (each entry of a format package's
+    `runtime.RUNTIMES`): a `Runtime` subclass is one, and so is a row of data bound to the class
+    that runs it (onnxruntime's execution providers, `formats.onnx.runtime.ProviderRuntime`).
+
+    Attributes:
+        name: the runtime name users type (`--runtimes NAME`), one of its spec's `provides`.
+        timed_at_export: export times its files against each other (`Runtime.timed_at_export`).
+    """
+
+    name: str
+    timed_at_export: bool
+
+    def unavailable_reason(self, device: str, precision: str) -> str | None:
+        """Why it cannot run on `device` at `precision` here (None when it can)."""
+        ...
+
+    def __call__(self, artifact: Path | str | None = None, precision: str = "fp32", device: str = "cpu", *,
+                 run_dir: Path | str | None = None, threads: int | None = None) -> "Runtime":
+        """An unloaded runtime of one artifact."""
+        ...
 
 
 @dataclass

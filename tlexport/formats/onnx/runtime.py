@@ -39,7 +39,6 @@ class Provider:
     fp16_option: str | None = None
     refuses: tuple[tuple[str, str], ...] = ()
     install: str = "install onnxruntime-gpu"
-    timed_at_export = True  # as `Runtime.timed_at_export` (a class attribute, not a field)
 
     def providers(self, precision: str) -> list:
         """The `providers=` list of an InferenceSession for a file of `precision`."""
@@ -60,10 +59,6 @@ class Provider:
         if device == "cuda" and self.device == "cpu":
             return "the CPU provider does not run on CUDA"
         return None
-
-    def __call__(self, artifact=None, precision: str = "fp32", device: str | None = None, **kw) -> "OnnxRuntime":
-        """An unloaded runtime of this provider (what the runtime registry's entries are called with)."""
-        return OnnxRuntime(artifact, precision, device or self.device, provider=self, **kw)
 
 
 PROVIDERS = (
@@ -140,7 +135,6 @@ class OpenCVRuntime(Runtime):
             del self.net
 
 
-RUNTIMES = (*PROVIDERS, OpenCVRuntime)  # the runtime registry lists each under its name
 
 
 class OnnxRuntime(Runtime):
@@ -227,3 +221,29 @@ class OnnxRuntime(Runtime):
             raise UsageError(f"{self.artifact} takes decoded uint8 RGB images (the preprocessing is in the graph); "
                              "use run_image")
         return self._session_run(np.ascontiguousarray(batch, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class ProviderRuntime:
+    """The runtime registry's entry for one `Provider` row (a `runtimes.base.RuntimeFactory`):
+    the row stays data, this binds it to `OnnxRuntime`, the one class that runs every provider."""
+
+    provider: Provider
+    timed_at_export = True  # as `Runtime.timed_at_export` (a class attribute, not a field)
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    def unavailable_reason(self, device: str, precision: str) -> str | None:
+        return self.provider.unavailable_reason(device, precision)
+
+    def __call__(self, artifact=None, precision: str = "fp32", device: str | None = None, *,
+                 run_dir=None, threads: int | None = None) -> OnnxRuntime:
+        """An unloaded runtime of this provider (on its own device unless told another)."""
+        return OnnxRuntime(artifact, precision, device or self.provider.device, provider=self.provider,
+                           run_dir=run_dir, threads=threads)
+
+
+# The runtime registry lists each under its name: the providers' rows, then OpenCV's DNN.
+RUNTIMES = (*(ProviderRuntime(p) for p in PROVIDERS), OpenCVRuntime)
