@@ -216,8 +216,9 @@ def check_reached(policy, result, verify: bool, candidates: str, *, trials=(), s
     what += (f"{', then' if what else '; tried'} keeping {tried} layer(s) in float{with_} (most sensitive first: "
              f"{shown})") if names else ""
     still = f"; at that step {still_int8}" if still_int8 else ""
-    raise ExportError(f"int8 cannot reach its gate even with {candidates} in float "
-                      f"({'; '.join(result.failures)}){what}{still}; --no-verify keeps such an artifact")
+    even = f"even with {candidates} in float" if candidates else "with any calibration method (no layer can stay float)"
+    raise ExportError(f"int8 cannot reach its gate {even} ({'; '.join(result.failures)}){what}{still}; "
+                      "--no-verify keeps such an artifact")
 
 
 def record(policy, kept, result, inputs, trials, *, reference: str, calibration: dict, **extra) -> dict:
