@@ -105,9 +105,11 @@ def test_int8_ir_is_nncf_quantized_where_nncf_is_installed(ir_export):
     manifest = json.loads((ir_export / "manifest.json").read_text())
     rec = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.xml")["int8"]
     assert rec["quantizer"].startswith("NNCF") and rec["gate_runtimes"] == ["openvino"]
-    assert rec["calibration"] == {"method": "minmax", "images": 10, "source": "run train split"}
+    assert rec["calibration"] == {"method": "NNCF MINMAX", "images": 10, "source": "run train split",
+                                  "tried": ["minmax"]}
     layers = _int8_layers(ir_export / "model.int8.xml")
     assert len(layers) == 21 and all(layers.values())  # every layer int8 (auto: the gate passed)
+    assert (rec["quantized"], rec["total"]) == (21, 21) and rec["size_ratio"] < 0.3  # the record counts the same
 
 
 def test_nncf_keeps_the_named_layers_float_and_percentile_converts_the_onnx_file(fake_run, tmp_path):

@@ -73,7 +73,8 @@ def test_a_failed_search_publishes_the_rest_and_says_what_it_tried(fake_run, tmp
     # The last step kept every candidate float and the message says so, with what still is int8.
     assert "int8 cannot reach its gate even with all 21 Conv/Gemm/MatMul layers in float" in reason
     assert "at that step 8 Add, 1 GlobalAveragePool, 1 Reshape stay int8" in reason  # resnet18's residual sums
-    assert "tried keeping 0, 1, 2, 4, 8, 16, 21 layer(s) in float" in reason
+    assert "tried every layer int8 with minmax, percentile, entropy, then keeping 1, 2, 4, 8, 16, 21 layer(s) " \
+           "in float with " in reason  # the recovery path: methods first, then layers (with the closest method)
     assert "most sensitive first: node_" in reason
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "notes.txt"]
     assert _manifest(out)["failed"] == result["failed"]

@@ -77,11 +77,11 @@ def test_export_names_each_stage_and_counts_images_and_trials(fake_run, tmp_path
         "ONNX fp32 · waiting for torch.onnx.export (dynamo)",
         "ONNX int8 · reading calibration images 8/8 images",
         "ONNX int8 · trial 1/1 (all int8) · calibrating 8/8 images",
-        "ONNX int8 · trial 1/1 (all int8) · held-out check on onnxruntime 12/12 images",
+        "ONNX int8 · trial 1/1 (all int8) · held-out check · onnxruntime/int8/cpu 12/12 images",
         "ExecuTorch fp32 · waiting for executorch (torch.export, XNNPACK lowering)",
-        "ExecuTorch int8 · trial 1/1 (all int8) · calibrating 8/8 images",
-        "ExecuTorch int8 · trial 1/1 (all int8) · held-out check 12/12 images",
-        "ExecuTorch int8 · waiting for executorch (XNNPACK lowering)",
+        "ExecuTorch int8 · trial 1/1 (all int8) · waiting for executorch (calibration, XNNPACK lowering)"
+        " · calibrating 8/8 images",
+        "ExecuTorch int8 · trial 1/1 (all int8) · held-out check · executorch/int8/cpu 12/12 images",
         "verifying against torch-eager · model.int8.pte (executorch/int8/cpu) 12/12 images",
         "verifying against torch-eager · model.onnx (onnxruntime/fp32/cpu) 12/12 images",
     ):
@@ -295,3 +295,32 @@ def test_one_batch_size_is_drawn_as_bars_per_file(figures, tmp_path):
     assert [t.get_text() for t in ax_lat.get_yticklabels()] == ["model.onnx · onnxruntime", "model.ort · onnxruntime"]
     assert [b.get_hatch() for b in bars] == [None, "//"]  # the noisy one is marked
     assert any("2.2 ms (noisy)" in t.get_text() for t in ax_lat.texts)
+
+
+def test_the_export_table_says_how_much_of_an_int8_file_is_int8():
+    """#26.4: the int8 record (layers int8 of all, size and speed against fp32) is a column; a file
+    that is neither smaller nor faster says so in its cell."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from tlexport.render import export_table
+
+    def art(file, precision, rec):
+        return SimpleNamespace(file=file, format="onnx", precision=precision, size=1_000_000, companions=[],
+                               verification={"max_abs": 1e-3, "top1_agreement": 1.0}, verified=True, int8=rec)
+
+    result = SimpleNamespace(
+        artifacts=[art("model.onnx", "fp32", None),
+                   art("model.int8.onnx", "int8", {"quantized": 21, "total": 21, "size_ratio": 0.253,
+                                                   "speedup": 2.31, "int8_real": True}),
+                   art("model.int8.xml", "int8", {"quantized": 1, "total": 21, "size_ratio": 0.84,
+                                                  "speedup": 1.04, "int8_real": False})],
+        out_dir=Path("export"), seconds=1.0, skipped=[], failed=[], notes=[])
+    con = Console(width=200, record=True, color_system=None)
+    export_table(con, result, wide=True)
+    text = con.export_text()
+    assert "21/21, 0.25x, 2.3x" in text, text
+    assert "1/21, 0.84x, 1.0x (neither smaller nor faster)" in text, text
+    (fp32_row,) = [ln for ln in text.splitlines() if "model.onnx " in ln]
+    assert fp32_row.rstrip(" │").endswith("-"), fp32_row

@@ -614,7 +614,20 @@ def eval_summary(con, result) -> None:
 
 # The format is the first to go on a narrow terminal: the file's suffix says it.
 EXPORT_TABLE = (("file", "left", FILE), ("format", "left", 40), ("precision", "left", 70), ("size", "right", 80),
-                ("verified", "left", 90), ("max abs", "right", 50), ("top-1", "right", 60))
+                ("verified", "left", 90), ("max abs", "right", 50), ("top-1", "right", 60),
+                ("int8 layers, size, speed", "left", 65))
+
+
+def _int8_cell(rec: dict | None) -> str:
+    """How much of an int8 file is int8 and what it buys against fp32: "21/21, 0.25x, 2.3x" (the
+    record `exporters.int8.ratios` writes; "-" for other precisions, "?" where not measured)."""
+    if not rec:
+        return "-"
+    layers = f"{rec['quantized']}/{rec['total']}" if rec.get("total") else "?"
+    size = "?" if rec.get("size_ratio") is None else f"{rec['size_ratio']:.2f}x"
+    speed = "?" if rec.get("speedup") is None else f"{rec['speedup']:.1f}x"
+    warn = "" if rec.get("int8_real", True) else " [yellow](neither smaller nor faster)[/]"
+    return f"{layers}, {size}, {speed}{warn}"
 
 
 def export_table(con, result, wide: bool = False) -> None:
@@ -630,7 +643,8 @@ def export_table(con, result, wide: bool = False) -> None:
         size = f"{(a.size + sum(c['size'] for c in a.companions)) / 1e6:.1f} MB"
         top1 = "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.0%}"
         rows.append([_esc(a.file), a.format, a.precision, size, verified,
-                     "-" if v.get("max_abs") is None else f"{v['max_abs']:.1e}", top1])
+                     "-" if v.get("max_abs") is None else f"{v['max_abs']:.1e}", top1,
+                     _int8_cell(a.int8 if a.precision == "int8" else None)])
     con.print(fitted_table(f"exported to {_esc(result.out_dir)} in {result.seconds:.1f} s", list(EXPORT_TABLE), rows,
                            None if wide else con.width), crop=False)
     for line in unverified:

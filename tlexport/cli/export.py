@@ -38,8 +38,9 @@ def _calib_help() -> str:
     fewer = _join(f"{s.name} ({'/'.join(s.int8.calib_methods)})" for s in registry.FORMATS.values()
                   if s.int8 and s.int8.calib_methods != CALIB_METHODS)
     return (f"int8 activation ranges: {', '.join(CALIB_METHODS)}. Default: each format's own "
-            f"({'; '.join(f'{_join(n)}: {m}' for m, n in defaults.items())}). Formats that honour fewer refuse "
-            f"the others: {fewer}.")
+            f"({'; '.join(f'{_join(n)}: {m}' for m, n in defaults.items())}), and under auto its other methods "
+            f"when that misses the gate. Formats that honour fewer ({fewer}) fail their own int8 for the others; "
+            "or give FORMAT=METHOD items: onnx=percentile,tflite=minmax.")
 
 
 def _fallback_help() -> str:
@@ -83,7 +84,7 @@ def _command_help() -> str:
 @click.option("--batch", default="dynamic", show_default=True, help="'dynamic' (free batch dimension) or a fixed N.")
 @click.option("--device", default="cpu", show_default=True, help=_device_help())
 @click.option("--calib-size", default=256, show_default=True, type=int, help="int8 calibration images.")
-@click.option("--calib-method", metavar="|".join(CALIB_METHODS), help=_calib_help())
+@click.option("--calib-method", metavar="METHOD|FORMAT=METHOD,...", help=_calib_help())
 @click.option("--calib-data", type=click.Path(), help="Calibrate on this image folder instead of the run's training split.")
 @click.option("--int8-fallback", metavar="auto|none|NODE,...", help=_fallback_help())
 @click.option("--fp16-io", is_flag=True, help="fp16 ONNX takes and returns float16 (default float32 I/O).")

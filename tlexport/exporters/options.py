@@ -41,18 +41,89 @@ def parse_fallback(value) -> str | tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Calibration:
-    """int8 calibration. `method` None: the format's own default (its spec's
-    `Int8Support.default_method`); `data` None: the run's train split."""
+    """int8 calibration. `method` None: each format's own default (its spec's
+    `Int8Support.default_method`) and, under `--int8-fallback auto`, its other methods too when the
+    default misses the gate; `per_format`: ((format, method), ...) given as `FORMAT=METHOD`, for
+    that format only; `data` None: the run's train split."""
 
     method: str | None = None
     size: int = 256
     data: Path | None = None
+    per_format: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
-        if self.method is not None and self.method not in CALIB_METHODS:
-            raise UsageError(f"unknown calibration method {self.method}; choose from {', '.join(CALIB_METHODS)}")
+        for m in (self.method, *(m for _, m in self.per_format)):
+            if m is not None and m not in CALIB_METHODS:
+                raise UsageError(f"unknown calibration method {m}; choose from {', '.join(CALIB_METHODS)}")
         if int(self.size) < 1:
             raise UsageError("--calib-size must be at least 1")
+
+    @classmethod
+    def parse(cls, value, size: int = 256, data: Path | None = None) -> "Calibration":
+        """`--calib-method`: METHOD (every format that can honour it), FORMAT=METHOD items, or
+        both, comma-separated ("onnx=percentile,tflite=minmax"); a mapping {format: method} too."""
+        if value is None:
+            return cls(None, size, data)
+        items = list(value.items()) if isinstance(value, dict) else \
+            [tuple(v.split("=", 1)) if "=" in v else (None, v) for v in str(value).split(",") if v.strip()]
+        overall = [m.strip() for f, m in items if f is None]
+        if len(overall) > 1:
+            raise UsageError(f"--calib-method {value}: give one method for every format, or FORMAT=METHOD")
+        per = tuple((f.strip(), m.strip()) for f, m in items if f is not None)
+        for fmt, _ in per:
+            _check_per_format(fmt, value)
+        _check_openvino(per, value)
+        return cls(overall[0] if overall else None, size, data, per)
+
+    def method_for(self, fmt: str) -> str | None:
+        """The method `fmt` is asked for: its own `FORMAT=METHOD`, else the overall one."""
+        return dict(self.per_format).get(fmt, self.method)
+
+    def refusal(self, fmt: str) -> str | None:
+        """Why `fmt`'s int8 cannot honour the method asked of it (None: it can, or none was asked).
+        A format that calibrates nothing (weight-only int8) ignores an overall method."""
+        support, method = registry.get(fmt).int8, self.method_for(fmt)
+        if support is None or method is None or method in support.calib_methods:
+            return None
+        if not support.calib_methods:
+            return None if fmt not in dict(self.per_format) else f"{fmt} int8 is not calibrated ({support.why})"
+        return (f"--calib-method {method}: {fmt} int8 cannot honour it ({support.why}); it takes "
+                f"{' or '.join(support.calib_methods)}")
+
+    def check(self, fmt: str) -> str | None:
+        """The method `fmt`'s builder calibrates with (None: the format's default).
+
+        Raises:
+            ExportError: `fmt` cannot honour the overall method (its int8 alone fails, one line).
+        """
+        from ..errors import ExportError
+
+        why = self.refusal(fmt)
+        if why:
+            raise ExportError(f"{why}; give methods per format, e.g. --calib-method {self.method},{fmt}="
+                              f"{registry.get(fmt).int8.calib_methods[0]}")
+        return self.method_for(fmt) if registry.get(fmt).int8.calib_methods else None
+
+
+def _check_per_format(fmt: str, value) -> None:
+    """A FORMAT=METHOD item must name a format whose own int8 is calibrated (ORT, Triton and web
+    ship the ONNX int8 file: its method is onnx's)."""
+    if fmt not in registry.names():
+        raise UsageError(f"--calib-method {value}: no format named {fmt!r}")
+    spec = registry.get(fmt)
+    if spec.int8 is None:
+        raise UsageError(f"--calib-method {value}: {fmt} has no int8")
+    if spec.built_from == "onnx" and fmt != "openvino":
+        raise UsageError(f"--calib-method {value}: {fmt} int8 is the ONNX int8 file converted; give onnx=METHOD")
+
+
+def _check_openvino(per: tuple, value) -> None:
+    """OpenVINO's own calibration is NNCF's min/max; its percentile/entropy int8 is the ONNX int8
+    file converted, calibrated as onnx is."""
+    method = dict(per).get("openvino")
+    if method not in (None, "minmax") and dict(per).get("onnx") != method:
+        raise UsageError(f"--calib-method {value}: openvino {method} int8 is the ONNX int8 file converted; "
+                         f"give onnx={method} too (openvino=minmax calibrates with NNCF)")
 
 
 @dataclass(frozen=True)
@@ -131,25 +202,49 @@ def check_dynamic_size(formats, options: ExportOptions) -> None:
 
 
 def check_int8(formats, precisions, int8: Int8Options) -> None:
-    """Refuse, before any work, an int8 option a requested format cannot honour.
+    """Refuse, before any work, an int8 option a requested format cannot honour. A method given
+    for every format (`--calib-method percentile`) is refused here only when no requested format
+    can honour it; otherwise each format that cannot fails its own int8 at build with
+    `Calibration.refusal` (one line) and the others go on.
 
     Raises:
         UsageError: one line naming the option, the format and why.
     """
     if "int8" not in precisions:
         return
-    method = int8.calibration.method
+    cal = int8.calibration
+    calibrated = [n for n in formats if registry.get(n).int8 is not None and registry.get(n).int8.calib_methods]
     for name in formats:
         support = registry.get(name).int8
         if support is None:
             continue  # no int8 in this format: skipped with a note like any undeclared precision
-        if method is not None and not support.calib_methods:
+        method = cal.method_for(name)
+        if name in dict(cal.per_format) and not support.calib_methods:
             raise UsageError(f"--calib-method {method}: {name} int8 is not calibrated ({support.why}); "
                              "drop --calib-method")
-        if method is not None and method not in support.calib_methods:
-            raise UsageError(f"--calib-method {method}: {name} int8 cannot honour it ({support.why}); "
-                             f"it takes {' or '.join(support.calib_methods)}, or no --calib-method for "
-                             f"its default ({support.default_method})")
+        if name in dict(cal.per_format) and cal.refusal(name):
+            raise UsageError(cal.refusal(name))
         if isinstance(int8.fallback, tuple) and not support.per_layer:
             raise UsageError(f"--int8-fallback {','.join(int8.fallback)}: {name} int8 cannot keep layers in "
                              f"float ({support.why}); use auto or none")
+    _check_overall(formats, cal, calibrated)
+
+
+def _check_overall(formats, cal: Calibration, calibrated: list[str]) -> None:
+    """An overall method that no requested int8 format can honour is a usage error (one line)."""
+    method = cal.method
+    if method is None:
+        return
+    own = [f for f in formats if registry.get(f).int8 is not None and f not in dict(cal.per_format)]
+    if not own:
+        return
+    if not any(f in calibrated for f in own):
+        name = own[0]
+        support = registry.get(name).int8
+        raise UsageError(f"--calib-method {method}: {name} int8 is not calibrated ({support.why}); drop --calib-method")
+    if all(cal.refusal(f) for f in own if f in calibrated):
+        name = next(f for f in own if f in calibrated)
+        support = registry.get(name).int8
+        raise UsageError(f"--calib-method {method}: {name} int8 cannot honour it ({support.why}); "
+                         f"it takes {' or '.join(support.calib_methods)}, or no --calib-method for "
+                         f"its default ({support.default_method})")

@@ -70,7 +70,7 @@ def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=
     from ..formats.onnx.targets import parse_all
     from ..formats.ort.options import OrtOptions
 
-    calibration = Calibration(calib_method, int(calib_size), Path(calib_data) if calib_data is not None else None)
+    calibration = Calibration.parse(calib_method, int(calib_size), Path(calib_data) if calib_data is not None else None)
     int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
     onnx = OnnxOptions(opset, fp16_io, bake_preprocess, parse_all(targets))
     return ExportOptions(Batch.parse(batch), device, int8, onnx, verify, ort=OrtOptions(ort_target),
@@ -272,13 +272,16 @@ def _drop_failed(result: ExportResult) -> None:
 def _time_files(result: ExportResult, staging: Path, job: Job, say) -> dict:
     """Time the verified files each CPU runtime can run against each other (see `speed`);
     unverified exports are not timed: the fastest file must also be a correct one."""
-    from . import speed
+    from . import int8, speed
 
+    fp32_bytes = sum(t.numel() * 4 for t in job.model.state_dict().values() if t.is_floating_point())
     if not job.options.verify:
+        result.notes += int8.ratios(result.artifacts, fp32_bytes)
         return {"skipped": "--no-verify"}
     say("timing the verified files on this machine")
     timing = speed.compare(result.artifacts, staging, job.run.preprocess.crop)
     result.notes += timing.pop("notes", [])
+    result.notes += int8.ratios(result.artifacts, fp32_bytes)  # int8 share, size and speed vs fp32
     return timing
 
 
@@ -498,7 +501,6 @@ def _not_run_reason(artifact: Artifact, devices) -> str | None:
     return None
 
 
-VERIFY_IMAGES = 128  # one flip is < 1 point of accuracy, so a single near-tie cannot fail int8
 
 
 def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
@@ -507,14 +509,18 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
     `artifact.verified` / `artifact.verification` (False: a gate failed; the caller drops it)
     and return the summary for the manifest."""
     from ..formats.onnx.baked import verify_baked
+    from ..verify.inputs import GATE_BATCH
     from ..verify.parity import parity
+    from . import int8
 
     models = [a for a in artifacts if a.role == table.MODEL]
     devices = ("cpu", "cuda") if device == "cuda" else ("cpu",)
     runtimes = sorted({registry.get(a.format).runtimes_on(d)[0] for a in models for d in devices
                        if d in a.devices and registry.get(a.format).runtimes_on(d)})
-    report = parity(folder, run_dir=run.dir, runtimes=runtimes, devices=devices,
-                    max_images=VERIFY_IMAGES, trust_code=True, progress=P.hook("images"))
+    # The images, reference and batches every int8 search was gated on (`exporters.int8.Gate`):
+    # search and verification measure the same numbers, so they cannot disagree.
+    report = parity(folder, run_dir=run.dir, runtimes=runtimes, devices=devices, inputs=int8.held_out(run),
+                    batch_size=GATE_BATCH, trust_code=True, progress=P.hook("images"))
     rows = {}
     for r in report.results:
         if r.skipped_reason is None:
@@ -530,13 +536,17 @@ def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
 
 
 def _int8_hint(a: Artifact) -> str:
-    """What usually helps an int8 file that missed its gate (nothing for other precisions)."""
+    """What usually helps an int8 file that missed its gate (nothing for other precisions): the
+    methods it did not try, per format so that the other formats keep theirs."""
     if a.precision != "int8":
         return ""
-    percentile = "percentile" in registry.get(a.format).int8.calib_methods
-    return ("; int8 flips near-tied predictions, which an undertrained model has many of: try "
-            + ("--calib-method percentile or " if percentile else "") + "more --calib-size, or inspect with "
-            "`tlexport parity`")
+    tried = set(((a.int8 or {}).get("calibration") or {}).get("tried") or [])
+    support = registry.get(a.format).int8
+    fmt = "onnx" if registry.get(a.format).built_from == "onnx" and a.format != "openvino" else a.format
+    left = [m for m in (support.calib_methods if support else ()) if m not in tried]
+    methods = f"--calib-method {fmt}={left[0]} or " if left else ""
+    return (f"; int8 flips near-tied predictions, which an undertrained model has many of: try {methods}"
+            "more --calib-size, or inspect with `tlexport parity`")
 
 
 def _record_verification(a: Artifact, checked: list, devices, source: str) -> None:

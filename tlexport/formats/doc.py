@@ -23,33 +23,40 @@ so edit the specs (`tlexport/formats/<name>/__init__.py`), not this page. Adding
 
 INT8_TEXT = """## int8
 
-`--int8-fallback` and `--calib-method` mean one thing for every format that quantizes; a format
-that cannot honour a value refuses it before any work, with a one-line reason (exit 2).
+`--int8-fallback` and `--calib-method` mean one thing for every format that quantizes
+([int8.md](int8.md)). A node list a format cannot honour is refused before any work (exit 2); a
+`--calib-method` given for every format that one format cannot honour fails that format's int8
+alone (one line naming the per-format form), and is refused up front only when no requested
+format can honour it.
 
 - `--int8-fallback none`: every quantizable layer int8.
 - `--int8-fallback NODE,...`: exactly those layers stay float (`stem` and `head` name the first
   convolution and the classifier; other names are the format's own: ONNX node names, ExecuTorch
   module names). Refused by a format without per-layer fallback.
-- `--int8-fallback auto` (the default of most architectures): every layer int8 when parity's int8
-  gate (top-1 agreement with fp32, accuracy drop when labels are known) holds on the held-out
-  images (the run's val split, never the calibration images); otherwise the fewest layers, in the
-  format's order of likely sensitivity, stay float until it holds (prefixes of 1, 2, 4, ... then
-  bisection). ONNX ranks every Conv/Gemm/MatMul by the signal-to-quantization-noise ratio it
-  loses; ExecuTorch tries stem, then stem and head. Where the gate cannot be reached, export fails
-  (unless `--no-verify`). A format without per-layer fallback makes every layer int8, and export's
-  verification gates the file like any artifact.
-- `--calib-method`: how activation ranges are estimated from the calibration images. `minmax`
-  takes the observed min and max (onnxruntime's MinMax calibrator; PT2E's MinMaxObserver);
-  `percentile` and `entropy` are onnxruntime's histogram calibrators. Without the option each
-  format uses its default below, and the manifest's `int8.calibration` records what was used.
+- `--int8-fallback auto` (the default of most architectures), the same recovery path for every
+  format: every layer int8 with each calibration method the format honours in turn (its default
+  first) until the int8 gate holds on the gate images (the run's val split, never the calibration
+  images; the same images, reference and measurement as export's verification); then the fewest
+  layers, in the format's order of likely sensitivity, stay float until it holds (prefixes of 1,
+  2, 4, ... then bisection), calibrated with the method that came closest. ONNX ranks every
+  Conv/Gemm/MatMul by the signal-to-quantization-noise ratio it loses; ExecuTorch tries stem, then
+  stem and head. Where the gate cannot be reached, that format's int8 fails (unless
+  `--no-verify`). A format without per-layer fallback stops after its methods.
+- `--calib-method METHOD` or `FORMAT=METHOD,...`: how activation ranges are estimated from the
+  calibration images. `minmax` takes the observed min and max (onnxruntime's MinMax calibrator;
+  PT2E's MinMaxObserver; NNCF's MINMAX); `percentile` and `entropy` are onnxruntime's histogram
+  calibrators. Without the option each format uses its default below (then its others under
+  `auto`), and the manifest's `int8.calibration` records what was used and tried.
 - The formats converted from ONNX (`built from onnx`) reuse the int8 ONNX file: same calibration,
   same float layers, same record. Except OpenVINO IR where `nncf` is installed (the `openvino`
-  extra) and the method is `minmax`: NNCF quantizes the fp32 IR under the same policy, gated on
-  OpenVINO, because the converted QDQ graph runs slower than fp32 on depthwise/hardswish
-  networks ([int8-speed.md](int8-speed.md)).
+  extra) and the method is `minmax` or not given: NNCF quantizes the fp32 IR under the same
+  policy, gated on OpenVINO, because the converted QDQ graph runs slower than fp32 on
+  depthwise/hardswish networks ([int8-speed.md](int8-speed.md)).
 - Export times the verified files each CPU runtime can run against each other at batch 1 on the
   exporting machine: the manifest's `fastest` names the fastest file per runtime (each artifact's
   `speed` holds its median), and an int8 file that is not faster than fp32 there is said in one line.
+  Every int8 record counts its `quantized` / `total` layers and its `size_ratio` and `speedup`
+  against fp32; a file neither 2x smaller nor 1.2x faster is published with a one-line warning.
 """
 
 FOLDERS_TEXT = """## Artifacts that are folders

@@ -15,6 +15,10 @@ from ..errors import DataError
 # When neither --data nor --random is given and the run has no val split on disk.
 FALLBACK_RANDOM = 16
 RANDOM_SEED = 0
+# The images export gates every artifact on (its int8 search and its verification alike).
+GATE_IMAGES = 256  # at most, from the run's val split (spread over it, classes stay mixed)
+GATE_RANDOM = 64  # seeded random inputs when the val split is not on disk
+GATE_BATCH = 16  # the batch every runtime is fed while gating (int8 logits depend on it slightly)
 
 
 @dataclass
@@ -111,3 +115,14 @@ def random_inputs(n: int, crop: int, seed: int = RANDOM_SEED, note: str = "") ->
     floats = rng.standard_normal((n, 3, crop, crop), dtype=np.float32)
     names = [f"random-{i:04d}" for i in range(n)]
     return Inputs(names, None, f"random {n} (seed {seed}){note}", floats=floats)
+
+
+def gate_images(run) -> Inputs:
+    """The ONE image set export's checks are measured on: the int8 search of every format and
+    the verification of every artifact. The run's val split (never calibration images, which come
+    from the train split), at most GATE_IMAGES spread over it; seeded random inputs (no labels)
+    when the val split is not on disk. Deterministic: the same run gives the same images."""
+    samples = run.samples("val")
+    if samples:
+        return load_images(samples, run.preprocess, None, "the run's val split", GATE_IMAGES)
+    return random_inputs(GATE_RANDOM, run.preprocess.crop, note=", the run's val split is not on disk")

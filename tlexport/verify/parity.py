@@ -172,7 +172,7 @@ def evaluate_runtime(runtime, inputs: Inputs, ref_logits: np.ndarray, run, atol:
 def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager", runtimes=None,
            devices=("cpu",), precisions=None, atol: float | None = None, rtol: float | None = None,
            max_images: int | None = None, batch_size: int = 16, run_dir=None, trust_code: bool = False,
-           progress=None) -> ParityReport:
+           progress=None, inputs: Inputs | None = None) -> ParityReport:
     """Compare every runtime x precision x device of an export folder with a reference.
 
     Args:
@@ -190,6 +190,8 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
         trust_code: also run TorchScript / .pt2 files found in the folder (loading them executes
             code stored in them); without it they are listed as skipped.
         progress: optional callable(label, done, total) after each batch.
+        inputs: the images, already loaded (export's verification passes the ones its int8
+            search was gated on, `inputs.gate_images`); data, random and max_images then unused.
     Returns:
         ParityReport (the caller turns `passed` into an exit code).
     Raises:
@@ -210,7 +212,7 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
     spec = archs.get(run.arch)
     atol = spec.atol if atol is None else atol
     rtol = spec.rtol if rtol is None else rtol
-    inputs, notes = gather_inputs(run, data, random, max_images)
+    inputs, notes = (inputs, []) if inputs is not None else gather_inputs(run, data, random, max_images)
     with no_tf32():
         ref_rt = _reference(rt, export_dir, run, reference, trust_code)
         ref_logits = _reference_logits(ref_rt, inputs, batch_size, progress)
@@ -314,6 +316,20 @@ def _by_file(progress, runtime, export_dir: Path):
     path = Path(runtime.artifact)
     name = path.relative_to(export_dir).as_posix() if path.is_relative_to(export_dir) else path.name
     return lambda label, done, total: progress(f"{name} ({label})", done, total)
+
+
+def reference_logits(run_dir, inputs: Inputs, batch_size: int = 16, device: str = "cpu") -> np.ndarray:
+    """torch-eager fp32 logits of `inputs`, computed exactly as `parity()` computes its default
+    reference (same runtime, batches and TF32 setting): export's int8 search gates on these, so
+    that its verification, which runs `parity()`, measures the same numbers."""
+    from .. import runtimes as rt
+
+    with no_tf32():
+        ref = rt.reference_runtime(run_dir, device=device).load()
+        try:
+            return _reference_logits(ref, inputs, batch_size, None)
+        finally:
+            ref.close()
 
 
 def _reference_logits(ref, inputs: Inputs, batch_size: int, progress) -> np.ndarray:

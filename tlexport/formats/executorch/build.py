@@ -1,9 +1,10 @@
 """ExecuTorch export: `model.pte` (fp32) and `model.int8.pte` (PT2E int8), lowered from the same
 torch.export program as `.pt2` onto the XNNPACK delegate, with the metadata as a constant method.
 
-int8 follows the shared `--int8-fallback` policy (`exporters.int8`): XNNPACK's quantizer leaves
-named modules float through a filter, so `auto` searches for the fewest of stem and head to keep
-float when the all-int8 program misses the held-out gate. Needs the `executorch` extra plus
+int8 follows the shared recovery path (`exporters.int8.recover`): the quantizer's histogram
+observer, then min/max, with every layer int8; then, under `auto`, the fewest of stem and head kept
+float (XNNPACK's quantizer leaves named modules float through a filter). Every trial is the lowered
+`.pte` run by the ExecuTorch runtime on the gate images, as verification runs it. Needs the `executorch` extra plus
 `pip install --no-deps executorch==1.5.1` (see this package's spec).
 """
 
@@ -88,62 +89,54 @@ def quantized_program(job, batches, keep, method: str | None = None):
 
 
 class _Trials:
-    """keep -> (program, keep, parity's int8 comparison of the program run in torch with fp32)."""
+    """keep -> (.pte file, keep, result): the PT2E program calibrated with `method`, lowered to
+    XNNPACK and run by the ExecuTorch runtime on the export's gate images (`exporters.int8.Gate`),
+    exactly as verification runs the published file. One per method; `done` is shared."""
 
-    def __init__(self, job, batches, method, inputs):
-        import numpy as np
-        import torch
-
-        self.job, self.batches, self.method, self.inputs = job, batches, method, inputs
-        model = job.model_on("cpu")
-        with torch.no_grad():
-            self.ref = np.concatenate([model(torch.from_numpy(b)).float().numpy() for _, b in
-                                       P.counted(inputs.batches(32), "fp32 reference", len(inputs), "images",
-                                                 size=lambda item: len(item[1]))])
-        self.done: list[dict] = []
+    def __init__(self, job, batches, method, gate, work: Path, done: list):
+        self.job, self.batches, self.method, self.gate, self.work, self.done = job, batches, method, gate, work, done
+        self.shares: dict[Path, dict] = {}
 
     def __call__(self, keep):
-        from ...verify.compare import compare, gates_for
+        from ...runtimes.quiet import silenced
 
-        program = quantized_program(self.job, self.batches, tuple(keep), self.method)
-        res = compare(self.ref, self._logits(program), self.inputs.labels, self.inputs.names, "int8",
-                      gates_for("int8"), runtime="executorch")
-        self.done.append(shared.trial_row(keep, res))
-        return program, list(keep), res
-
-    def _logits(self, program):
-        import numpy as np
-        import torch
-
-        module = program.module()
-        fixed = None if self.job.dynamic else int(self.job.example.shape[0])
-        out = []
-        with torch.no_grad():
-            for _, b in P.counted(self.inputs.batches(fixed or 32), "held-out check", len(self.inputs), "images",
-                                  size=lambda item: len(item[1])):
-                n = len(b)
-                if fixed:
-                    b = np.concatenate([b, np.repeat(b[-1:], fixed - n, axis=0)])
-                out.append(module(torch.from_numpy(b)).float().numpy()[:n])
-        return np.concatenate(out)
+        with silenced(), P.step("waiting for executorch (calibration, XNNPACK lowering)"):
+            program = quantized_program(self.job, self.batches, tuple(keep), self.method)
+            path = self.work / f"trial-{len(self.done)}.pte"
+            lower(program, path, self.job.meta)
+        self.shares[path] = shared.pt2e_share(program.graph_module)
+        res = self.gate.measure(path, "executorch")
+        self.done.append(shared.trial_row(keep, res, shared.method_name(self.method, SPEC.int8)))
+        return path, list(keep), res
 
 
-def int8_program(job, batches, files: list, source: str):
-    """(program, record, notes) under the shared int8 policy (see the module docstring)."""
-    method, method_name = shared.pt2e_method(job, SPEC.int8)
+def int8_file(job, batches, files: list, source: str, dst: Path):
+    """Write `dst` under the shared recovery path (see the module docstring); (record, notes)."""
+    import shutil
+
+    methods = shared.methods_to_try(job, "executorch", SPEC.int8)
     policy = job.options.int8.policy(job.spec.int8_fallback)
-    inputs = shared.held_out(job.run)
-    trial = _Trials(job, batches, method, inputs)
-    program, kept, res, _ = shared.search(trial, policy, rank=lambda first: list(CANDIDATES))
-    shared.check_reached(policy, res, job.options.verify, "stem and head", trials=trial.done,
-                         still_int8="every other layer stays int8 (XNNPACK's quantizer leaves modules float by name only)")
-    record = shared.record(policy, kept, res, inputs, trial.done, reference="fp32 model (torch-eager CPU)",
-                           calibration={"method": f"PT2E {method_name}", "images": len(files),
-                                        "source": source})
-    notes = [f"PT2E static int8 (XNNPACKQuantizer, per-channel symmetric weights, {method_name} activation ranges) "
+    gate, done = shared.gate(job.run), []
+    work = job.staging / ".int8-executorch"
+    work.mkdir(exist_ok=True)
+    try:
+        trials = {m: _Trials(job, batches, m, gate, work, done) for m in methods}
+        path, kept, res, _, method = shared.recover(trials.get, methods, policy,
+                                                    resolve=lambda k: list(k), rank=lambda first: list(CANDIDATES))
+        shared.check_reached(policy, res, job.options.verify, "stem and head", trials=done,
+                             still_int8="every other layer stays int8 (XNNPACK's quantizer leaves modules float by name only)")
+        share = trials[method].shares[path]
+        shutil.move(str(path), str(dst))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    name = shared.method_name(method, SPEC.int8)
+    record = shared.record(policy, kept, res, gate.inputs, done, reference="fp32 model (torch-eager CPU)",
+                           calibration={"method": f"PT2E {name}", "images": len(files), "source": source,
+                                        "tried": list(dict.fromkeys(t["method"] for t in done))}, **share)
+    notes = [f"PT2E static int8 (XNNPACKQuantizer, per-channel symmetric weights, {name} activation ranges) "
              f"calibrated on {len(files)} images; kept in float: {', '.join(kept) or 'nothing'}; top-1 agreement "
              f"with fp32 {record['top1_agreement']:.1%} on {record['images']} images ({record['images_source']})"]
-    return program, record, notes
+    return record, notes
 
 
 def build(job, say) -> list[Artifact]:
@@ -166,10 +159,7 @@ def build(job, say) -> list[Artifact]:
                 # batch is padded like every fixed-batch calibration (a module that guards its
                 # input shape, as LiteRT's does, would fail on a short one).
                 files, batches, source = shared.calibration(job, int(job.example.shape[0]), pad=not job.dynamic)
-                with silenced():
-                    program, record, more = int8_program(job, batches, files, source)
-                    with P.step("waiting for executorch (XNNPACK lowering)"):
-                        lower(program, dst, job.meta)
+                record, more = int8_file(job, batches, files, source, dst)
                 notes += more
         except (ExportError, UsageError):
             raise

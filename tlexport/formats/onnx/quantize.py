@@ -226,7 +226,7 @@ def _quiet():
         root.setLevel(level)
 
 
-def logits(path: Path, inputs, batch: int = 32, runtime: str = "onnxruntime") -> np.ndarray:
+def logits(path: Path, inputs, batch: int = 16, runtime: str = "onnxruntime") -> np.ndarray:
     """CPU logits of every held-out image from a runtime of the registry (onnxruntime, openvino;
     fixed-batch graphs are padded by the runtime)."""
     from ...runtimes import runtime_class
@@ -289,38 +289,37 @@ def sensitivity(pre: Path, qdq: Path, x: np.ndarray, candidates: list[str], work
 
 
 class Trials:
-    """Quantize with a given set of float nodes and measure the result against fp32 on the
-    held-out images; every file is kept until the caller picks one."""
+    """Quantize with a given set of float nodes and measure the result against torch-eager on the
+    export's gate images (`exporters.int8.Gate`, as verification measures it); every file is kept
+    until the caller picks one. One instance per calibration method; `done` is shared."""
 
-    def __init__(self, pre, work, batches, method, meta, inputs, ref, runtimes=("onnxruntime",)):
+    def __init__(self, pre, work, batches, method, meta, gate, done: list, runtimes=("onnxruntime",)):
         self.pre, self.work, self.batches, self.method, self.meta = pre, work, batches, method, meta
-        self.inputs, self.ref, self.runtimes = inputs, ref, tuple(runtimes)
-        self.cache = work / "calibration.json"
-        self.done: list[dict] = []
+        self.gate, self.runtimes, self.done = gate, tuple(runtimes), done
+        self.inputs = gate.inputs
+        self.cache = work / f"calibration-{method}.json"  # ranges computed once per method
 
     def __call__(self, keep: list[str]):
         """(file, float nodes, result): the result of the runtime that did worst (the gate holds
         only when it holds on every runtime of `runtimes`)."""
-        from ...verify.compare import compare, gates_for
-
         path = self.work / f"trial-{len(self.done)}.onnx"
         to_int8(self.pre, path, batches=self.batches, method=self.method, meta=self.meta, keep_float=keep,
                 cache=self.cache)
-        results = [compare(self.ref, logits(path, self.inputs, runtime=rt), self.inputs.labels, self.inputs.names,
-                           "int8", gates_for("int8"), runtime=rt) for rt in self.runtimes]
-        res = min(results, key=lambda r: (bool(r.passed), r.top1_agreement))  # a failing one first
-        self.done.append({**shared.trial_row(keep, res), "passed": all(bool(r.passed) for r in results),
+        results = [self.gate.measure(path, rt) for rt in self.runtimes]
+        res = min(results, key=lambda r: (bool(r.passed), shared.closeness(r)))  # a failing one first
+        self.done.append({**shared.trial_row(keep, res, self.method), "passed": all(bool(r.passed) for r in results),
                           "runtimes": {r.runtime: {"top1_agreement": round(r.top1_agreement / 100, 4),
-                                                   "accuracy_delta": r.accuracy_delta, "passed": bool(r.passed)}
-                                       for r in results}})
+                                                   "flips": len(r.flips), "accuracy_delta": r.accuracy_delta,
+                                                   "passed": bool(r.passed)} for r in results}})
+        res.passed = all(bool(r.passed) for r in results)
         return path, list(keep), res
 
 
 def build_int8(job, base: Path, dst: Path):
-    """The int8 ONNX file at `dst` from the staged fp32 file `base`, under the shared
-    `--int8-fallback` policy (`exporters.int8`): every Conv/Gemm/MatMul int8 unless the held-out
-    gate fails, then the fewest most sensitive layers (ranked by SQNR lost) in float, or exactly
-    the named ones.
+    """The int8 ONNX file at `dst` from the staged fp32 file `base`, under the shared recovery path
+    (`exporters.int8.recover`): every Conv/Gemm/MatMul int8 with each calibration method in turn
+    until the gate passes, then the fewest most sensitive layers (ranked by SQNR lost) in float,
+    or exactly the named ones.
 
     Returns:
         (the manifest's int8 record, notes): formats converted from this file reuse both.
@@ -328,33 +327,52 @@ def build_int8(job, base: Path, dst: Path):
     import os
     import shutil
 
+    from . import SPEC
+
     policy = job.options.int8.policy(job.spec.int8_fallback)
-    method = job.options.int8.calibration.method or "minmax"
+    methods = shared.methods_to_try(job, "onnx", SPEC.int8)
     fixed = None if job.dynamic else int(job.example.shape[0])
     files, batches, source = shared.calibration(job, fixed or CALIB_BATCH, pad=fixed is not None)
     work = job.staging / ".int8"
     work.mkdir(exist_ok=True)
+    done: list[dict] = []
     try:
         pre = prepare(base, work / "pre.onnx")
-        inputs = shared.held_out(job.run)
-        trial = Trials(pre, work, batches, method, job.meta, inputs, logits(base, inputs), runtimes=gate_runtimes())
-        path, kept, res, ranked = shared.search(trial, policy, resolve=lambda names: float_nodes(pre, names),
-                                                 rank=lambda first: _rank(pre, first[0], trial.inputs, fixed, work))
+        gate = shared.gate(job.run)
+        trials = {m: Trials(pre, work, batches, m, job.meta, gate, done, runtimes=gate_runtimes()) for m in methods}
+        path, kept, res, ranked, method = shared.recover(
+            trials.get, methods, policy, resolve=lambda names: float_nodes(pre, names),
+            rank=lambda first: _rank(pre, first[0], gate.inputs, fixed, work))
         if policy == "auto" and not res.passed:
             shared.check_reached(policy, res, job.options.verify, f"all {len(kept)} Conv/Gemm/MatMul layers",
-                                 trials=trial.done, still_int8=still_int8(path, kept))
+                                 trials=done, still_int8=still_int8(path, kept))
+        share = quantized_share(path)
         os.replace(path, dst)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    record = shared.record(policy, kept, res, inputs, trial.done, reference="fp32 ONNX (onnxruntime CPU)",
-                            calibration={"method": method, "images": len(files), "source": source},
-                            gate_runtimes=list(trial.runtimes), sensitivity_db=[[n, round(v, 2)] for n, v in ranked[:10]])
+    record = shared.record(policy, kept, res, gate.inputs, done, reference="fp32 model (torch-eager CPU)",
+                           calibration={"method": method, "images": len(files), "source": source,
+                                        "tried": list(dict.fromkeys(t["method"] for t in done))},
+                           gate_runtimes=list(gate_runtimes()), **share,
+                           sensitivity_db=[[n, round(v, 2)] for n, v in ranked[:10]])
     floats = f"; kept in float: {', '.join(kept)}" if kept else "; every Conv/Gemm int8"
     if not res.passed:
         floats += "; BELOW the int8 gate (" + "; ".join(res.failures) + ")"
     return record, [f"QDQ static, per-channel int8 weights, uint8 activations; {method} calibration on "
                     f"{len(files)} images from {source}{floats}; top-1 agreement with fp32 "
-                    f"{res.top1_agreement:.1f}% on {len(inputs)} images ({inputs.source})"]
+                    f"{res.top1_agreement:.1f}% on {len(gate.inputs)} images ({gate.inputs.source})"]
+
+
+def quantized_share(path: Path) -> dict:
+    """How much of the QDQ file is int8: {"quantized": Conv/Gemm/MatMul layers whose weight is a
+    dequantized int8 tensor, "total": all of them}."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    produced_by = {o: n.op_type for n in graph.node for o in n.output}
+    layers = [n for n in graph.node if n.op_type in CANDIDATE_OPS]
+    quantized = sum(1 for n in layers if len(n.input) > 1 and produced_by.get(n.input[1]) == "DequantizeLinear")
+    return {"quantized": quantized, "total": len(layers)}
 
 
 def still_int8(path: Path, keep) -> str:

@@ -9,7 +9,7 @@ files is handled by the runtime (formats/tflite/runtime.py).
 
 litert-torch's quantizer cannot leave a module in float (set_module_name(name, None) is refused,
 and it has no filter), so int8 is every layer (`--int8-fallback auto` and `none` alike; a node
-list is refused up front, see this package's spec) and export's verification gates the file.
+list is refused up front, see this package's spec); its recovery path is its calibration methods.
 """
 
 from __future__ import annotations
@@ -53,25 +53,94 @@ def build(job, say) -> list[Artifact]:
         dst = job.staging / file_name("tflite", precision)
         notes = [f"converted at batch {batch}" + ("; the runtime resizes the input to any batch" if job.dynamic else ""),
                  "NCHW float32 input like the other formats (litert_torch.to_channel_last_io makes NHWC)"]
-        batches, files, record = None, [], None
-        method, method_name = shared.pt2e_method(job, SPEC.int8)
+        record = None
         if precision == "int8":
-            # The calibrated program is exported at the example batch, a fixed size: a short last
-            # batch (45 images in batches of 2) would fail its shape guard, so it is padded.
-            files, batches, source = shared.calibration(job, batch, pad=True)
-        try:
-            with silenced(), P.step("waiting for litert_torch (conversion)"):
-                convert(job, precision, batches, method).export(str(dst))
-            embed_tflite(dst, job.meta)
-        except Exception as e:
-            raise ExportError(f"LiteRT {precision} export failed ({first_line(e, 300)})") from None
-        if precision == "int8":
-            notes.append(f"PT2E static int8 (per-channel symmetric weights, {method_name} activation ranges, int8 I/O "
-                         f"tensors quantized by the runtime) calibrated on {len(files)} images; every layer int8 "
-                         f"({SPEC.int8.why})")
-            policy = job.options.int8.policy(job.spec.int8_fallback)
-            record = {"fallback": policy if isinstance(policy, str) else "auto", "float_nodes": [],
-                      "calibration": {"method": f"PT2E {method_name}", "images": len(files), "source": source},
-                      "why": f"{SPEC.int8.why}: every layer int8, gated by export's verification"}
+            record, more = int8_file(job, dst)
+            notes += more
+        else:
+            try:
+                with silenced(), P.step("waiting for litert_torch (conversion)"):
+                    convert(job, precision).export(str(dst))
+                embed_tflite(dst, job.meta)
+            except Exception as e:
+                raise ExportError(f"LiteRT {precision} export failed ({first_line(e, 300)})") from None
         out.append(Artifact(dst.name, "tflite", precision, notes=notes, int8=record))
     return out
+
+
+def int8_file(job, dst):
+    """`dst` under the shared recovery path (`exporters.int8.recover`): litert-torch cannot keep a
+    layer float, so the path is its calibration methods (the histogram observer, then min/max),
+    each converted and run by the LiteRT runtime on the gate images as verification runs it.
+
+    Returns:
+        (the manifest's int8 record, notes)
+    """
+    import shutil
+
+    batch = int(job.example.shape[0])
+    # The calibrated program is exported at the example batch, a fixed size: a short last
+    # batch (45 images in batches of 2) would fail its shape guard, so it is padded.
+    files, batches, source = shared.calibration(job, batch, pad=True)
+    methods = shared.methods_to_try(job, "tflite", SPEC.int8)
+    policy = job.options.int8.policy(job.spec.int8_fallback)
+    gate, done, work = shared.gate(job.run), [], job.staging / ".int8-tflite"
+    work.mkdir(exist_ok=True)
+    try:
+        trials = {m: _Trials(job, batches, m, gate, work, done) for m in methods}
+        path, kept, res, _, method = shared.recover(trials.get, methods, "none")
+        share = trials[method].shares[path]
+        shutil.move(str(path), str(dst))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    shared.check_reached(policy, res, job.options.verify, "", trials=done)
+    name = shared.method_name(method, SPEC.int8)
+    record = shared.record(policy, [], res, gate.inputs, done, reference="fp32 model (torch-eager CPU)",
+                           calibration={"method": f"PT2E {name}", "images": len(files), "source": source,
+                                        "tried": list(dict.fromkeys(t["method"] for t in done))},
+                           why=f"{SPEC.int8.why}: every layer int8", **share)
+    return record, [f"PT2E static int8 (per-channel symmetric weights, {name} activation ranges, int8 I/O tensors "
+                    f"quantized by the runtime) calibrated on {len(files)} images; every layer int8 ({SPEC.int8.why}); "
+                    f"top-1 agreement with fp32 {res.top1_agreement:.1f}% on {len(gate.inputs)} images"]
+
+
+class _Trials:
+    """keep (always none) -> (.tflite file, [], result): converted with `method`, run by the LiteRT
+    runtime on the gate images. One per method; `done` is shared."""
+
+    def __init__(self, job, batches, method, gate, work, done: list):
+        self.job, self.batches, self.method, self.gate, self.work, self.done = job, batches, method, gate, work, done
+        self.shares: dict = {}
+
+    def __call__(self, keep):
+        from ...runtimes.quiet import silenced
+
+        path = self.work / f"trial-{len(self.done)}.tflite"
+        try:
+            with silenced(), P.step("waiting for litert_torch (calibration, conversion)"):
+                convert(self.job, "int8", self.batches, self.method).export(str(path))
+            embed_tflite(path, self.job.meta)
+        except Exception as e:
+            raise ExportError(f"LiteRT int8 export failed ({first_line(e, 300)})") from None
+        self.shares[path] = tflite_share(path)
+        res = self.gate.measure(path, "litert")
+        self.done.append(shared.trial_row([], res, shared.method_name(self.method, SPEC.int8)))
+        return path, [], res
+
+
+LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
+
+
+def tflite_share(path) -> dict:
+    """How much of a .tflite file is int8: {"quantized": convolution / fully-connected ops whose
+    weight tensor is int8, "total": all of them}."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    dtypes = {t["index"]: str(t["dtype"]) for t in interp.get_tensor_details()}
+    total = quantized = 0
+    for op in interp._get_ops_details():  # the public API lists tensors, not ops
+        if op["op_name"] in LAYER_OPS:
+            total += 1
+            quantized += len(op["inputs"]) > 1 and "int8" in dtypes.get(int(op["inputs"][1]), "")
+    return {"quantized": int(quantized), "total": total}
