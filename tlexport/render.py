@@ -44,25 +44,23 @@ def json_text(obj) -> str:
 
 
 def write_json_report(path: Path | str, report) -> Path:
-    """Write a report (an object with .to_dict() or a dict) as JSON (`json_text`), atomically.
+    """Write a report (an object with .to_dict() or a dict) as JSON (`json_text`): atomically to
+    a regular file, in place to a device, FIFO or a link to one (`fileio.write_report_bytes`).
 
     Returns:
         The path written.
     """
-    from .fileio import write_text
-
-    path = Path(path).expanduser()
     data = report.to_dict() if hasattr(report, "to_dict") else report
-    write_text(path, json_text(data) + "\n")
-    return path
+    return write_text_report(path, json_text(data) + "\n")
 
 
 def write_text_report(path: Path | str, text: str) -> Path:
-    """Write a Markdown (or any text) report atomically."""
-    from .fileio import write_text
+    """Write a Markdown (or any text) report: atomically to a regular file or a new path, in
+    place to a device or FIFO, through a symbolic link (which stays a link)."""
+    from .fileio import write_report_bytes
 
     path = Path(path).expanduser()
-    write_text(path, text)
+    write_report_bytes(path, text.encode())
     return path
 
 
@@ -215,14 +213,20 @@ def _pyplot():
 
 
 def _save(fig, path: Path | str, dpi: int = 100) -> Path:
-    """Write a figure as PNG atomically and close it."""
-    from .fileio import atomic_path
+    """Write a figure as PNG and close it: rendered in memory, then written like every report
+    (atomically, or in place to a device or FIFO), so a full disk or a read-only folder is one
+    line naming the file and leaves nothing behind."""
+    import io
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)  # tmp has no .png suffix: say the format
-    _pyplot().close(fig)
-    return path
+    from .fileio import write_report_bytes
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        _pyplot().close(fig)
+    write_report_bytes(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def plot_curves(path: Path | str, history) -> Path:

@@ -9,7 +9,7 @@ import traceback
 
 import click
 
-from ..errors import TlexportError, first_line
+from ..errors import PATH_ERRNOS, TlexportError, first_line, os_error
 
 # Tables are wide (parity has 14 columns); in a log, a pipe or CliRunner there is no terminal
 # width to respect, so every console uses this width there instead of squashing to 80.
@@ -39,6 +39,11 @@ def error_boundary(fn):
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except OSError as e:  # one mapping for what the OS refused where no layer below named it
+            if debug:
+                traceback.print_exc()
+            err = os_error(e, action="use", argument=e.errno in PATH_ERRNOS)
+            fail(str(err), err.exit_code)
         except Exception as e:  # a bug or an unforeseen environment problem: still one line
             if debug:
                 traceback.print_exc()
