@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import TlexportError
 from ..fileio import read_json
-from .cache import cache_dir, digest_bytes, file_identity
+from .cache import cache_dir, digest_bytes, file_identity, marked_dir
 from .images import BadImage, open_rgb
 
 Sample = tuple[Path, int]
@@ -104,11 +104,11 @@ class ScanMemory:
                "files": {k: list(v) for k, v in self.rows.items()}}
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            marked_dir(self.path.parent)
             tmp.write_text(json.dumps(doc, separators=(",", ":")))
             os.replace(tmp, self.path)
             self.changed = False
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a scan/ folder that is not tlexport's
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
