@@ -249,6 +249,20 @@ def _check_split(record: dict, path: Path) -> None:
                            "inside the data folder")
 
 
+def check_labels(record: dict, n_classes: int, path) -> None:
+    """Every label of a split record indexes one of the run's `n_classes` classes: the one check
+    of split.json against run.json, shared by eval, export, parity and --resume.
+
+    Raises:
+        RunError: naming the file, the label and the class count.
+    """
+    for side in ("train", "val"):
+        for rel, label in record.get(side) or ():
+            if not 0 <= label < n_classes:
+                raise RunError(f"{path} is damaged: {rel!r} has label {label}, but the run has {n_classes} "
+                               "classes; it does not match run.json")
+
+
 def _row_ok(row) -> bool:
     if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str) and type(row[1]) is int):
         return False
