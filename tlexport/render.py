@@ -247,20 +247,64 @@ def plot_curves(path: Path | str, history) -> Path:
     return _save(fig, path)
 
 
+CONFUSION_TEXT_MAX = 30  # classes up to which every cell gets its count written
+TOP_CONFUSIONS = 20  # pairs listed beside a matrix too large for per-cell text
+
+
 def plot_confusion(confusion, classes: list[str], path: Path | str) -> Path:
-    """The confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    """The confusion matrix (rows: true class, columns: predicted). Up to CONFUSION_TEXT_MAX
+    classes, every cell shows its count in a colour that contrasts with the cell (dark on light,
+    light on dark); larger matrices are drawn as a picture of bounded size with no per-cell text
+    or tick labels, beside a list of the most frequent confusions (a 1000-class matrix would
+    otherwise be a million texts and minutes of drawing)."""
+    import numpy as np
+
     plt = _pyplot()
+    confusion = np.asarray(confusion)
     n = len(classes)
+    if n > CONFUSION_TEXT_MAX:
+        return _confusion_large(plt, confusion, classes, path)
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
-    ax.imshow(confusion, cmap="Blues")
+    image = ax.imshow(confusion, cmap="Blues", vmin=confusion.min(initial=0), vmax=max(confusion.max(initial=0), 1))
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
     ax.set_xticklabels(classes, rotation=45, ha="right")
     ax.set_yticklabels(classes)
-    threshold = confusion.max() / 2 if confusion.size else 0
     for i in range(n):
         for j in range(n):
-            color = "white" if confusion[i, j] > threshold else "black"
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=color)
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center",
+                    color=text_colour(image.cmap(image.norm(confusion[i, j]))))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def text_colour(rgba) -> str:
+    """Black on a light cell, white on a dark one: by the cell colour's relative luminance
+    (sRGB, ITU-R BT.709 weights), not by the count, so any colour map reads right."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
+def top_confusions(confusion, classes: list[str], k: int = TOP_CONFUSIONS) -> list[tuple[str, str, int]]:
+    """The k most frequent (true, predicted, count) pairs off the diagonal, most frequent first."""
+    import numpy as np
+
+    off = np.array(confusion, dtype=np.int64, copy=True)
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:k]
+    pairs = [np.unravel_index(i, off.shape) for i in flat]
+    return [(classes[i], classes[j], int(off[i, j])) for i, j in pairs if off[i, j] > 0]
+
+
+def _confusion_large(plt, confusion, classes: list[str], path) -> Path:
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 7), gridspec_kw={"width_ratios": [1, 1]})
+    ax.imshow(confusion, cmap="Blues", interpolation="nearest")
+    ax.set(xticks=[], yticks=[], xlabel=f"predicted ({len(classes)} classes)", ylabel="true",
+           title="confusion matrix")
+    side.axis("off")
+    pairs = top_confusions(confusion, classes)
+    lines = [f"{count:>6}  {true[:28]} -> {pred[:28]}" for true, pred, count in pairs] or ["no confusions"]
+    side.text(0, 1, "most frequent confusions (count  true -> predicted)\n\n" + "\n".join(lines),
+              va="top", ha="left", family="monospace", fontsize=9, transform=side.transAxes)
     fig.tight_layout()
     return _save(fig, path)
 
