@@ -9,6 +9,7 @@ import traceback
 
 import click
 
+from ..procs import Terminated, signals_unwind
 from ..errors import PATH_ERRNOS, TlexportError, first_line, os_error
 
 # Tables are wide (parity has 14 columns); in a log, a pipe or CliRunner there is no terminal
@@ -30,13 +31,16 @@ def error_boundary(fn):
     def wrapper(*args, **kwargs):
         debug = click.get_current_context().find_object(Context).debug
         try:
-            return fn(*args, **kwargs)
+            with signals_unwind():  # SIGTERM/SIGHUP unwind like Ctrl-C: browsers and pools are stopped
+                return fn(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except TlexportError as e:
             if debug:
                 traceback.print_exc()
             fail(str(e), e.exit_code)
+        except Terminated as e:
+            fail(f"terminated by {e}", e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except OSError as e:  # one mapping for what the OS refused where no layer below named it

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from ..errors import TlexportError
 from ..fileio import read_json
+from ..procs import die_with_parent, pool_context, single_threaded
 from .cache import cache_dir, digest_bytes, file_identity, marked_dir
 from .images import BadImage, open_rgb
 
@@ -284,8 +284,9 @@ def _pool(n: int, workers: int, check_size):
     Forking, unlike spawning, does not import the caller's main module again."""
     if workers <= 1 or n < POOL_MIN:
         return None
-    if sys.platform.startswith("linux") and threading.active_count() == 1 and _picklable(check_size):
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    if sys.platform.startswith("linux") and single_threaded() and _picklable(check_size):
+        # workers die with us (SIGKILL included); forked only while no library thread exists
+        return ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=die_with_parent)
     return ThreadPoolExecutor(workers)
 
 

@@ -1,0 +1,93 @@
+"""Child processes and worker pools that never outlive the command that started them.
+
+- `die_with_parent`: a child started with it as `preexec_fn` (or a pool worker with it as
+  `initializer`) gets SIGKILL from the kernel when tlexport dies, SIGKILL of tlexport included
+  (Linux's parent-death signal; elsewhere a no-op, the process-group kill below still applies).
+- `signals_unwind`: while a command runs, SIGTERM and SIGHUP raise `Terminated` (a
+  KeyboardInterrupt, as Ctrl-C's SIGINT is) in the main thread, so every `finally` that stops a
+  browser, a converter or a pool runs before the process ends (exit 128 + the signal).
+- `pool_context`: "fork" only while this process has a single OS thread; once a multithreaded
+  library has started its threads (JAX, TensorFlow, OpenMP pools), a forked child could inherit a
+  lock held by a thread that does not exist there: "forkserver" then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+PR_SET_PDEATHSIG = 1
+UNWIND_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _prctl():
+    """libc's prctl, looked up in the parent: the child between fork and exec only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def single_threaded() -> bool:
+    """Whether this process has exactly one OS thread (native library threads count, which
+    threading.active_count() does not see)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return threading.active_count() == 1 and not any(m in sys.modules for m in ("jax", "tensorflow"))
+
+
+def pool_context():
+    """The multiprocessing context for a worker pool started now (see the module docstring)."""
+    import multiprocessing
+
+    if sys.platform.startswith("linux") and single_threaded():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived while a command ran; `exit_code` is 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.exit_code = signum, 128 + signum
+
+
+def _raise(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def signals_unwind():
+    """SIGTERM and SIGHUP raise Terminated inside the block (main thread only; a handler the
+    process had set itself, not the default, is left alone). Restored on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+    for s in UNWIND_SIGNALS:
+        if signal.getsignal(s) in (signal.SIG_DFL, None):
+            saved[s] = signal.signal(s, _raise)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
