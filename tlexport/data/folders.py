@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import DataError, MissingInput
 from .check import Sample, ScanMemory, check, check_files  # noqa: F401 - check_files: evaluate's entry
+from ..run.layout import bad_class_name
 from .cache import check_place
 from .images import is_image_file
 
@@ -88,11 +89,6 @@ def list_classes(folder: Path) -> list[str]:
     return names
 
 
-def bad_class_name(name: str) -> bool:
-    """A name holding a control or line-separating character (categories Cc, Zl, Zp)."""
-    import unicodedata
-
-    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name)
 
 
 def class_files(folder: Path, classes: list[str]) -> list[Sample]:

@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from ..errors import MissingInput, NotARun, TlexportError, UsageError, first_line
 from ..fileio import clean_stale, folder_lock, read_json, write_bytes, write_json, write_text
 from . import layout as L
+from .layout import bad_class_name
 
 META_MAX_BYTES = 16 << 20
 SPLIT_MAX_BYTES = 512 << 20  # one row per image: millions of images stay readable
@@ -226,6 +227,8 @@ def _check_meta(meta: dict, path: Path) -> None:
         (isinstance(meta.get("arch"), str) and bool(meta["arch"]), "'arch' must be an architecture name"),
         (isinstance(classes, list) and bool(classes) and all(isinstance(c, str) and c for c in classes)
          and len(set(classes)) == len(classes), "'classes' must be a list of distinct class names"),
+        (not isinstance(classes, list) or not any(isinstance(c, str) and bad_class_name(c) for c in classes),
+         "a class name holds a control character (it would break every format's label file)"),
         (isinstance(meta.get("preprocess"), dict), "'preprocess' must be an object"),
         *((isinstance(meta[k], dict), f"'{k}' must be an object")
           for k in ("options", "weights", "data", "metrics", "recipe") if k in meta),
