@@ -549,7 +549,7 @@ def web_export(fake_run, tmp_path_factory):
     return alone
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
 def test_no_browser_process_outlives_bench(web_export, sig):
     mark = uuid.uuid4().hex
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TLEXPORT_TEST_MARK": mark,
