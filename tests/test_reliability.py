@@ -577,17 +577,20 @@ def test_no_browser_process_outlives_bench(web_export, sig):
         assert err.strip().splitlines()[-1].startswith("Error:"), err
 
 
-def test_worker_pools_never_fork_a_multithreaded_process():
+def test_worker_pools_never_fork_a_multithreaded_process(monkeypatch):
     import threading
+    import types
 
     from tlexport import procs
 
-    assert procs.pool_context().get_start_method() == ("fork" if procs.single_threaded() else "forkserver")
+    assert procs.pool_context().get_start_method() == ("fork" if procs.fork_safe() else "forkserver")
     release = threading.Event()
     worker = threading.Thread(target=release.wait)
     worker.start()
     try:
-        assert not procs.single_threaded() and procs.pool_context().get_start_method() == "forkserver"
+        assert not procs.fork_safe() and procs.pool_context().get_start_method() == "forkserver"
     finally:
         release.set()
         worker.join()
+    monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))  # what a tflite export loads
+    assert not procs.fork_safe() and procs.pool_context().get_start_method() == "forkserver"

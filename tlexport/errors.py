@@ -149,14 +149,14 @@ def os_error(e: OSError, path=None, action: str = "write", argument: bool = Fals
 
     Args:
         argument: the path came from the command line, so an error of the path itself
-            (`PATH_ERRNOS`, ENOENT) is bad usage (BadPath, exit 2); otherwise FileSystemError
+            (`PATH_ERRNOS`, ENOENT, EEXIST: a file where a folder is named) is bad usage (BadPath, exit 2); otherwise FileSystemError
             (DiskFull for ENOSPC/EDQUOT), exit 1.
     """
     if isinstance(e, TlexportError):
         return e
     name = path if path is not None else (e.filename if e.filename is not None else "a file")
     message = f"cannot {action} {name}: {os_cause(e)}"
-    if argument and (e.errno in PATH_ERRNOS or e.errno == errno.ENOENT):
+    if argument and (e.errno in PATH_ERRNOS or e.errno in (errno.ENOENT, errno.EEXIST)):
         return BadPath(message)
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(message)

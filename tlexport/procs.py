@@ -6,15 +6,14 @@
 - `signals_unwind`: while a command runs, SIGTERM and SIGHUP raise `Terminated` (a
   KeyboardInterrupt, as Ctrl-C's SIGINT is) in the main thread, so every `finally` that stops a
   browser, a converter or a pool runs before the process ends (exit 128 + the signal).
-- `pool_context`: "fork" only while this process has a single OS thread; once a multithreaded
-  library has started its threads (JAX, TensorFlow, OpenMP pools), a forked child could inherit a
-  lock held by a thread that does not exist there: "forkserver" then.
+- `pool_context`: "fork" only while this process has a single Python thread and no multithreaded
+  library that forbids forking is loaded (JAX, TensorFlow: a forked child could inherit a lock
+  held by a thread that does not exist there); "forkserver" otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -45,20 +44,24 @@ def die_with_parent() -> None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def single_threaded() -> bool:
-    """Whether this process has exactly one OS thread (native library threads count, which
-    threading.active_count() does not see)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return threading.active_count() == 1 and not any(m in sys.modules for m in ("jax", "tensorflow"))
+# Libraries that run threads of their own and say so at fork (JAX registers an at-fork warning:
+# "os.fork() was called ... JAX is multithreaded, so this will likely lead to a deadlock"). The
+# tflite and LiteRT converters load them. Idle BLAS/OpenMP pools, which every numpy or torch
+# process has, are forked by torch's own DataLoader and do not count.
+FORK_UNSAFE = ("jax", "jaxlib", "tensorflow", "tf_keras", "ai_edge_torch", "ai_edge_litert")
+
+
+def fork_safe() -> bool:
+    """Whether forking now is safe: this is the only Python thread and no library from
+    FORK_UNSAFE is loaded."""
+    return threading.active_count() == 1 and not any(m in sys.modules for m in FORK_UNSAFE)
 
 
 def pool_context():
     """The multiprocessing context for a worker pool started now (see the module docstring)."""
     import multiprocessing
 
-    if sys.platform.startswith("linux") and single_threaded():
+    if sys.platform.startswith("linux") and fork_safe():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
 

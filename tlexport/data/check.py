@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import TlexportError
 from ..fileio import read_json
-from ..procs import die_with_parent, pool_context, single_threaded
+from ..procs import die_with_parent, fork_safe, pool_context
 from .cache import cache_dir, digest_bytes, file_identity, marked_dir
 from .images import BadImage, open_rgb
 
@@ -273,6 +273,10 @@ def _probe_all(paths: list[str], check_size, progress, workers, index: list[int]
                 done += len(rows)
                 if progress is not None:
                     progress(done, len(paths))
+    except BaseException:  # Ctrl-C, SIGTERM, an error: worker processes stop now, a stuck read included
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):  # process pools only
+            proc.terminate()
+        raise
     finally:  # interrupted too: what has not started never starts; what finished is kept
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -284,7 +288,7 @@ def _pool(n: int, workers: int, check_size):
     Forking, unlike spawning, does not import the caller's main module again."""
     if workers <= 1 or n < POOL_MIN:
         return None
-    if sys.platform.startswith("linux") and single_threaded() and _picklable(check_size):
+    if sys.platform.startswith("linux") and fork_safe() and _picklable(check_size):
         # workers die with us (SIGKILL included); forked only while no library thread exists
         return ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=die_with_parent)
     return ThreadPoolExecutor(workers)

@@ -9,7 +9,7 @@ import io
 import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from ..errors import MissingInput, NotARun, TlexportError, UsageError, first_line
+from ..errors import MissingInput, NotARun, TlexportError, UsageError, first_line, os_error
 from ..fileio import clean_stale, folder_lock, read_json, write_bytes, write_json, write_text
 from . import layout as L
 from .layout import bad_class_name
@@ -202,8 +202,8 @@ def made_dirs(path: Path):
         p = p.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the folder {path} ({e.strerror or first_line(e)})") from None
+    except OSError as e:  # a name too long is bad usage (2); a full or read-only disk is the machine's (1)
+        raise os_error(e, path, "create the folder", argument=True) from None
     try:
         yield path
     finally:
