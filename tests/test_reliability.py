@@ -237,6 +237,18 @@ def test_a_report_to_a_character_device_stays_a_device(onnx_export, tmp_path):
         sock.close()
 
 
+def test_eval_out_files_that_are_links_stay_links(fake_run, tmp_path):
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "eval.json").symlink_to("/dev/null")
+    (tmp_path / "kept.png").write_bytes(b"old")
+    (out / "confusion.png").symlink_to(tmp_path / "kept.png")
+    r = invoke("eval", fake_run, "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    assert (out / "eval.json").is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert (out / "confusion.png").is_symlink() and (tmp_path / "kept.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_link_to_stdout_prints_and_stays_a_link(onnx_export, tmp_path):
     link = tmp_path / "out.json"
     link.symlink_to("/proc/self/fd/1")
