@@ -357,7 +357,9 @@ def test_auto_warmup_outlasts_a_cold_start_and_is_bounded(monkeypatch):
     assert r.error is None and r.first_call_ms >= 25  # the first call, timed alone
     assert r.warmup_calls >= 2 * B.WARMUP_WINDOW  # at least two windows to compare
     assert r.warmup_calls >= rt.cold + B.WARMUP_WINDOW or r.warmup_stable is False
-    assert r.p50_ms < 25  # the timed calls come after the slow ones
+    # the timed calls (the last `iters`) come after every slow one: counted, not timed (a busy
+    # machine can make any call slow)
+    assert len(rt.seen) - r.iters >= rt.cold
     monkeypatch.setattr(B, "settled", lambda times, *a, **k: False)  # latency never settles
     r = B.time_runtime(FakeRuntime(), batch_size=1, warmup="auto", iters=3)
     assert r.warmup_calls == B.WARMUP_MAX_CALLS and r.warmup_stable is False

@@ -64,13 +64,15 @@ def test_top1_agrees_with_torchvision_eval_transform(exported, fake_run, photos)
 
 def test_corrupt_image_is_named_and_others_classified(exported, photos):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
-    r = CliRunner().invoke(cli, ["predict", str(exported), str(photos), str(photos / "missing.png"),
-                                 "--json", "--top-k", "3"])
+    r = CliRunner().invoke(cli, ["predict", str(exported), str(photos), "--json", "--top-k", "3"])
     assert r.exit_code == 1, r.output
     listed = json.loads(r.stdout)
     assert len(listed) == 6 and all(len(x["top"]) == 3 for x in listed)
     assert {"label", "index", "prob"} == set(listed[0]["top"][0])
-    assert "broken.jpg" in r.stderr and "missing.png" in r.stderr and "Traceback" not in r.output
+    assert "broken.jpg" in r.stderr and "Traceback" not in r.output
+    # a path that does not exist is bad usage (README: exit 2), refused before anything is classified
+    r = CliRunner().invoke(cli, ["predict", str(exported), str(photos), str(photos / "missing.png"), "--json"])
+    assert r.exit_code == 2 and r.stdout == "" and "missing.png does not exist" in r.stderr, r.output
 
 
 def test_cli_exit_0_table_and_explicit_torchscript(exported, photos):
@@ -102,7 +104,7 @@ def test_folder_without_onnx_refuses_to_load_code(exported, tmp_path, photos):
     r = CliRunner().invoke(cli, ["predict", str(folder), str(photos)])
     assert r.exit_code == 2 and "name such a file explicitly" in r.output, r.output
     r = CliRunner().invoke(cli, ["predict", str(exported), str(tmp_path / "empty_dir_missing")])
-    assert r.exit_code == 1 and "missing" in r.output, r.output
+    assert r.exit_code == 2 and "empty_dir_missing does not exist" in r.output, r.output
 
 
 def test_batches_go_as_files_are_decoded_and_results_keep_file_order(exported, photos, monkeypatch):

@@ -363,7 +363,7 @@ def test_the_runtime_loads_once_runs_many_and_closes_its_browser(exported):
     first, again, alone = rt.run(x), rt.run(x), rt.run(x[:1])
     assert first.shape == (3, 3) and np.array_equal(first, again)
     assert np.allclose(alone, first[:1], atol=1e-5)
-    assert rt.reported_ms > 0 and "wasm" in rt.timer
+    assert rt.reported_ms >= 0 and "wasm" in rt.timer  # a clamped browser clock may read 0 for a tiny model
     proc = page._proc
     rt.close()
     assert proc.poll() is not None and page._profile is None and not hasattr(rt, "page")

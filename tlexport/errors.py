@@ -6,6 +6,8 @@ does not exist or is the wrong kind of thing), 1 when a check failed or what a f
 (data, weights, a malformed manifest, a parity gate) or the machine cannot do it (no GPU).
 """
 
+import errno
+
 
 class TlexportError(Exception):
     """Base class: the message is written for the user and shown as is."""
@@ -66,6 +68,20 @@ class NoGPU(RuntimeUnavailable):
     this machine cannot do it (exit 1)."""
 
 
+class FileSystemError(TlexportError):
+    """The operating system refused to read or write a file (full disk, quota, file-size limit,
+    read-only filesystem, permissions...): exit 1, one line naming the file and the cause."""
+
+
+class DiskFull(FileSystemError):
+    """A write failed for lack of space (or quota); nothing half-written is left."""
+
+
+class BadPath(MissingInput):
+    """A path the command line names cannot be looked at (a name too long for the filesystem, a
+    symbolic-link loop, a file used as a folder): exit 2 like a path that does not exist."""
+
+
 class ArtifactError(TlexportError):
     """An export folder, manifest or artifact is malformed, untrusted or not what it claims."""
 
@@ -86,6 +102,65 @@ def require_gpu(devices) -> None:
     if not torch.cuda.is_available():
         raise NoGPU("--device cuda needs a CUDA GPU, and there is no CUDA GPU here (torch sees none); "
                     "use --device cpu")
+
+
+# The cause of every OS error a read, a write or a path lookup can give, in the words shown to the
+# user; the symbolic name follows in brackets so a search finds it.
+_CAUSES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file-size limit such as ulimit -f, or the filesystem's maximum)",
+    errno.EROFS: "read-only filesystem",
+    errno.ENAMETOOLONG: "a name in the path is longer than the filesystem allows",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ELOOP: "too many levels of symbolic links (a link loop)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ENOENT: "it does not exist",
+    errno.EEXIST: "it already exists",
+    errno.EIO: "input/output error (a failing disk or a lost network mount)",
+    errno.EMFILE: "too many open files",
+    errno.ENFILE: "too many open files on the system",
+    errno.ENXIO: "no reader on the other end, or no such device",
+    errno.EBUSY: "the file or device is busy",
+    errno.ETXTBSY: "the file is busy (a running program)",
+    errno.EXDEV: "it is on another filesystem",
+    errno.ENOTEMPTY: "the folder is not empty",
+    errno.EMLINK: "too many links",
+    errno.EINVAL: "invalid argument for this filesystem",
+}
+# Errors that say the path itself cannot name a file: a bad path argument when the user typed it.
+PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR})
+
+
+def os_cause(e: OSError) -> str:
+    """The cause of an OS error in words, with its symbolic errno name ("read-only filesystem
+    (EROFS)")."""
+    code = errno.errorcode.get(e.errno or -1)
+    text = _CAUSES.get(e.errno) or e.strerror or type(e).__name__
+    return f"{text} ({code})" if code else text
+
+
+def os_error(e: OSError, path=None, action: str = "write", argument: bool = False) -> TlexportError:
+    """The one mapping of an OS error to a typed error: "cannot write PATH: no space left on the
+    device (ENOSPC)". `path` defaults to the file the error names (a write to an open file names
+    none: give it). An already mapped error is returned as is.
+
+    Args:
+        argument: the path came from the command line, so an error of the path itself
+            (`PATH_ERRNOS`, ENOENT, EEXIST: a file where a folder is named) is bad usage (BadPath, exit 2); otherwise FileSystemError
+            (DiskFull for ENOSPC/EDQUOT), exit 1.
+    """
+    if isinstance(e, TlexportError):
+        return e
+    name = path if path is not None else (e.filename if e.filename is not None else "a file")
+    message = f"cannot {action} {name}: {os_cause(e)}"
+    if argument and (e.errno in PATH_ERRNOS or e.errno in (errno.ENOENT, errno.EEXIST)):
+        return BadPath(message)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(message)
+    return FileSystemError(message)
 
 
 def first_line(exc: BaseException, limit: int = 200, with_type: bool = False) -> str:

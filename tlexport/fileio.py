@@ -11,9 +11,10 @@ import os
 import re
 import shutil
 import socket
+import stat
 from pathlib import Path
 
-from .errors import ArtifactError, TlexportError
+from .errors import ArtifactError, DiskFull, FileSystemError, TlexportError, os_error  # noqa: F401 (DiskFull: re-exported)
 
 LOCK_FILE = ".tlexport.lock"
 # Temporary names carry the writer's pid, so leftovers of a dead process can be told apart.
@@ -25,24 +26,40 @@ class FolderLocked(TlexportError):
     """Another live process is writing the folder."""
 
 
-class DiskFull(TlexportError):
-    """A write failed for lack of space (or quota); nothing half-written is left."""
+def _tmp_name(path: Path) -> Path:
+    """The temporary sibling of `path`: `.NAME.tmp-PID`, with NAME shortened (and a hash of it
+    kept) when the file's own name is near the filesystem's 255-byte limit, so a name that fits
+    does not fail for its temporary's sake."""
+    name = path.name
+    if len(name.encode()) > 200:
+        import hashlib
+
+        name = f"{name[:60]}~{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return path.with_name(f".{name}.tmp-{os.getpid()}")
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a temporary file while another error is on its way: its own failure (gone already,
+    read-only filesystem, a name too long to have been created) must not replace the first."""
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str):
     """Yield a temporary path in the same folder; on success it replaces `path`, on error it is
-    removed. For libraries that insist on writing to a file name themselves (onnx.save, ...)."""
+    removed. For libraries that insist on writing to a file name themselves (onnx.save, ...).
+    OS errors of the temporary's creation, sync or rename come out as they are (callers map
+    them with `errors.os_error`, naming `path`)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        _remove_quietly(tmp)
 
 
 def _write(f, data: bytes) -> None:
@@ -54,16 +71,15 @@ def write_bytes(path: Path | str, data: bytes) -> None:
     """Write `data` to `path` atomically.
 
     Raises:
-        DiskFull: no space left (ENOSPC) or quota exceeded; the old file, if any, is untouched.
+        FileSystemError: any OS error (DiskFull for no space or quota; EFBIG, EROFS, EACCES,
+            ENAMETOOLONG... each named), one line naming the file; the old file, if any, is
+            untouched and no temporary is left.
     """
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             _write(f, data)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(f"no space left on the device for {Path(path).name} ({len(data)} bytes) "
-                           f"in {Path(path).parent}") from None
-        raise
+        raise os_error(e, path) from None
 
 
 def write_text(path: Path | str, text: str) -> None:
@@ -72,6 +88,69 @@ def write_text(path: Path | str, text: str) -> None:
 
 def write_json(path: Path | str, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+# ---- report files: through devices, FIFOs and links ------------------------------------------------
+def report_target(path: Path | str) -> tuple[str, Path]:
+    """How a report reaches `path`: ("replace", FILE) for a new path or a regular file, FILE being
+    what a symbolic link points to (the link stays a link); ("through", path) for a character
+    device, a FIFO or a link to one (/dev/null, /proc/self/fd/1), written in place. A socket or
+    other special file is refused.
+
+    Raises:
+        FileSystemError / BadPath: the path cannot be looked at, or is a kind of file a report
+            cannot go to.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)  # follows links
+    except FileNotFoundError:
+        return "replace", Path(os.path.realpath(path)) if path.is_symlink() else path
+    except OSError as e:
+        raise os_error(e, path, "write", argument=True) from None
+    if stat.S_ISREG(st.st_mode):
+        real = Path(os.path.realpath(path))
+        # a link into /proc names an open file of a process (stdout): write into it, never rename
+        return ("through", path) if real.parts[1:2] == ("proc",) else ("replace", real)
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        return "through", path
+    raise FileSystemError(f"cannot write {path}: it is {_kind(st.st_mode)}, not a file a report can go to")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a special file"
+
+
+def write_report_bytes(path: Path | str, data: bytes) -> Path:
+    """Write a report: atomically (temp + replace) for a regular file or a new path, in place
+    for a device or FIFO (see `report_target`). A FIFO nobody reads is refused at once instead
+    of blocking. Returns the path written (a link's target for a link to a regular file)."""
+    how, target = report_target(path)
+    if how == "replace":
+        write_bytes(target, data)
+        return target
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_APPEND)
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            raise FileSystemError(f"cannot write {path}: it is a FIFO and nothing is reading it") from None
+        raise os_error(e, path) from None
+    try:
+        os.set_blocking(fd, True)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        raise os_error(e, path) from None
+    finally:
+        os.close(fd)
+    return Path(path)
 
 
 def sha256(path: Path | str, chunk: int = 1 << 20) -> str:
@@ -249,7 +328,7 @@ def folder_lock(folder: Path | str, what: str = "folder"):
         yield path
     finally:
         del _HELD[key]
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # its own failure must not hide the block's error
             path.unlink()  # before closing: a waiter that opened the old file re-checks the inode
         os.close(fd)
 
@@ -268,7 +347,10 @@ def _acquire(path: Path, folder, what: str) -> int:
     except ImportError:  # no POSIX locks: O_EXCL with pid-based stale detection
         return _acquire_excl(path, folder, what)
     for _ in range(10):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only filesystem, no inode left, no permission
+            raise os_error(e, folder, "lock") from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -280,8 +362,7 @@ def _acquire(path: Path, folder, what: str) -> int:
         except FileNotFoundError:
             same = False
         if same:  # not a file its previous holder unlinked while we waited
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            _stamp(fd, path, folder)
             return fd
         os.close(fd)
     raise FolderLocked(f"cannot lock {folder}: its lock file keeps changing")
@@ -291,7 +372,9 @@ def _acquire_excl(path: Path, folder, what: str) -> int:
     for _ in range(10):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
+        except OSError as e:
+            if not isinstance(e, FileExistsError):
+                raise os_error(e, folder, "lock") from None
             text = _holder(path)
             pid = int(text.split()[1]) if text.startswith("pid ") else -1
             if pid_alive(pid):
@@ -300,6 +383,19 @@ def _acquire_excl(path: Path, folder, what: str) -> int:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # stale: its process is gone
             continue
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        _stamp(fd, path, folder)
         return fd
     raise FolderLocked(f"cannot lock {folder}: its lock file keeps changing")
+
+
+def _stamp(fd: int, path: Path, folder) -> None:
+    """Write the holder's pid and host into the lock file just taken. On a full disk (or any
+    other write error) the lock is given up and its file removed: a lock taken and not used must
+    not stay behind."""
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    except OSError as e:
+        _remove_quietly(path)
+        os.close(fd)
+        raise os_error(e, path, "lock") from None

@@ -8,13 +8,14 @@ export folder resolves to its ONNX model only).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError, DataError, UsageError
+from .errors import ArtifactError, DataError, MissingInput, TlexportError, UsageError, first_line, os_error
 from .tables import artifacts as table
 
 # An export folder resolves to the first of these that exists (never to a code-bearing file).
@@ -58,6 +59,30 @@ def resolve_model(model_path: Path | str) -> Path:
         raise UsageError(f"model {path} does not exist")
     table.format_of_suffix(path)  # UsageError for a suffix no format has
     return path
+
+
+def check_images(images) -> None:
+    """Every IMAGES argument exists and is a file or a folder. A FIFO, a device or a socket named
+    explicitly is refused: reading one would block forever or never end.
+
+    Raises:
+        MissingInput / BadPath: a path that does not exist or cannot be looked at (exit 2).
+        UsageError: a special file (exit 2).
+    """
+    import stat
+
+    for image in images:
+        try:
+            mode = os.stat(image).st_mode
+        except FileNotFoundError:
+            raise MissingInput(f"image {image} does not exist") from None
+        except OSError as e:
+            raise os_error(e, image, "read", argument=True) from None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+            raise UsageError(f"image {image} is {kind}, not an image file; refused (reading it could block "
+                             "forever)")
 
 
 def _open_runtime(path: Path):
@@ -108,6 +133,7 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16, *, workers
     if top_k < 1 or batch_size < 1 or (workers is not None and workers < 1):
         raise UsageError("--top-k, --batch-size and --workers must be at least 1")
     path = resolve_model(model_path)
+    check_images(images)
     files = iter_image_files(images)
     if not files:
         raise DataError("no image files found in " + ", ".join(map(str, images)))
@@ -123,7 +149,8 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16, *, workers
         for i, e in failed:
             errors[i] = {"image": str(files[i]), "error": _reason(e)}
         if ready:
-            for i, row in zip([i for i, _ in ready], _classify(runtime, ready, files, classes, top_k, uint8_input)):
+            for i, row in zip([i for i, _ in ready], _run_batch(path, runtime, ready, files, classes, top_k,
+                                                            uint8_input, pre)):
                 rows[i] = row
         done += len(ready) + len(failed)
         if progress is not None:
@@ -134,9 +161,9 @@ def predict(model_path, images, top_k: int = 5, batch_size: int = 16, *, workers
 def _decoded_batches(files: list[Path], prepare, batch: int, workers: int):
     """Yield (ready, failed): up to `batch` (index, array) pairs decoded, and (index, exception)
     of files that could not be, as decodes finish. `2 x batch + workers` files are in flight at
-    most, so the pool decodes the next batch while the caller runs this one."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
+    most, so the pool decodes the next batch while the caller runs this one. The pool's threads
+    are daemons that nobody joins: Ctrl-C (or any error) ends the command at once, even while a
+    worker is stuck in a read that never returns (a hung network mount)."""
     from .data.images import BadImage
 
     def job(i):
@@ -146,34 +173,97 @@ def _decoded_batches(files: list[Path], prepare, batch: int, workers: int):
             return i, None, e
 
     ahead = 2 * batch + workers
-    todo, pending, ready, failed = iter(range(len(files))), set(), [], []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tlexport-decode") as pool:
-        try:
+    pool = _DaemonPool(job, workers)
+    todo, in_flight, ready, failed = iter(range(len(files))), 0, [], []
+    try:
+        while True:
+            while in_flight + len(ready) < ahead and (i := next(todo, None)) is not None:
+                pool.submit(i)
+                in_flight += 1
+            if not in_flight:
+                break
+            finished = pool.results()
+            in_flight -= len(finished)
+            for i, arr, err in sorted(finished, key=lambda r: r[0]):
+                if err is None:
+                    ready.append((i, arr))
+                else:
+                    failed.append((i, err))
+            while len(ready) >= batch or (failed and not ready):
+                yield ready[:batch], failed
+                ready, failed = ready[batch:], []
+        if ready or failed:
+            yield ready, failed
+    finally:  # an error or Ctrl-C: files not started never start, workers end after their file
+        pool.close()
+
+
+class _DaemonPool:
+    """Threads running `job(i)` for submitted indices. Unlike ThreadPoolExecutor (whose workers
+    the interpreter joins at exit), its threads are daemons: a worker blocked for good cannot
+    keep the process alive after the command ended."""
+
+    def __init__(self, job, workers: int):
+        import queue
+        import threading
+
+        self.jobs, self.done, self.job = queue.SimpleQueue(), queue.SimpleQueue(), job
+        self.threads = [threading.Thread(target=self._work, name="tlexport-decode", daemon=True)
+                        for _ in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def _work(self) -> None:
+        while (i := self.jobs.get()) is not None:
+            self.done.put(self.job(i))
+
+    def submit(self, i: int) -> None:
+        self.jobs.put(i)
+
+    def results(self) -> list:
+        """At least one finished job's result, waiting in short slices so a signal (Ctrl-C) is
+        handled at once."""
+        import queue
+
+        while True:
+            try:
+                out = [self.done.get(timeout=0.25)]
+                break
+            except queue.Empty:
+                continue
+        while True:
+            try:
+                out.append(self.done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        import queue
+
+        with contextlib.suppress(queue.Empty):  # drop what has not started
             while True:
-                while len(pending) + len(ready) < ahead and (i := next(todo, None)) is not None:
-                    pending.add(pool.submit(job, i))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for i, arr, err in sorted(f.result() for f in finished):
-                    if err is None:
-                        ready.append((i, arr))
-                    else:
-                        failed.append((i, err))
-                while len(ready) >= batch or (failed and not ready):
-                    yield ready[:batch], failed
-                    ready, failed = ready[batch:], []
-            if ready or failed:
-                yield ready, failed
-        finally:  # an error while classifying: the files not started yet never start
-            for f in pending:
-                f.cancel()
+                self.jobs.get_nowait()
+        for _ in self.threads:
+            self.jobs.put(None)
 
 
 def _reason(e: Exception) -> str:
     from .data.images import file_error
 
     return file_error(e) if isinstance(e, OSError) else (str(e) or type(e).__name__)
+
+
+def _run_batch(path, runtime, ready, files, classes, top_k, uint8_input, pre) -> list[dict]:
+    """`_classify`, with a runtime's own refusal (onnxruntime's InvalidArgument when the embedded
+    crop disagrees with the graph's input size, a shape a runtime cannot take) said in one line
+    naming the model file."""
+    try:
+        return _classify(runtime, ready, files, classes, top_k, uint8_input)
+    except TlexportError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any runtime's error type: the file and its metadata disagree
+        raise ArtifactError(f"{path} cannot run on the input its own metadata describes ({pre.crop}x{pre.crop} "
+                            f"crop): {first_line(e, 160)}") from None
 
 
 def _classify(runtime, ready, files, classes, top_k, uint8_input) -> list[dict]:

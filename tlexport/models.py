@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .data.preprocess import Preprocess
 from .errors import ArtifactError, WeightsError, first_line
-from .run import RunDir, RunError
+from .run import RunDir, RunError, check_labels
 from .tables import archs
 
 
@@ -210,7 +210,8 @@ class Run:
         if record is None:
             return []
         root = Path(record["root"])
-        out = [(root / rel, y) for rel, y in record[split] if y < len(self.classes)]
+        check_labels(record, len(self.classes), self.folder.split_file)
+        out = [(root / rel, y) for rel, y in record[split]]
         return [s for s in out if s[0].is_file()]
 
     def load_model(self, which: str = "best", device="cpu"):

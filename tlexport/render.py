@@ -44,25 +44,23 @@ def json_text(obj) -> str:
 
 
 def write_json_report(path: Path | str, report) -> Path:
-    """Write a report (an object with .to_dict() or a dict) as JSON (`json_text`), atomically.
+    """Write a report (an object with .to_dict() or a dict) as JSON (`json_text`): atomically to
+    a regular file, in place to a device, FIFO or a link to one (`fileio.write_report_bytes`).
 
     Returns:
         The path written.
     """
-    from .fileio import write_text
-
-    path = Path(path).expanduser()
     data = report.to_dict() if hasattr(report, "to_dict") else report
-    write_text(path, json_text(data) + "\n")
-    return path
+    return write_text_report(path, json_text(data) + "\n")
 
 
 def write_text_report(path: Path | str, text: str) -> Path:
-    """Write a Markdown (or any text) report atomically."""
-    from .fileio import write_text
+    """Write a Markdown (or any text) report: atomically to a regular file or a new path, in
+    place to a device or FIFO, through a symbolic link (which stays a link)."""
+    from .fileio import write_report_bytes
 
     path = Path(path).expanduser()
-    write_text(path, text)
+    write_report_bytes(path, text.encode())
     return path
 
 
@@ -279,14 +277,20 @@ def _pyplot():
 
 
 def _save(fig, path: Path | str, dpi: int = 100) -> Path:
-    """Write a figure as PNG atomically and close it."""
-    from .fileio import atomic_path
+    """Write a figure as PNG and close it: rendered in memory, then written like every report
+    (atomically, or in place to a device or FIFO), so a full disk or a read-only folder is one
+    line naming the file and leaves nothing behind."""
+    import io
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)  # tmp has no .png suffix: say the format
-    _pyplot().close(fig)
-    return path
+    from .fileio import write_report_bytes
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        _pyplot().close(fig)
+    write_report_bytes(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def plot_curves(path: Path | str, history) -> Path:
@@ -307,20 +311,64 @@ def plot_curves(path: Path | str, history) -> Path:
     return _save(fig, path)
 
 
+CONFUSION_TEXT_MAX = 30  # classes up to which every cell gets its count written
+TOP_CONFUSIONS = 20  # pairs listed beside a matrix too large for per-cell text
+
+
 def plot_confusion(confusion, classes: list[str], path: Path | str) -> Path:
-    """The confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    """The confusion matrix (rows: true class, columns: predicted). Up to CONFUSION_TEXT_MAX
+    classes, every cell shows its count in a colour that contrasts with the cell (dark on light,
+    light on dark); larger matrices are drawn as a picture of bounded size with no per-cell text
+    or tick labels, beside a list of the most frequent confusions (a 1000-class matrix would
+    otherwise be a million texts and minutes of drawing)."""
+    import numpy as np
+
     plt = _pyplot()
+    confusion = np.asarray(confusion)
     n = len(classes)
+    if n > CONFUSION_TEXT_MAX:
+        return _confusion_large(plt, confusion, classes, path)
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
-    ax.imshow(confusion, cmap="Blues")
+    image = ax.imshow(confusion, cmap="Blues", vmin=confusion.min(initial=0), vmax=max(confusion.max(initial=0), 1))
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
     ax.set_xticklabels(classes, rotation=45, ha="right")
     ax.set_yticklabels(classes)
-    threshold = confusion.max() / 2 if confusion.size else 0
     for i in range(n):
         for j in range(n):
-            color = "white" if confusion[i, j] > threshold else "black"
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=color)
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center",
+                    color=text_colour(image.cmap(image.norm(confusion[i, j]))))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def text_colour(rgba) -> str:
+    """Black on a light cell, white on a dark one: by the cell colour's relative luminance
+    (sRGB, ITU-R BT.709 weights), not by the count, so any colour map reads right."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
+def top_confusions(confusion, classes: list[str], k: int = TOP_CONFUSIONS) -> list[tuple[str, str, int]]:
+    """The k most frequent (true, predicted, count) pairs off the diagonal, most frequent first."""
+    import numpy as np
+
+    off = np.array(confusion, dtype=np.int64, copy=True)
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:k]
+    pairs = [np.unravel_index(i, off.shape) for i in flat]
+    return [(classes[i], classes[j], int(off[i, j])) for i, j in pairs if off[i, j] > 0]
+
+
+def _confusion_large(plt, confusion, classes: list[str], path) -> Path:
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(14, 7), gridspec_kw={"width_ratios": [1, 1]})
+    ax.imshow(confusion, cmap="Blues", interpolation="nearest")
+    ax.set(xticks=[], yticks=[], xlabel=f"predicted ({len(classes)} classes)", ylabel="true",
+           title="confusion matrix")
+    side.axis("off")
+    pairs = top_confusions(confusion, classes)
+    lines = [f"{count:>6}  {true[:28]} -> {pred[:28]}" for true, pred, count in pairs] or ["no confusions"]
+    side.text(0, 1, "most frequent confusions (count  true -> predicted)\n\n" + "\n".join(lines),
+              va="top", ha="left", family="monospace", fontsize=9, transform=side.transAxes)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -10,7 +10,8 @@ import traceback
 
 import click
 
-from ..errors import TlexportError, first_line
+from ..procs import Terminated, signals_unwind
+from ..errors import PATH_ERRNOS, TlexportError, first_line, os_error
 
 # Tables are wide (parity has 14 columns); in a log, a pipe or CliRunner there is no terminal
 # width to respect, so every console uses this width there instead of squashing to 80.
@@ -34,15 +35,23 @@ def error_boundary(fn):
         debug = click.get_current_context().find_object(Context).debug
         quiet.configure(debug)  # third-party warnings and C++ logs off the terminal, unless --debug
         try:
-            return fn(*args, **kwargs)
+            with signals_unwind():  # SIGTERM/SIGHUP unwind like Ctrl-C: browsers and pools are stopped
+                return fn(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except TlexportError as e:
             if debug:
                 traceback.print_exc()
             fail(str(e), e.exit_code)
+        except Terminated as e:
+            fail(f"terminated by {e}", e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except OSError as e:  # one mapping for what the OS refused where no layer below named it
+            if debug:
+                traceback.print_exc()
+            err = os_error(e, action="use", argument=e.errno in PATH_ERRNOS)
+            fail(str(err), err.exit_code)
         except Exception as e:  # a bug or an unforeseen environment problem: still one line
             if debug:
                 traceback.print_exc()

@@ -20,11 +20,13 @@ JSON output, printed or written, is `tlexport.render.json_text` (NaN and infinit
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 
 import click
 
-from ..errors import MissingInput, NotARun, UsageError, require_gpu  # noqa: F401 (require_gpu: a policy)
+from ..errors import BadPath, MissingInput, NotARun, TlexportError, UsageError, os_cause, os_error, require_gpu  # noqa: F401 (require_gpu: a policy)
 from ..run.layout import RUN_JSON as RUN_RECORD
 from ..tables.metadata import MAX_BATCH  # a batch beyond the metadata's ceiling is a typo
 from .common import STDOUT, split_list
@@ -44,13 +46,31 @@ def input_path(path, what: str, kind: str = "dir") -> Path:
         MissingInput: it does not exist or is the other kind ("data folder X does not exist").
     """
     path = Path(path).expanduser()
-    if not path.exists():
+    mode = path_mode(path, what)
+    if mode is None:
         raise MissingInput(f"{what} {path} does not exist")
-    if kind == "dir" and not path.is_dir():
+    if kind == "dir" and not stat.S_ISDIR(mode):
         raise MissingInput(f"{what} {path} is a file, not a folder")
-    if kind == "file" and not path.is_file():
+    if kind == "file" and stat.S_ISDIR(mode):
         raise MissingInput(f"{what} {path} is a folder, not a file")
     return path
+
+
+def path_mode(path, what: str) -> int | None:
+    """The st_mode of a path the command line names (links followed), None when it does not
+    exist. Python's Path.exists()/is_dir() raise on a name too long for the filesystem or a link
+    loop: here every such error is one line naming the path and the cause, exit 2.
+
+    Raises:
+        BadPath: the path cannot be looked at (ENAMETOOLONG, ELOOP, ENOTDIR, EACCES...).
+    """
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        err = os_error(e, path, "read", argument=True)
+        raise BadPath(f"{what} {path}: {os_cause(e)}") if err.exit_code == 2 else err from None
 
 
 def export_folder(path) -> Path:
@@ -253,10 +273,16 @@ class ReportFile(click.ParamType):
                 raise click.UsageError(f"{option} cannot go to stdout ('-'); name a file", ctx)
             return value
         path = Path(value).expanduser()
-        if path.is_dir():
+        try:
+            mode, folder = path_mode(path, option), path_mode(path.parent, option)
+        except TlexportError as e:
+            raise click.UsageError(str(e), ctx) from None
+        if mode is not None and stat.S_ISDIR(mode):
             raise click.UsageError(f"{option} {path} is a folder; name a file", ctx)
-        if not path.parent.is_dir():
+        if folder is None or not stat.S_ISDIR(folder):
             raise click.UsageError(f"{option} {path}: the folder {path.parent} does not exist", ctx)
+        if mode is not None and stat.S_ISSOCK(mode) or mode is not None and stat.S_ISBLK(mode):
+            raise click.UsageError(f"{option} {path} is a socket or block device; name a file", ctx)
         if path.name in RECORD_NAMES or path.suffix in WEIGHT_SUFFIXES or _is_model(path):
             raise click.UsageError(f"{option} {path} would replace a file tlexport reads; name another file", ctx)
         return str(path)

@@ -26,7 +26,26 @@ class ArchType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-_TYPES = {"int": int, "float": float, "str": str}
+class FiniteFloat(click.ParamType):
+    """A float option of a config field: NaN and infinities are exit 2 while parsing, naming the
+    option (click's FLOAT and FloatRange let NaN through). Ranges stay the config's check."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            option = param.opts[0] if param and param.opts else "the value"
+            raise click.UsageError(f"{option} must be a finite number, got {value}", ctx)
+        return number
+
+
+_TYPES = {"int": int, "float": FiniteFloat(), "str": str}
 
 
 def click_option(f, default=MISSING, help: str | None = None):

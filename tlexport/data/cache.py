@@ -25,7 +25,7 @@ import os
 import shutil
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,68 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "tlexport"
+
+
+# The marker of a folder tlexport made for its cache (the Cache Directory Tagging convention, so
+# backup tools skip it too): `cache --clear` removes a folder only when it holds this file.
+MARKER = "CACHEDIR.TAG"
+MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+               "# This folder was created by tlexport (its cache); `tlexport cache --clear` removes it.\n")
+PARTS = ("images", "scan")
+
+
+def check_place(data_root: Path | str) -> None:
+    """Refuse a cache folder inside the data folder (its entries would become images of a class,
+    and clearing it would delete data) and a data folder inside the cache folder (clearing the
+    cache would delete the data).
+
+    Raises:
+        UsageError: naming both folders and the variable that chose the cache's place.
+    """
+    from ..errors import UsageError
+
+    cache, data = _real(cache_dir()), _real(data_root)
+    if cache == data or data in cache.parents:
+        raise UsageError(f"the cache folder {cache} is inside the data folder {data}: its files would be taken for "
+                         "images; point TLEXPORT_CACHE_DIR (or XDG_CACHE_HOME) somewhere outside the data")
+    if cache in data.parents:
+        raise UsageError(f"the data folder {data} is inside the cache folder {cache}, which `tlexport cache --clear` "
+                         "empties; move the data or point TLEXPORT_CACHE_DIR somewhere else")
+
+
+def _real(path) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def marked_dir(folder: Path) -> Path:
+    """Create a cache sub-folder (`images/`, `scan/`) with tlexport's marker. A folder of that name
+    that exists without the marker is used only when it is empty or holds nothing but cache
+    entries (a cache from before the marker): anything else is not ours.
+
+    Raises:
+        OSError: it cannot be created or marked; ValueError: it exists and holds other files.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / MARKER
+    if not marker.is_file():
+        if not all(_cache_entry(p) for p in folder.iterdir()):
+            raise ValueError(f"{folder} exists and holds files tlexport did not write")
+        marker.write_text(MARKER_TEXT)
+    return folder
+
+
+def _cache_entry(p: Path) -> bool:
+    """What tlexport writes in its cache sub-folders: `ab/<hex key>` image entries, `<hex>.json`
+    scan verdicts, and temporaries of either."""
+    stem = p.name.lstrip(".").split(".")[0]
+    return all(c in "0123456789abcdef" for c in stem) and bool(stem)
+
+
+def is_marked(folder: Path) -> bool:
+    try:
+        return (folder / MARKER).read_text().startswith(MARKER_TEXT.splitlines()[0])
+    except OSError:
+        return False
 
 
 def digest_bytes(data: bytes) -> str:
@@ -93,10 +155,11 @@ class ImageCache:
         self.tag = decoder_tag()
         if self.directory is not None:
             try:
-                self.directory.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
+                marked_dir(self.directory)
+            except (OSError, ValueError) as e:
                 self.writable = False
-                self.note = f"cannot create {self.directory} ({e.strerror}); images are decoded every epoch"
+                why = e.strerror if isinstance(e, OSError) else "it holds files tlexport did not write"
+                self.note = f"cannot use {self.directory} ({why}); images are decoded every epoch"
 
     def key(self, digest: str, variant: str) -> str:
         return hashlib.blake2b(f"{self.tag}|{variant}|{digest}".encode(), digest_size=16).hexdigest()
@@ -231,20 +294,27 @@ class CacheInfo:
     image_bytes: int
     scan_files: int
     scan_bytes: int
+    kept: list = field(default_factory=list)  # folders --clear left: not marked as tlexport's
 
     def to_dict(self) -> dict:
         return {"directory": str(self.directory), "image_entries": self.image_entries,
-                "image_bytes": self.image_bytes, "scan_files": self.scan_files, "scan_bytes": self.scan_bytes}
+                "image_bytes": self.image_bytes, "scan_files": self.scan_files, "scan_bytes": self.scan_bytes,
+                "kept": list(self.kept)}
 
 
 def cache_info(directory: Path | None = None) -> CacheInfo:
     """Entries and bytes of the image cache and of the remembered scans."""
     root = Path(directory or cache_dir())
     counts = {}
-    for part in ("images", "scan"):
+    for part in PARTS:
         n = size = 0
+        if not is_marked(root / part):  # not ours: neither counted nor cleared
+            counts[part] = (0, 0)
+            continue
         for dirpath, _, files in os.walk(root / part):
             for name in files:
+                if name == MARKER and dirpath == str(root / part):
+                    continue
                 with contextlib.suppress(OSError):
                     size += os.stat(os.path.join(dirpath, name)).st_size
                     n += 1
@@ -253,8 +323,17 @@ def cache_info(directory: Path | None = None) -> CacheInfo:
 
 
 def clear_cache(directory: Path | None = None) -> CacheInfo:
-    """Remove the image cache and the remembered scans; returns what was there."""
+    """Remove the image cache and the remembered scans; returns what was there. Only folders that
+    carry tlexport's marker are removed (`CACHEDIR.TAG`): a folder that merely has the name
+    (a user's `images/` beside a misplaced TLEXPORT_CACHE_DIR) is left alone and listed in
+    the result's `kept`."""
     info = cache_info(directory)
-    for part in ("images", "scan"):
-        shutil.rmtree(info.directory / part, ignore_errors=True)
+    for part in PARTS:
+        folder = info.directory / part
+        if not folder.exists():
+            continue
+        if folder.is_symlink() or not is_marked(folder):
+            info.kept.append(str(folder))
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
     return info

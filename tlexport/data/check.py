@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import threading
@@ -29,7 +28,8 @@ from pathlib import Path
 
 from ..errors import TlexportError
 from ..fileio import read_json
-from .cache import cache_dir, digest_bytes, file_identity
+from ..procs import die_with_parent, fork_safe, pool_context
+from .cache import cache_dir, digest_bytes, file_identity, marked_dir
 from .images import BadImage, open_rgb
 
 Sample = tuple[Path, int]
@@ -104,11 +104,11 @@ class ScanMemory:
                "files": {k: list(v) for k, v in self.rows.items()}}
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            marked_dir(self.path.parent)
             tmp.write_text(json.dumps(doc, separators=(",", ":")))
             os.replace(tmp, self.path)
             self.changed = False
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a scan/ folder that is not tlexport's
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
@@ -273,6 +273,10 @@ def _probe_all(paths: list[str], check_size, progress, workers, index: list[int]
                 done += len(rows)
                 if progress is not None:
                     progress(done, len(paths))
+    except BaseException:  # Ctrl-C, SIGTERM, an error: worker processes stop now, a stuck read included
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):  # process pools only
+            proc.terminate()
+        raise
     finally:  # interrupted too: what has not started never starts; what finished is kept
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -284,8 +288,9 @@ def _pool(n: int, workers: int, check_size):
     Forking, unlike spawning, does not import the caller's main module again."""
     if workers <= 1 or n < POOL_MIN:
         return None
-    if sys.platform.startswith("linux") and threading.active_count() == 1 and _picklable(check_size):
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    if sys.platform.startswith("linux") and fork_safe() and _picklable(check_size):
+        # workers die with us (SIGKILL included); forked only while no library thread exists
+        return ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=die_with_parent)
     return ThreadPoolExecutor(workers)
 
 

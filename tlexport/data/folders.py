@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..errors import DataError, MissingInput
 from .check import Sample, ScanMemory, check, check_files  # noqa: F401 - check_files: evaluate's entry
+from ..run.layout import bad_class_name
+from .cache import check_place
 from .images import is_image_file
 
 
@@ -72,8 +74,21 @@ def read_skipped(path: Path | str) -> list[tuple[str, str]]:
 
 
 def list_classes(folder: Path) -> list[str]:
-    """Class names are the visible sub-folders, sorted (as torchvision's ImageFolder does)."""
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    """Class names are the visible sub-folders, sorted (as torchvision's ImageFolder does).
+
+    Raises:
+        DataError: a class folder's name holds a control character (a newline, a tab, ...): every
+            format's label file is one name per line or a delimited list, so such a name would
+            shift or split the labels (Triton's labels.txt, ncnn's, CSV reports).
+    """
+    names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for name in names:
+        if bad_class_name(name):
+            raise DataError(f"the class folder {str(folder / name)!r} has a control character in its name; "
+                            "rename it (class names become lines of every format's label file)")
+    return names
+
+
 
 
 def class_files(folder: Path, classes: list[str]) -> list[Sample]:
@@ -114,6 +129,7 @@ def scan(root: Path | str, val_fraction: float = 0.2, seed: int = 0, verify: boo
     root = Path(root).expanduser()
     if not root.exists():
         raise MissingInput(f"data folder {root} does not exist")
+    check_place(root)
     if not root.is_dir():
         raise MissingInput(f"{root} is not a folder (expected class sub-folders, or train/ and val/)")
     if not 0.0 < val_fraction < 1.0:
@@ -180,6 +196,7 @@ def from_record(record: dict, classes: list[str], root: Path | str, verify: bool
         DataError: a malformed record, or a split left with an empty side.
     """
     root = Path(root).expanduser()
+    check_place(root)
     layout = record.get("layout", "flat") if isinstance(record, dict) else None
     try:
         rows = {s: [(root / str(rel), int(y)) for rel, y in record[s]] for s in ("train", "val")}

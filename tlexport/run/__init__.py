@@ -3,7 +3,7 @@ and RunDir: reading (validated, one error per problem), writing (atomic), the lo
 finding an export's run all go through here. Torch is imported only where a checkpoint is read or
 written."""
 
-from .folder import RunDir, RunError, check_outside, made_dirs
+from .folder import RunDir, RunError, check_labels, check_outside, made_dirs
 from .layout import RUN_JSON
 
-__all__ = ["RUN_JSON", "RunDir", "RunError", "check_outside", "made_dirs"]
+__all__ = ["RUN_JSON", "RunDir", "RunError", "check_labels", "check_outside", "made_dirs"]

@@ -9,9 +9,10 @@ import io
 import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from ..errors import MissingInput, NotARun, TlexportError, UsageError, first_line
+from ..errors import MissingInput, NotARun, TlexportError, UsageError, first_line, os_error
 from ..fileio import clean_stale, folder_lock, read_json, write_bytes, write_json, write_text
 from . import layout as L
+from .layout import bad_class_name
 
 META_MAX_BYTES = 16 << 20
 SPLIT_MAX_BYTES = 512 << 20  # one row per image: millions of images stay readable
@@ -201,8 +202,8 @@ def made_dirs(path: Path):
         p = p.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the folder {path} ({e.strerror or first_line(e)})") from None
+    except OSError as e:  # a name too long is bad usage (2); a full or read-only disk is the machine's (1)
+        raise os_error(e, path, "create the folder", argument=True) from None
     try:
         yield path
     finally:
@@ -226,6 +227,8 @@ def _check_meta(meta: dict, path: Path) -> None:
         (isinstance(meta.get("arch"), str) and bool(meta["arch"]), "'arch' must be an architecture name"),
         (isinstance(classes, list) and bool(classes) and all(isinstance(c, str) and c for c in classes)
          and len(set(classes)) == len(classes), "'classes' must be a list of distinct class names"),
+        (not isinstance(classes, list) or not any(isinstance(c, str) and bad_class_name(c) for c in classes),
+         "a class name holds a control character (it would break every format's label file)"),
         (isinstance(meta.get("preprocess"), dict), "'preprocess' must be an object"),
         *((isinstance(meta[k], dict), f"'{k}' must be an object")
           for k in ("options", "weights", "data", "metrics", "recipe") if k in meta),
@@ -247,6 +250,20 @@ def _check_split(record: dict, path: Path) -> None:
         if not isinstance(rows, list) or not all(_row_ok(r) for r in rows):
             raise RunError(f"{path} is damaged: '{side}' must be a list of [relative path, label] rows "
                            "inside the data folder")
+
+
+def check_labels(record: dict, n_classes: int, path) -> None:
+    """Every label of a split record indexes one of the run's `n_classes` classes: the one check
+    of split.json against run.json, shared by eval, export, parity and --resume.
+
+    Raises:
+        RunError: naming the file, the label and the class count.
+    """
+    for side in ("train", "val"):
+        for rel, label in record.get(side) or ():
+            if not 0 <= label < n_classes:
+                raise RunError(f"{path} is damaged: {rel!r} has label {label}, but the run has {n_classes} "
+                               "classes; it does not match run.json")
 
 
 def _row_ok(row) -> bool:

@@ -41,3 +41,11 @@ FILES = (
 
 # What a run consists of: --overwrite removes these (other files in the folder stay).
 RUN_FILES = (RUN_JSON, SPLIT_JSON, CHECKPOINT, BEST, LAST, METRICS, CURVES, SKIPPED)
+
+
+def bad_class_name(name: str) -> bool:
+    """A class name holding a control or line-separating character (Unicode categories Cc, Zl,
+    Zp): label files are one name per line, so such a name would shift or split the labels."""
+    import unicodedata
+
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name)

@@ -6,6 +6,7 @@ from these fields, so a new recipe option is one field plus the code that uses i
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class Range:
     hi_open: bool = False
 
     def __contains__(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):  # NaN compares false to every bound
+            return False
         if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
             return False
         return self.hi is None or not (value > self.hi or (self.hi_open and value == self.hi))
@@ -98,6 +101,8 @@ def check_value(cls, name: str, value) -> None:
 
 def check_field(f, value) -> None:
     m = f.metadata
+    if isinstance(value, float) and not math.isfinite(value):  # every float field, ranged or not
+        raise UsageError(f"{flag_of(f)} must be a finite number, got {value}")
     if value is None or not m:
         return
     if m.get("range") is not None and value not in m["range"]:
@@ -274,7 +279,10 @@ def _coerce(path: Path, key, type_text: str, value):
                 raise bad
             return int(value)
         if kind == "float":
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # YAML's .nan / .inf, JSON's NaN / Infinity
+                raise UsageError(f"{path}: {key!r} must be a finite number, got {value!r}")
+            return number
     except (TypeError, ValueError):
         raise bad from None
     return str(value)

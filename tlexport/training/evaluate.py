@@ -10,7 +10,6 @@ import numpy as np
 from .. import progress as P
 from ..data.folders import check_files, labelled_folder
 from ..errors import DataError
-from ..fileio import write_json
 from ..models import load_run
 from ..run import check_outside, made_dirs
 from ..run.layout import EVAL_DIR
@@ -79,7 +78,7 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
     from torch.utils.data import DataLoader
 
     from ..data.dataset import ImageDataset, collate_skip_none
-    from ..render import plot_confusion
+    from ..render import plot_confusion, write_json_report
     from .torchutil import predict_logits, resolve_device
 
     check_value(TrainConfig, "batch_size", batch_size)
@@ -112,5 +111,5 @@ def evaluate(run_dir: Path | str, data: Path | str | None = None, batch_size: in
                         top1, top5, rows, confusion.tolist(), [(str(p), r) for p, r in bad])
     with made_dirs(out_dir):  # a folder it created is not left behind empty if writing fails
         result.confusion_png = plot_confusion(confusion, run.classes, out_dir / "confusion.png")
-        write_json(out_dir / "eval.json", result.to_dict())
+        write_json_report(out_dir / "eval.json", result.to_dict())  # a report: through a link or device
     return result

@@ -10,8 +10,8 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from ..errors import TlexportError, UsageError
-from ..run import RunDir, RunError, check_outside
+from ..errors import TlexportError, UsageError, WeightsError, first_line
+from ..run import RunDir, RunError, check_labels, check_outside
 from . import distributed as D
 from .checkpoint import run_meta
 from .config import RESUMABLE, TrainConfig, _coerce, check_value
@@ -157,7 +157,11 @@ def _resume(folder: RunDir, progress: Progress, changes: dict) -> TrainResult:
         return session.loop()
     weights = meta.get("weights", {})
     session.trainable.source.kind, session.trainable.source.file = weights.get("source", "none"), weights.get("file")
-    session.resume_from(ckpt)
+    try:
+        session.resume_from(ckpt)
+    except (RuntimeError, ValueError, KeyError) as e:  # torch's "Error(s) in loading state_dict", shapes
+        raise WeightsError(f"{folder.checkpoint_file} does not match {folder.meta_file.name} "
+                           f"({first_line(e)})") from None
     done = session.history
     if done.stopper.stopped:
         raise UsageError(f"{folder} stopped early at epoch {done.stopper.stopped_epoch} "
@@ -188,6 +192,9 @@ def _stored_config(meta: dict, folder: RunDir, changes: dict) -> TrainConfig:
         raise RunError(f"{folder.meta_file} has no 'data' option to resume with")
     cfg = TrainConfig(**{**values, **changes, "out": str(folder.path)})
     cfg.validate()
+    if "arch" in values and meta["arch"] != cfg.arch:  # the record and its options disagree: one of them was edited
+        raise RunError(f"{folder.meta_file} is damaged: its arch {meta['arch']!r} does not match its options' "
+                       f"arch {cfg.arch!r}")
     return cfg
 
 
@@ -196,6 +203,7 @@ def _recorded_split(folder: RunDir, meta: dict, cfg: TrainConfig) -> tuple | Non
     record = folder.read_split()
     if record is None:
         return None
+    check_labels(record, len(meta["classes"]), folder.split_file)  # as eval and export check it
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     root = data.get("root") or record["root"] or cfg.data
     return record, meta["classes"], root

@@ -16,6 +16,7 @@ from ... import progress as P
 from ...errors import ExportError, UsageError, first_line
 from ...exporters import int8 as shared
 from ...exporters.job import Artifact
+from ...fileio import write_bytes
 from ...tables.metadata import to_json
 from . import SPEC
 from .metadata import PTE_METHOD
@@ -43,7 +44,7 @@ def lower(program, path: Path, meta: dict) -> None:
 
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
                                        constant_methods={PTE_METHOD: to_json(meta)})
-    path.write_bytes(edge.to_executorch().buffer)
+    write_bytes(path, edge.to_executorch().buffer)  # fileio: OS errors name the file
 
 
 def _float_modules(model, keep, head: str) -> list[str]:

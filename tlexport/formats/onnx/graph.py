@@ -11,7 +11,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from ...errors import ExportError, UsageError, first_line
+from ...errors import ExportError, UsageError, first_line, os_error
 from .metadata import embed_onnx
 
 # The dynamo exporter's torchlib implements opset 18 and newer; older requests would go through
@@ -161,7 +161,12 @@ def save_checked(proto, path: Path) -> None:
         raise ExportError("the model is over 2 GB, too large for a single-file ONNX export")
     drop_unused_domains(proto)
     proto.ir_version = lowest_ir(proto)
-    onnx.save(proto, str(path), save_as_external_data=False)
+    try:
+        onnx.save(proto, str(path), save_as_external_data=False)
+    except OSError as e:  # full disk, file-size limit, read-only folder: one line naming the file
+        with contextlib.suppress(OSError):
+            Path(path).unlink()  # a half-written graph is no graph (and its error is not ours)
+        raise os_error(e, path) from None
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ...errors import ExportError, UsageError, first_line
 from ...exporters.job import Artifact
+from ...fileio import write_text
 from ...tables.extras import not_installed
 from ..onnx.graph import io_spec
 from ..onnx.stage import stage
@@ -109,9 +110,9 @@ def build(job, say) -> list[Artifact]:
         inputs, outputs = io_spec(model)
         cpu, gpu, labels = (job.staging / e for e in row.companions)
         gpu.parent.mkdir(parents=True, exist_ok=True)
-        cpu.write_text(text_format.MessageToString(model_config(folder.name, inputs, outputs, gpu=False)))
-        gpu.write_text(text_format.MessageToString(model_config(folder.name, inputs, outputs, gpu=True)))
-        labels.write_text("".join(f"{c}\n" for c in job.run.classes))
+        write_text(cpu, text_format.MessageToString(model_config(folder.name, inputs, outputs, gpu=False)))
+        write_text(gpu, text_format.MessageToString(model_config(folder.name, inputs, outputs, gpu=True)))
+        write_text(labels, "".join(f"{c}\n" for c in job.run.classes))  # one per line: no control chars (scan)
         for cfg in (cpu, gpu):
             check_config(cfg, model)
         out.append(Artifact(row.file, "triton", precision, int8=source.int8, notes=[

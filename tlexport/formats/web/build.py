@@ -13,6 +13,7 @@ import string
 from pathlib import Path
 
 from ...exporters.job import Artifact
+from ...fileio import write_text
 from ..onnx.stage import stage
 from . import SPEC
 
@@ -50,16 +51,16 @@ def write_folder(folder: Path, model: Path, model_name: str, meta: dict, dist: P
     (folder / "ort").mkdir()
     for name in FILES:
         shutil.copyfile(dist / name, folder / "ort" / name)
-    (folder / "labels.json").write_text(json.dumps(meta["classes"], ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    write_text(folder / "labels.json", json.dumps(meta["classes"], ensure_ascii=False, indent=1) + "\n")
     config = {"model": model_name, "labels": "labels.json", "onnxruntime_web": ORT_WEB_VERSION,
               "pillow": PIL.__version__, "tlexport": __version__}
-    (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+    write_text(folder / "config.json", json.dumps(config, indent=1) + "\n")
     pre = meta["preprocess"]
     readme = string.Template(README.read_text(encoding="utf-8")).substitute(
         arch=meta["arch"], classes=len(meta["classes"]), model=model_name, ort_version=ORT_WEB_VERSION,
         tlexport_version=__version__, resize=pre["resize"], crop=pre["crop"], interpolation=pre["interpolation"],
         pillow=PIL.__version__)
-    (folder / "README.md").write_text(readme, encoding="utf-8")
+    write_text(folder / "README.md", readme)  # fileio: a full disk is one line naming the file
 
 
 def build(job, say) -> list[Artifact]:
