@@ -93,11 +93,15 @@ def _command_help() -> str:
 @click.option("--ort-target", default="portable", show_default=True, type=click.Choice(("portable", "amd64")),
               help=".ort optimizations: portable (any CPU build of onnxruntime, ARM included) or amd64 (also the x86 "
                    "NCHWc layout, as fast as the .onnx on x86, but only for x86 CPUs of this one's vector width).")
+@click.option("--replace", is_flag=True,
+              help="Remove every tlexport file in the folder that this export does not make, and allow replacing an "
+                   "export of other weights (each removal is listed). Default: an earlier export there is kept and "
+                   "added to; a file made again replaces its earlier version, and the output says so.")
 @click.option("--no-verify", is_flag=True, help="Keep artifacts even if they disagree with PyTorch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifacts as JSON.")
 @error_boundary
 def command(run_dir, formats, precisions, out, opset, targets, dynamic_size, batch, device, calib_size, calib_method,
-            calib_data, int8_fallback, fp16_io, bake_preprocess, ort_target, no_verify, as_json):
+            calib_data, int8_fallback, fp16_io, bake_preprocess, ort_target, replace, no_verify, as_json):
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..exporters.pipeline import export
@@ -112,7 +116,7 @@ def command(run_dir, formats, precisions, out, opset, targets, dynamic_size, bat
                                      batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                                      calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
                                      verify=not no_verify, int8_fallback=int8_fallback, ort_target=ort_target,
-                                     targets=targets, dynamic_size=dynamic_size,
+                                     targets=targets, dynamic_size=dynamic_size, replace=replace,
                                      progress=lambda msg: bar.update(task, description=msg)), None
         except PartialExport as e:  # the others are published; the failed ones are listed with their reason
             result, partial = e.result, e
