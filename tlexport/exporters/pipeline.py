@@ -288,7 +288,7 @@ def _time_files(result: ExportResult, staging: Path, job: Job, say, kept=(), out
     from . import speed
 
     for entry in kept:
-        entry.pop("speed", None)
+        entry["speed"] = None
     old = [publish.kept_artifact(e) for e in kept if e.get("verified") is True]
     if not job.options.verify and not old:
         return {"skipped": "--no-verify"}
