@@ -18,8 +18,10 @@ def _join(names) -> str:
 
 def _format_help() -> str:
     extras = [f"{s.name} (.[{s.extra}])" for s in registry.FORMATS.values() if s.extra]
-    return (f"{', '.join(registry.names())} or all (= {', '.join(registry.in_all())}); repeatable or "
-            f"comma-separated. Needing their extra: {', '.join(extras)}; docs/formats.md lists what each makes.")
+    return (f"{', '.join(registry.names())}; all (every format that can be exported here: those whose extra is "
+            f"missing are listed as left out) or core (= {', '.join(registry.in_all())}, no extra needed); "
+            f"repeatable or comma-separated. Needing their extra: {', '.join(extras)}; docs/formats.md lists what "
+            "each makes.")
 
 
 def _precision_help() -> str:
@@ -35,8 +37,8 @@ def _calib_help() -> str:
     for s in registry.FORMATS.values():
         if s.int8:
             defaults.setdefault(s.int8.default_method, []).append(s.name)
-    fewer = _join(f"{s.name} ({'/'.join(s.int8.calib_methods)})" for s in registry.FORMATS.values()
-                  if s.int8 and s.int8.calib_methods != CALIB_METHODS)
+    fewer = _join(f"{s.name} ({'/'.join(s.int8.calib_methods) or 'none: no activation is calibrated'})"
+                  for s in registry.FORMATS.values() if s.int8 and s.int8.calib_methods != CALIB_METHODS)
     return (f"int8 activation ranges: {', '.join(CALIB_METHODS)}. Default: each format's own "
             f"({'; '.join(f'{_join(n)}: {m}' for m, n in defaults.items())}). Formats that honour fewer refuse "
             f"the others: {fewer}.")

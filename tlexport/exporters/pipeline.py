@@ -92,20 +92,52 @@ def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, t
     """
     from ..tables.extras import require
 
-    formats = (formats,) if isinstance(formats, str) else tuple(formats)
-    formats = tuple(dict.fromkeys(registry.in_all() + formats)) if "all" in formats else formats
-    formats = table.check_choices(formats, registry.names() + ("all",), "format")
+    formats, _ = expand_all(formats)
+    formats = table.check_choices(formats, registry.names(), "format")
     precisions = table.check_precisions(precisions)
     if not formats or not precisions:
         raise UsageError("nothing to export: give at least one format and one precision")
     table.check_devices((options.device,))
-    formats = tuple(f for f in formats if f != "all")
     options.onnx.check(formats)
     options.ort.check(formats)
     check_dynamic_size(formats, options)
     check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
     return formats, precisions
+
+
+GROUPS = ("all", "core")
+
+
+def expand_all(formats) -> tuple[tuple, list[str]]:
+    """The group names of --format: `all` is every format that can be exported here (its extra
+    installed, and what its builder needs on disk: onnxruntime-web's files for web); `core` is the
+    formats that need no extra (onnx, torchscript, pt2). Names keep the user's order.
+
+    Returns:
+        (format names, one line per format `all` leaves out and why)
+    """
+    from ..tables.extras import missing
+
+    formats = (formats,) if isinstance(formats, str) else tuple(formats or ())
+    out, left_out = [], []
+    for name in formats:
+        if name == "core":
+            out += registry.in_all()
+        elif name == "all":
+            for fmt in registry.names():
+                why = missing(fmt) or _unavailable(fmt)
+                (left_out.append(f"{fmt} (in --format all): {why}") if why else out.append(fmt))
+        else:
+            out.append(name)
+    return tuple(dict.fromkeys(out)), left_out
+
+
+def _unavailable(fmt: str) -> str | None:
+    """Why a format whose packages are installed still cannot be built here (its builder's
+    optional `unavailable()`, e.g. web without onnxruntime-web's files), or None."""
+    check = getattr(importlib.import_module(f"{registry.get(fmt).package}.build"), "unavailable", None)
+    return check() if check else None
 
 
 def _refusal(fmt: str, precision: str, arch, device: str) -> str | None:
@@ -162,7 +194,8 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
 
     Args:
         run_dir: run directory written by `tlexport train`.
-        formats: names from the format registry (`tlexport.formats.registry.FORMATS`), or "all".
+        formats: names from the format registry (`tlexport.formats.registry.FORMATS`), "all" (every
+            format that can be exported here) or "core" (onnx, torchscript, pt2).
         precisions: fp32 / fp16 / int8; each format makes those its spec declares (docs/formats.md).
         out: output folder (default RUN_DIR/export). An earlier export there is added to: the
             files made again replace theirs, the others stay listed (`exporters.publish`).
@@ -195,11 +228,13 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
                            calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
                            bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target,
                            targets=targets, dynamic_size=dynamic_size)
+    _, left_out = expand_all(formats)  # `all` names what it leaves out instead of refusing it
     formats, precisions = check_options(formats, precisions, options)
     run = load_run(Path(run_dir).expanduser().absolute())
     out_path = _out_folder(run, out, calib_data)
     spec = archs.get(run.arch)
     formats, arch_skipped = _supported(spec, formats)
+    arch_skipped = left_out + arch_skipped
     _check_device(options.device)
     opset = _resolve_opset(formats, options.onnx)
     say("loading weights")

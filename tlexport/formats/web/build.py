@@ -62,6 +62,13 @@ def write_folder(folder: Path, model: Path, model_name: str, meta: dict, dist: P
     (folder / "README.md").write_text(readme, encoding="utf-8")
 
 
+def unavailable() -> str | None:
+    """Why no page can be built here (onnxruntime-web's files not found), for `--format all`."""
+    from ...browser.ortweb import missing_reason
+
+    return missing_reason()
+
+
 def build(job, say) -> list[Artifact]:
     """One web folder per precision (fp32: model.web, int8: model.int8.web)."""
     from ...browser.ortweb import ORT_WEB_VERSION, find_dist
