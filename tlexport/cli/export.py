@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 
-from ..errors import PartialExport
 from ..formats import registry
 from ..formats.spec import CALIB_METHODS
 from .common import console, emit_json, error_boundary, fail, list_option
@@ -113,18 +112,15 @@ def command(run_dir, formats, precisions, out, opset, targets, dynamic_size, bat
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=con,
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("export", total=None)
-        try:
-            result, partial = export(run_dir, formats=formats, precisions=precisions, out=out, opset=opset,
-                                     batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
-                                     calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
-                                     verify=not no_verify, int8_fallback=int8_fallback, ort_target=ort_target,
-                                     targets=targets, dynamic_size=dynamic_size, replace=replace,
-                                     progress=lambda msg: bar.update(task, description=msg)), None
-        except PartialExport as e:  # the others are published; the failed ones are listed with their reason
-            result, partial = e.result, e
+        result = export(run_dir, formats=formats, precisions=precisions, out=out, opset=opset,
+                        batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
+                        calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
+                        verify=not no_verify, int8_fallback=int8_fallback, ort_target=ort_target,
+                        targets=targets, dynamic_size=dynamic_size, replace=replace,
+                        progress=lambda msg: bar.update(task, description=msg))
     if as_json:
         emit_json(result.to_dict())
     else:
         export_table(con, result)
-    if partial is not None:
-        fail(str(partial), partial.exit_code)
+    if not result.passed:  # the others are published; the failed ones are listed with their reason
+        fail(result.failure_line(), 1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ExportError, PartialExport, UsageError
+from ..errors import ExportError, UsageError
 from ..fileio import clean_stale, folder_lock
 from ..formats import registry
 from ..run.folder import check_outside, made_dirs
@@ -57,6 +57,13 @@ class ExportResult:
     def passed(self) -> bool:
         """Every artifact asked for was published (the CLI exits 1 otherwise)."""
         return not self.failed
+
+    def failure_line(self) -> str:
+        """One line saying what failed and what was published ("" when everything passed)."""
+        if not self.failed:
+            return ""
+        return (f"{len(self.failed)} artifact(s) failed, {len(self.artifacts)} published in {self.out_dir}: "
+                + "; ".join(f"{f['file']}: {f['reason']}" for f in self.failed))
 
     def to_dict(self) -> dict:
         return {"out_dir": str(self.out_dir), "artifacts": [a.to_dict() for a in self.artifacts],
@@ -188,7 +195,7 @@ def _out_folder(run, out, calib_data) -> Path:
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
            bake_preprocess=False, verify=True, int8_fallback=None, ort_target="portable",
-           progress: Callable[[str], None] | None = None, targets=(), dynamic_size=False,
+           progress: Callable[[str], None] | bool | None = None, targets=(), dynamic_size=False,
            replace=False) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
@@ -209,21 +216,26 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
         ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
-        progress: called with a short description as each step starts.
+        progress: called with a short description as each step starts; True prints those lines
+            on stderr; None or False: silent.
         targets, dynamic_size: `--target` releases, `--dynamic-size` (docs/deploy.md).
         replace: remove every tlexport file of `out` this export does not make (and allow an
             earlier export of other weights to be replaced); each removal is in `result.notes`.
     Returns:
-        ExportResult (every artifact asked for was published).
+        ExportResult: `.passed` is False when some artifacts failed their build or verification;
+        those that passed are published and `.failed` says which failed and why (the CLI exits 1).
+        The same style as `parity()`'s report: a check that failed is a result, not an exception.
     Raises:
-        PartialExport: some artifacts failed and the others were published (`e.result`).
-        UsageError, WeightsError, ExportError: one-line messages; nothing partial is left behind.
+        ExportError: nothing could be exported (every artifact failed: nothing is written).
+        UsageError, WeightsError: one-line messages; nothing partial is left behind.
     """
     from ..models import load_run
     from ..tables import archs
 
+    from ..training.history import as_callback
+
     started = time.perf_counter()
-    say = progress or (lambda _msg: None)
+    say = as_callback(progress)
     options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
                            calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
                            bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target,
@@ -248,10 +260,6 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
             prev = publish.previous(out_dir, job.meta["weights_sha256"], replace)  # refused before any work
             result = _export_locked(job, formats, out_dir, arch_skipped, say, prev, replace)
     result.seconds = time.perf_counter() - started
-    if result.failed:
-        raise PartialExport(f"{len(result.failed)} artifact(s) failed, {len(result.artifacts)} published in "
-                            f"{result.out_dir}: " + "; ".join(f"{f['file']}: {f['reason']}" for f in result.failed),
-                            result)
     return result
 
 
