@@ -107,10 +107,13 @@ def _print_stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+CALLBACKS = ("message", "files_checked", "start_epoch", "step", "end_epoch")
+
+
 def as_progress(progress) -> Progress:
     """The library's `progress=` argument as a Progress: None/False silent, True plain lines on
     stderr, a callable gets one line per event, a Progress (the CLI's rich bars) is used as is."""
-    if isinstance(progress, Progress):
+    if isinstance(progress, Progress) or all(hasattr(progress, m) for m in CALLBACKS):  # the CLI's bars
         return progress
     if progress is None or progress is False:
         return Progress()
