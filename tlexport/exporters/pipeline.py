@@ -296,7 +296,7 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
             raise ExportError("nothing was exported: " + _failures_line(result.failed))
         kept = publish.kept_entries(prev, result.artifacts)
         timing = _time_files(result, staging, job, say, kept, out_dir)
-        _publish(result, staging, out_dir, prev, kept, replace, job, verification, timing)
+        _publish(result, job, prev, kept, replace, verification, timing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
@@ -479,10 +479,11 @@ def _files_of(a: Artifact) -> list[str]:
     return publish.files_of(a)
 
 
-def _publish(result: ExportResult, staging: Path, out_dir: Path, prev, kept: list[dict], replace: bool,
-             job: Job, verification: dict, timing: dict) -> None:
+def _publish(result: ExportResult, job: Job, prev, kept: list[dict], replace: bool, verification: dict,
+             timing: dict) -> None:
     """Merge with what earlier exports left (`publish`), say what changes, then move the staged
     files into place and write manifest.json last."""
+    staging, out_dir = job.staging, result.out_dir
     result.replaced, remove, notes = publish.plan_changes(prev, result.artifacts, result.failed, out_dir,
                                                           replace, kept)
     result.removed = remove if replace else []
