@@ -13,6 +13,11 @@ The metadata is input like any file: it is checked with the same rules tlexport 
 and a bad field stops the app with one line naming it.
 
     python examples/edge_app.py runs/my-run/export/model.onnx photos/
+
+It also runs `model.uint8.onnx` (`tlexport export --bake-preprocess`, docs/deploy.md): that model
+takes the decoded image itself (uint8 [H, W, 3], RGB, any size) and resizes, crops and normalises
+inside the graph, so the app only decodes. Any other input this app cannot feed is refused in one
+line.
 """
 
 import json
@@ -30,7 +35,26 @@ MAX_SIDE, MAX_CLASSES, MIN_STD = 4096, 100_000, 1e-6
 
 
 class BadModel(Exception):
-    """The model file's metadata is missing or breaks the rules (message names the field)."""
+    """The model file cannot be used: not there, not loadable by the runtime, or its metadata is
+    missing or breaks the rules (the message names the field)."""
+
+
+def open_model(path, suffixes, load):
+    """`load(path)` for a model file of one of `suffixes`; BadModel in one line instead of the
+    runtime's traceback when the file is missing, of another kind, or the runtime refuses it."""
+    import os
+
+    if not os.path.isfile(path) and not os.path.isdir(path):
+        raise BadModel("no such model file")
+    if not str(path).endswith(tuple(suffixes)):
+        raise BadModel(f"this app runs {' or '.join(suffixes)} files")
+    try:
+        return load(path)
+    except BadModel:
+        raise
+    except Exception as e:  # the runtime's own exception types differ; any is a file it cannot load
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BadModel(f"the runtime cannot load it ({first[:200]})") from None
 
 
 def _number(v):
@@ -71,7 +95,8 @@ def load_model(path):
     """Session, class names and preprocessing dict, all read from the model file and checked."""
     import onnxruntime as ort  # here, so the LiteRT and ExecuTorch examples can share the rest without it
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_model(path, (".onnx", ".ort"),
+                         lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]))
     meta = session.get_modelmeta().custom_metadata_map
     values = []
     for key in ("tlexport.classes", "tlexport.preprocess"):
@@ -87,13 +112,25 @@ def load_model(path):
     return session, classes, pre
 
 
-def probabilities(files, classes, pre, infer):
+def preprocessed(f, pre):
+    """decode, resize, crop, normalise: as tlexport does -> float32 NCHW, batch 1."""
+    return images.load_input(f, pre)[None]
+
+
+def decoded(f, pre):
+    """decode only (EXIF orientation, any mode to RGB) -> uint8 HWC: for model.uint8.onnx, which
+    does the rest in its graph. The size is bounded like tlexport's own resize input."""
+    img = images.load_rgb(f, check_size=lambda w, h: images.check_resize(w, h, pre["resize"]))
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def probabilities(files, classes, pre, infer, load=preprocessed):
     """Yield (file, class probabilities) for each file that can be read, or (file, reason) for
-    one that cannot: `infer` maps one preprocessed float32 NCHW batch of 1 to its logits. The
-    LiteRT and ExecuTorch examples call it with their own runtime."""
+    one that cannot: `infer` maps `load(file, pre)` (default: one preprocessed float32 NCHW batch
+    of 1) to its logits. The LiteRT and ExecuTorch examples call it with their own runtime."""
     for f in files:
         try:
-            x = images.load_input(f, pre)[None]  # decode, resize, crop, normalise: as tlexport does
+            x = load(f, pre)
         except images.BadImage as e:
             yield f, str(e)
             continue
@@ -104,10 +141,10 @@ def probabilities(files, classes, pre, infer):
         yield f, probs / probs.sum()
 
 
-def classify_files(target, classes, pre, infer, top_k=3):
+def classify_files(target, classes, pre, infer, top_k=3, load=preprocessed):
     """Print the top-k labels of an image file or of every image in a folder (a file that cannot
     be read is named on stderr and the others go on)."""
-    for f, probs in probabilities(images.iter_image_files([target]), classes, pre, infer):
+    for f, probs in probabilities(images.iter_image_files([target]), classes, pre, infer, load):
         if isinstance(probs, str):
             print(f"{f}: cannot read ({probs})", file=sys.stderr)
             continue
@@ -115,10 +152,30 @@ def classify_files(target, classes, pre, infer, top_k=3):
         print(f"{f}: " + ", ".join(f"{classes[i]} {probs[i]:.3f}" for i in best))
 
 
+def input_kind(session):
+    """"image" for a float NCHW input (tlexport's usual models), "decoded" for model.uint8.onnx's
+    uint8 [H, W, 3]; BadModel for an input this app cannot feed."""
+    (inp,) = session.get_inputs() if len(session.get_inputs()) == 1 else (None,)
+    if inp is None:
+        raise BadModel(f"the model takes {len(session.get_inputs())} inputs; this app feeds one image")
+    if inp.type in ("tensor(float)", "tensor(float16)") and len(inp.shape) == 4:
+        return "image"
+    if inp.type == "tensor(uint8)" and len(inp.shape) == 3 and inp.shape[-1] == 3:
+        return "decoded"
+    raise BadModel(f"input '{inp.name}' is {inp.type} {inp.shape}: this app feeds float32 [N, 3, H, W] "
+                   "(model.onnx) or one decoded uint8 [H, W, 3] image (model.uint8.onnx)")
+
+
 def classify(model_path, target, top_k=3):
     session, classes, pre = load_model(model_path)
-    name = session.get_inputs()[0].name
-    classify_files(target, classes, pre, lambda x: session.run(None, {name: x})[0][0], top_k)
+    inp = session.get_inputs()[0]
+    kind = input_kind(session)
+    half = inp.type == "tensor(float16)"  # model.fp16.onnx exported with --fp16-io
+
+    def infer(x):
+        return session.run(None, {inp.name: x.astype(np.float16) if half else x})[0][0]
+
+    classify_files(target, classes, pre, infer, top_k, decoded if kind == "decoded" else preprocessed)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ import sys
 
 import numpy as np
 import torch  # ExecuTorch's extension module needs torch's libraries loaded first
-from edge_app import BadModel, check_metadata, classify_files  # the ONNX example's checks and loop
+from edge_app import BadModel, check_metadata, classify_files, open_model  # the ONNX example's checks and loop
 from executorch.runtime import Runtime
 
 
 def load_model(path):
     """forward method, class names and preprocessing dict (checked like the ONNX example's)."""
-    program = Runtime.get().load_program(str(path))
-    meta = json.loads(program.load_method("tlexport_metadata").execute([])[0])
+    program = open_model(path, (".pte",), lambda p: Runtime.get().load_program(str(p)))
+    try:
+        meta = json.loads(program.load_method("tlexport_metadata").execute([])[0])
+    except Exception:  # no such method, or not JSON: not a tlexport program
+        raise BadModel("it carries no tlexport metadata (export it with tlexport)") from None
     check_metadata(meta.get("classes"), meta.get("preprocess"), None)
     return program.load_method("forward"), meta["classes"], meta["preprocess"]
 

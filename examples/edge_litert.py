@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
-from edge_app import BadModel, check_metadata, classify_files  # the ONNX example's checks and loop
+from edge_app import BadModel, check_metadata, classify_files, open_model  # the ONNX example's checks and loop
 
 
 def read_metadata(path):
@@ -26,7 +26,7 @@ def read_metadata(path):
         entry = model.Metadata(i)
         if entry.Name().decode() == "tlexport.json":
             return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
-    sys.exit(f"{path} carries no tlexport metadata")
+    raise BadModel("it carries no tlexport metadata (export it with tlexport)")
 
 
 def run(interpreter, x):
@@ -53,9 +53,9 @@ def run(interpreter, x):
 
 
 def classify(model_path, target, top_k=3):
-    meta = read_metadata(model_path)
+    meta = open_model(model_path, (".tflite",), read_metadata)
     check_metadata(meta.get("classes"), meta.get("preprocess"), None)
-    interpreter = Interpreter(model_path=str(model_path))
+    interpreter = open_model(model_path, (".tflite",), lambda p: Interpreter(model_path=str(p)))
     classify_files(target, meta["classes"], meta["preprocess"], lambda x: run(interpreter, x)[0], top_k)
 
 

@@ -3,8 +3,8 @@
     python examples/python_api.py [WORK_DIR]
 
 Generates a small shapes dataset, trains resnet18 from scratch for one epoch, exports ONNX and
-TorchScript fp32 (verified against PyTorch) and an int8 ONNX, and classifies the validation
-images with the ONNX model.
+TorchScript fp32 and an int8 ONNX (each verified against PyTorch; a file that misses its gate is
+listed, the others are published), and classifies the validation images with the ONNX model.
 """
 
 import sys
@@ -19,19 +19,21 @@ def main(work: Path) -> None:
     data = make_dataset(work / "data", classes=("circle", "square", "triangle"), per_class=24,
                         val_per_class=6, size=64, split=True)
     run = train(TrainConfig(data=str(data), arch="resnet18", weights="none", epochs=1, batch_size=16,
-                            image_size=64, out=str(work / "run")))
+                            image_size=64, out=str(work / "run")), progress=True)  # one line per step on stderr
     print("run:", run.run_dir)
 
-    result = export(run.run_dir, formats=("onnx", "torchscript"), precisions=("fp32",),
+    # One epoch from scratch leaves near-tied logits that int8 rounding flips, so the int8 file may
+    # (rightly) miss its int8 gate. A failed check is a result, not an exception: what passed is
+    # published, `.failed` says what did not and why (`tlexport parity` shows which images flip).
+    # Only an export that could publish nothing raises ExportError.
+    result = export(run.run_dir, formats=("onnx", "torchscript"), precisions=("fp32", "int8"), calib_size=64,
                     # every stage, step and count arrives; stages_only passes on each stage once
                     progress=stages_only(lambda stage: print("  export:", stage)))
-    # int8 goes to its own folder without the self-check: one epoch from scratch leaves near-tied
-    # logits that int8 rounding flips, so its >= 98% top-1 agreement gate would (rightly) fail.
-    # On a properly trained run, drop verify=False; `tlexport parity` shows which images flip.
-    int8 = export(run.run_dir, precisions=("int8",), calib_size=64, out=Path(run.run_dir) / "export-int8",
-                  verify=False)
-    for a in result.artifacts + int8.artifacts:
+    for a in result.artifacts:
         print(f"  {a.file:18} {a.format:12} {a.precision:5} {a.size / 1e6:6.1f} MB  verified={a.verified}")
+    if not result.passed:
+        for f in result.failed:
+            print(f"  not exported: {f['file']} ({f['stage']}): {f['reason']}")
 
     # ONNX prediction imports no torch: this is what an app or server would run.
     preds = predict(result.out_dir / "model.onnx", [data / "val"], top_k=2)

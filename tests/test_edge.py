@@ -189,11 +189,20 @@ def test_a_missing_extra_is_named_with_its_pip_command(fake_run, tmp_path, monke
     assert not (tmp_path / "x").exists()  # refused before any work
 
 
-def test_format_all_still_means_the_formats_without_extras():
-    from tlexport.exporters.pipeline import check_options, make_options
+def test_format_core_means_the_formats_without_extras_and_all_every_one_installed(monkeypatch):
+    from tlexport.exporters import pipeline
+    from tlexport.exporters.pipeline import check_options, expand_all, make_options
+    from tlexport.formats import registry
+    from tlexport.tables import extras
 
-    formats, _ = check_options(("all",), ("fp32",), make_options(calib_method="minmax", calib_size=8))
+    formats, _ = check_options(("core",), ("fp32",), make_options(calib_method="minmax", calib_size=8))
     assert formats == ("onnx", "torchscript", "pt2")
+    monkeypatch.setattr(extras, "installed", lambda module: module != "coremltools")
+    monkeypatch.setattr(pipeline, "_unavailable", lambda fmt: "no page files" if fmt == "web" else None)
+    formats, left_out = expand_all(("all",))
+    assert formats == tuple(f for f in registry.names() if f not in ("coreml", "web"))
+    assert len(left_out) == 2 and "coreml (in --format all): --format coreml needs the Python package " \
+        "'coremltools'" in left_out[0] and left_out[1] == "web (in --format all): no page files"
 
 
 @needs_edge

@@ -288,7 +288,10 @@ def test_a_folder_artifact_is_replaced_whole_and_removed_when_stale(webdir, fake
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (out / "model.webdir").iterdir()) == ["meta.json", "model.onnx"]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.webdir"]
-    r = invoke("export", fake_run, "--format", "onnx", "--out", out, "--no-verify")
+    r = invoke("export", fake_run, "--format", "onnx", "--out", out, "--no-verify")  # exporting again adds
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.webdir"]
+    r = invoke("export", fake_run, "--format", "onnx", "--out", out, "--no-verify", "--replace")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]  # no staging, no aside copy
 

@@ -48,7 +48,9 @@ class ExportError(TlexportError):
 
 class PartialExport(ExportError):
     """Some artifacts failed; the others were published. `result` is the export's result (its
-    `failed` rows say which and why)."""
+    `failed` rows say which and why). No longer raised by `export()`, which returns that result
+    with `.passed` False (as `parity()` does); kept so that older `except PartialExport` clauses
+    still import."""
 
     def __init__(self, message: str, result=None):
         super().__init__(message)

@@ -152,15 +152,29 @@ def hook(unit: str = "") -> Callable[[str, int, int], None]:
 
 def reporting(fn):
     """Decorate a library function whose `progress=` keyword takes a callback: the function's
-    stages, steps and counts (this module's calls, at any depth) go to that callback."""
+    stages, steps and counts (this module's calls, at any depth) go to that callback. True prints
+    each stage once on stderr (a caller's log, not a redrawn status line); None/False: silent."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, progress=None, **kwargs):
-        with listening(progress):
+        with listening(_callback(progress)):
             return fn(*args, progress=progress, **kwargs)
 
     return wrapper
+
+
+def _callback(progress) -> Callable[[str], None] | None:
+    """The `progress=` argument as a callback: True -> stages on stderr, False/None -> None."""
+    if progress is True:
+        import sys
+
+        return stages_only(lambda stage: print(stage, file=sys.stderr, flush=True))
+    if progress is None or progress is False:
+        return None
+    if not callable(progress):
+        raise TypeError(f"progress must be None, a bool or a callable, not {type(progress).__name__}")
+    return progress
 
 
 def stages_only(callback: Callable[[str], None]) -> Callable[[str], None]:

@@ -32,7 +32,8 @@ def _candidates() -> list[Path]:
     if named:
         root = Path(named).expanduser()
         return [root, root / "dist", root / PACKAGE / "dist"]
-    return [Path.cwd() / PACKAGE / "dist"]
+    here = Path.cwd()  # then each parent folder, as Node.js resolves a package
+    return [folder / PACKAGE / "dist" for folder in (here, *here.parents)]
 
 
 def _version(dist: Path) -> str | None:
@@ -43,8 +44,8 @@ def _version(dist: Path) -> str | None:
 
 
 def find_dist() -> Path:
-    """The dist/ folder of onnxruntime-web ORT_WEB_VERSION, from $TLEXPORT_ORT_WEB or
-    ./node_modules.
+    """The dist/ folder of onnxruntime-web ORT_WEB_VERSION, from $TLEXPORT_ORT_WEB or the
+    node_modules of the working folder or one of its parents (Node.js's lookup).
 
     Raises:
         UsageError: not found, incomplete, or another version (one line saying what to run).

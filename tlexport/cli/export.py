@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 
-from ..errors import PartialExport
 from ..formats import registry
 from ..formats.spec import CALIB_METHODS
 from .common import console, emit_json, error_boundary, fail, list_option, wide_option
@@ -18,8 +17,10 @@ def _join(names) -> str:
 
 def _format_help() -> str:
     extras = [f"{s.name} (.[{s.extra}])" for s in registry.FORMATS.values() if s.extra]
-    return (f"{', '.join(registry.names())} or all (= {', '.join(registry.in_all())}); repeatable or "
-            f"comma-separated. Needing their extra: {', '.join(extras)}; docs/formats.md lists what each makes.")
+    return (f"{', '.join(registry.names())}; all (every format that can be exported here: those whose extra is "
+            f"missing are listed as left out) or core (= {', '.join(registry.in_all())}, no extra needed); "
+            f"repeatable or comma-separated. Needing their extra: {', '.join(extras)}; docs/formats.md lists what "
+            "each makes.")
 
 
 def _precision_help() -> str:
@@ -35,8 +36,8 @@ def _calib_help() -> str:
     for s in registry.FORMATS.values():
         if s.int8:
             defaults.setdefault(s.int8.default_method, []).append(s.name)
-    fewer = _join(f"{s.name} ({'/'.join(s.int8.calib_methods)})" for s in registry.FORMATS.values()
-                  if s.int8 and s.int8.calib_methods != CALIB_METHODS)
+    fewer = _join(f"{s.name} ({'/'.join(s.int8.calib_methods) or 'none: no activation is calibrated'})"
+                  for s in registry.FORMATS.values() if s.int8 and s.int8.calib_methods != CALIB_METHODS)
     return (f"int8 activation ranges: {', '.join(CALIB_METHODS)}. Default: each format's own "
             f"({'; '.join(f'{_join(n)}: {m}' for m, n in defaults.items())}), and under auto its other methods "
             f"when that misses the gate. Formats that honour fewer ({fewer}) fail their own int8 for the others; "
@@ -94,31 +95,32 @@ def _command_help() -> str:
 @click.option("--ort-target", default="portable", show_default=True, type=click.Choice(("portable", "amd64")),
               help=".ort optimizations: portable (any CPU build of onnxruntime, ARM included) or amd64 (also the x86 "
                    "NCHWc layout, as fast as the .onnx on x86, but only for x86 CPUs of this one's vector width).")
+@click.option("--replace", is_flag=True,
+              help="Remove every tlexport file in the folder that this export does not make, and allow replacing an "
+                   "export of other weights (each removal is listed). Default: an earlier export there is kept and "
+                   "added to; a file made again replaces its earlier version, and the output says so.")
 @click.option("--no-verify", is_flag=True, help="Keep artifacts even if they disagree with PyTorch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifacts as JSON.")
 @wide_option
 @error_boundary
 def command(run_dir, formats, precisions, out, opset, targets, dynamic_size, batch, device, calib_size, calib_method,
-            calib_data, int8_fallback, fp16_io, bake_preprocess, ort_target, no_verify, as_json, wide):
+            calib_data, int8_fallback, fp16_io, bake_preprocess, ort_target, replace, no_verify, as_json, wide):
     from ..exporters.pipeline import export
     from ..render import export_table
     from .status import StatusLine
 
     con = console(as_json)
     with StatusLine(con, disable=as_json, first="export: checking the options") as show:
-        try:
-            result, partial = export(run_dir, formats=formats, precisions=precisions, out=out, opset=opset,
-                                     batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
-                                     calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
-                                     verify=not no_verify, int8_fallback=int8_fallback, ort_target=ort_target,
-                                     targets=targets, dynamic_size=dynamic_size, progress=show), None
-        except PartialExport as e:  # the others are published; the failed ones are listed with their reason
-            result, partial = e.result, e
+        result = export(run_dir, formats=formats, precisions=precisions, out=out, opset=opset,
+                        batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
+                        calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
+                        verify=not no_verify, int8_fallback=int8_fallback, ort_target=ort_target,
+                        targets=targets, dynamic_size=dynamic_size, replace=replace, progress=show)
     if as_json:
         emit_json(result.to_dict())
     else:
         export_table(con, result, wide)
-    if partial is not None:  # the failures were listed once, above (or in the JSON): not again here
+    if not result.passed:  # the failures were listed once, above (or in the JSON): not again here
         where = "in the JSON's \"failed\"" if as_json else "above"
         fail(f"{len(result.failed)} of {len(result.failed) + len(result.artifacts)} artifacts failed (listed "
-             f"{where}); {len(result.artifacts)} published in {result.out_dir}", partial.exit_code)
+             f"{where}); {len(result.artifacts)} published in {result.out_dir}", 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..training.config import TrainConfig
-from .common import console, error_boundary
+from .common import console, error_boundary, fail
 from .train import RichTrainProgress
 from .trainopts import config_options
 
@@ -48,3 +48,5 @@ def command(out, epochs):
         f"next: tlexport predict {export_dir / 'model.onnx'} YOUR_IMAGES...   |   "
         f"python examples/edge_app.py {export_dir / 'model.onnx'} {result.data}"
     )
+    if not steps["export"].passed:  # what passed was published and used above; exit 1 as export does
+        fail(steps["export"].failure_line(), 1)

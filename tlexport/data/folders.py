@@ -29,9 +29,11 @@ class ScanResult:
     remembered: int = 0  # verdicts taken from the remembered scan instead of decoding
 
     def split_record(self) -> dict:
-        """Relative paths of both splits, stored in the run so `eval` can reuse its val split."""
+        """Relative paths of both splits, stored in the run so `eval` can reuse its val split. The
+        root is stored absolute: `--data photos/` names nothing once a later command (export's
+        calibration and verification, eval) runs from another folder."""
         rel = lambda s: [[str(p.relative_to(self.root)), y] for p, y in s]  # noqa: E731
-        return {"root": str(self.root), "layout": self.layout, "train": rel(self.train), "val": rel(self.val)}
+        return {"root": str(self.root.absolute()), "layout": self.layout, "train": rel(self.train), "val": rel(self.val)}
 
     def write_skipped(self, path: Path) -> None:
         """One `path<TAB>reason` line per skipped file, written atomically; backslash, TAB, newline

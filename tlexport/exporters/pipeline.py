@@ -15,7 +15,6 @@ publishing, the verified files a runtime can run are timed against each other on
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import shutil
@@ -25,11 +24,12 @@ from pathlib import Path
 from typing import Callable
 
 from .. import progress as P
-from ..errors import ExportError, PartialExport, UsageError
+from ..errors import ExportError, UsageError
 from ..fileio import clean_stale, folder_lock
 from ..formats import registry
 from ..run.folder import check_outside, made_dirs
 from ..tables import artifacts as table
+from . import publish
 from .job import Artifact, Job
 from .options import Batch, Calibration, ExportOptions, Int8Options, check_dynamic_size, check_int8, parse_fallback
 
@@ -50,15 +50,26 @@ class ExportResult:
     seconds: float = 0.0
     failed: list[dict] = field(default_factory=list)  # {"file", "format", "precision", "stage", "reason"}
     notes: list[str] = field(default_factory=list)  # one line each, e.g. an int8 file that is not faster here
+    replaced: list[str] = field(default_factory=list)  # files of an earlier export made again
+    removed: list[str] = field(default_factory=list)  # files of earlier exports removed (--replace)
+    kept: list[str] = field(default_factory=list)  # files of earlier exports still listed in the manifest
 
     @property
     def passed(self) -> bool:
         """Every artifact asked for was published (the CLI exits 1 otherwise)."""
         return not self.failed
 
+    def failure_line(self) -> str:
+        """One line saying what failed and what was published ("" when everything passed)."""
+        if not self.failed:
+            return ""
+        return (f"{len(self.failed)} artifact(s) failed, {len(self.artifacts)} published in {self.out_dir}: "
+                + "; ".join(f"{f['file']}: {f['reason']}" for f in self.failed))
+
     def to_dict(self) -> dict:
         return {"out_dir": str(self.out_dir), "artifacts": [a.to_dict() for a in self.artifacts],
                 "skipped": self.skipped, "failed": self.failed, "notes": self.notes,
+                "replaced": self.replaced, "removed": self.removed, "kept": self.kept,
                 "fastest": self.manifest.get("fastest", {}), "seconds": round(self.seconds, 2)}
 
 
@@ -70,7 +81,8 @@ def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=
     from ..formats.onnx.targets import parse_all
     from ..formats.ort.options import OrtOptions
 
-    calibration = Calibration.parse(calib_method, int(calib_size), Path(calib_data) if calib_data is not None else None)
+    data = Path(calib_data).expanduser().absolute() if calib_data is not None else None
+    calibration = Calibration.parse(calib_method, int(calib_size), data)
     int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
     onnx = OnnxOptions(opset, fp16_io, bake_preprocess, parse_all(targets))
     return ExportOptions(Batch.parse(batch), device, int8, onnx, verify, ort=OrtOptions(ort_target),
@@ -88,20 +100,52 @@ def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, t
     """
     from ..tables.extras import require
 
-    formats = (formats,) if isinstance(formats, str) else tuple(formats)
-    formats = tuple(dict.fromkeys(registry.in_all() + formats)) if "all" in formats else formats
-    formats = table.check_choices(formats, registry.names() + ("all",), "format")
+    formats, _ = expand_all(formats)
+    formats = table.check_choices(formats, registry.names(), "format")
     precisions = table.check_precisions(precisions)
     if not formats or not precisions:
         raise UsageError("nothing to export: give at least one format and one precision")
     table.check_devices((options.device,))
-    formats = tuple(f for f in formats if f != "all")
     options.onnx.check(formats)
     options.ort.check(formats)
     check_dynamic_size(formats, options)
     check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
     return formats, precisions
+
+
+GROUPS = ("all", "core")
+
+
+def expand_all(formats) -> tuple[tuple, list[str]]:
+    """The group names of --format: `all` is every format that can be exported here (its extra
+    installed, and what its builder needs on disk: onnxruntime-web's files for web); `core` is the
+    formats that need no extra (onnx, torchscript, pt2). Names keep the user's order.
+
+    Returns:
+        (format names, one line per format `all` leaves out and why)
+    """
+    from ..tables.extras import missing
+
+    formats = (formats,) if isinstance(formats, str) else tuple(formats or ())
+    out, left_out = [], []
+    for name in formats:
+        if name == "core":
+            out += registry.in_all()
+        elif name == "all":
+            for fmt in registry.names():
+                why = missing(fmt) or _unavailable(fmt)
+                (left_out.append(f"{fmt} (in --format all): {why}") if why else out.append(fmt))
+        else:
+            out.append(name)
+    return tuple(dict.fromkeys(out)), left_out
+
+
+def _unavailable(fmt: str) -> str | None:
+    """Why a format whose packages are installed still cannot be built here (its builder's
+    optional `unavailable()`, e.g. web without onnxruntime-web's files), or None."""
+    check = getattr(importlib.import_module(f"{registry.get(fmt).package}.build"), "unavailable", None)
+    return check() if check else None
 
 
 def _refusal(fmt: str, precision: str, arch, device: str) -> str | None:
@@ -137,7 +181,9 @@ def _out_folder(run, out, calib_data) -> Path:
     """The export folder (default RUN_DIR/export), refused before anything is created when it is a
     file or lies inside an image folder this run reads (its data, --calib-data): a folder there
     would become a class folder of the data and break every later scan of it."""
-    out = Path(out).expanduser() if out is not None else run.dir / "export"
+    # absolute from here on: converters and subprocesses (pnnx runs in its own folder) are handed
+    # paths inside it, and a path relative to the user's folder names nothing from theirs
+    out = (Path(out).expanduser() if out is not None else run.dir / "export").absolute()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     split = run.folder.read_split()
@@ -151,14 +197,17 @@ def _out_folder(run, out, calib_data) -> Path:
 def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
            device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
            bake_preprocess=False, verify=True, int8_fallback=None, ort_target="portable",
-           progress: Callable[[str], None] | None = None, targets=(), dynamic_size=False) -> ExportResult:
+           progress: Callable[[str], None] | bool | None = None, targets=(), dynamic_size=False,
+           replace=False) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
         run_dir: run directory written by `tlexport train`.
-        formats: names from the format registry (`tlexport.formats.registry.FORMATS`), or "all".
+        formats: names from the format registry (`tlexport.formats.registry.FORMATS`), "all" (every
+            format that can be exported here) or "core" (onnx, torchscript, pt2).
         precisions: fp32 / fp16 / int8; each format makes those its spec declares (docs/formats.md).
-        out: output folder (default RUN_DIR/export); tlexport's file names in it are replaced.
+        out: output folder (default RUN_DIR/export). An earlier export there is added to: the
+            files made again replace theirs, the others stay listed (`exporters.publish`).
         opset: ONNX opset (default: 18, which every onnxruntime since 1.14 loads; see targets).
         batch: "dynamic" (free batch dimension) or a fixed batch size.
         device: "cpu", or "cuda" for GPU-only variants (fp16 TorchScript) and GPU verification.
@@ -169,14 +218,20 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
         verify: compare every artifact with torch-eager and fail on a broken gate.
         ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
-        progress: called with a `tlexport.progress.Status` (a str: "ExecuTorch int8 · calibrating
-            37/256 images") as each stage and step starts and as counted work advances.
+        progress: True prints each stage once on stderr; a callable gets a
+            `tlexport.progress.Status` (a str: "ExecuTorch int8 · calibrating 37/256 images") as each
+            stage and step starts and as counted work advances (`progress.stages_only` passes on
+            each stage once); None or False: silent.
         targets, dynamic_size: `--target` releases, `--dynamic-size` (docs/deploy.md).
+        replace: remove every tlexport file of `out` this export does not make (and allow an
+            earlier export of other weights to be replaced); each removal is in `result.notes`.
     Returns:
-        ExportResult (every artifact asked for was published).
+        ExportResult: `.passed` is False when some artifacts failed their build or verification;
+        those that passed are published and `.failed` says which failed and why (the CLI exits 1).
+        The same style as `parity()`'s report: a check that failed is a result, not an exception.
     Raises:
-        PartialExport: some artifacts failed and the others were published (`e.result`).
-        UsageError, WeightsError, ExportError: one-line messages; nothing partial is left behind.
+        ExportError: nothing could be exported (every artifact failed: nothing is written).
+        UsageError, WeightsError: one-line messages; nothing partial is left behind.
     """
     from ..models import load_run
     from ..tables import archs
@@ -187,11 +242,13 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
                            calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
                            bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target,
                            targets=targets, dynamic_size=dynamic_size)
+    _, left_out = expand_all(formats)  # `all` names what it leaves out instead of refusing it
     formats, precisions = check_options(formats, precisions, options)
-    run = load_run(run_dir)
+    run = load_run(Path(run_dir).expanduser().absolute())
     out_path = _out_folder(run, out, calib_data)
     spec = archs.get(run.arch)
     formats, arch_skipped = _supported(spec, formats)
+    arch_skipped = left_out + arch_skipped
     _check_device(options.device)
     opset = _resolve_opset(formats, options.onnx)
     say("loading weights")
@@ -202,17 +259,16 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         with folder_lock(out_dir, "export"):  # a second export into this folder gets a one-line error
             clean_stale(out_dir)  # staging folders and temp files of killed exports
             job = _make_job(run, spec, model, options, opset, out_dir, precisions)
-            result = _export_locked(job, formats, out_dir, arch_skipped, say)
+            prev = publish.previous(out_dir, job.meta["weights_sha256"], replace)  # refused before any work
+            result = _export_locked(job, formats, out_dir, arch_skipped, say, prev, replace)
     result.seconds = time.perf_counter() - started
-    if result.failed:
-        raise PartialExport(f"{len(result.failed)} artifact(s) failed, {len(result.artifacts)} published in "
-                            f"{result.out_dir}: " + "; ".join(f"{f['file']}: {f['reason']}" for f in result.failed),
-                            result)
     return result
 
 
-def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say) -> ExportResult:
-    """stage -> build -> describe -> verify -> time -> publish, with the output folder locked."""
+def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=None, replace=False) -> ExportResult:
+    """stage -> build -> describe -> verify -> time -> publish, with the output folder locked;
+    `prev` is what earlier exports left there (kept unless made again, see `publish`)."""
+    prev = prev or publish.Previous()
     staging = job.staging
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -240,9 +296,9 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say) -> Expor
                 verification["sizes"] = verify_sizes(result.artifacts, staging, job.run)
         if not result.artifacts:
             raise ExportError("nothing was exported: " + _failures_line(result.failed))
-        timing = _time_files(result, staging, job, say)
-        result.manifest = _manifest(result, job.run, job, verification, timing)
-        _publish(result, staging, out_dir)
+        kept = publish.kept_entries(prev, result.artifacts)
+        timing = _time_files(result, staging, job, say, kept, out_dir)
+        _publish(result, job, prev, kept, replace, verification, timing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
@@ -269,17 +325,26 @@ def _drop_failed(result: ExportResult) -> None:
         result.failed.append(_failure(a.format, a.precision, "verification", reason + _int8_hint(a), a.file))
 
 
-def _time_files(result: ExportResult, staging: Path, job: Job, say) -> dict:
-    """Time the verified files each CPU runtime can run against each other (see `speed`);
-    unverified exports are not timed: the fastest file must also be a correct one."""
+def _time_files(result: ExportResult, staging: Path, job: Job, say, kept=(), out_dir: Path | None = None) -> dict:
+    """Time the verified files each CPU runtime can run against each other (see `speed`):
+    this export's and those kept from earlier ones (already in `out_dir`), in one measurement,
+    so that every `speed` of the merged manifest is comparable (the kept entries' older numbers
+    are dropped). Unverified files are not timed: the fastest file must also be a correct one."""
     from . import int8, speed
 
     fp32_bytes = sum(t.numel() * 4 for t in job.model.state_dict().values() if t.is_floating_point())
-    if not job.options.verify:
+    for entry in kept:
+        entry["speed"] = None
+    old = [publish.kept_artifact(e) for e in kept if e.get("verified") is True]
+    if not job.options.verify and not old:
         result.notes += int8.ratios(result.artifacts, fp32_bytes)
         return {"skipped": "--no-verify"}
     say("timing the verified files on this machine")
-    timing = speed.compare(result.artifacts, staging, job.run.preprocess.crop)
+    paths = {a.file: out_dir / a.file for a in old} if old else None
+    timing = speed.compare(result.artifacts + old, staging, job.run.preprocess.crop, paths=paths)
+    for entry, a in zip([e for e in kept if e.get("verified") is True], old):
+        if a.speed:
+            entry["speed"] = a.speed
     result.notes += timing.pop("notes", [])
     result.notes += int8.ratios(result.artifacts, fp32_bytes)  # int8 share, size and speed vs fp32
     return timing
@@ -424,69 +489,23 @@ def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch, free_si
             a.compat = oldest(path)
 
 
-def _manifest(result: ExportResult, run, job: Job, verification: dict, timing: dict) -> dict:
-    from .. import __version__
-    from ..envinfo import versions
-
-    return {
-        "tlexport_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "run": {"dir": str(run.dir.resolve()), "arch": run.arch, "classes": run.classes,
-                "preprocess": run.preprocess.to_dict(), "weights_sha256": job.meta["weights_sha256"],
-                "versions": run.meta.get("versions", {})},
-        "batch": "dynamic" if job.dynamic else int(job.example.shape[0]),
-        "dynamic_size": job.dynamic_size,
-        "targets": [t.text for t in job.options.onnx.targets],
-        "device": job.device,
-        "opset": job.opset,
-        "artifacts": [a.to_dict() for a in result.artifacts],
-        "skipped": result.skipped,
-        "failed": result.failed,
-        "verification": verification,
-        "fastest": timing.pop("fastest", {}),
-        "timing": timing,
-        "versions": versions(_libraries(result.artifacts)),
-    }
-
-
-def _libraries(artifacts: list[Artifact]) -> tuple[str, ...]:
-    """The libraries whose versions the manifest records: the common ones, and the optional
-    packages of every format exported (its spec's `needs`, already imported by its builder)."""
-    exported = dict.fromkeys(a.format for a in artifacts)
-    needs = [r.module for f in exported for r in registry.get(f).needs]
-    return tuple(dict.fromkeys(["torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy", *needs]))
-
-
 def _files_of(a: Artifact) -> list[str]:
-    """The artifact's file, then its companions: those its builder listed, else the spec's."""
-    listed = [c["file"] for c in a.companions]
-    return [a.file, *(listed or table.companions_of(a.file))]
+    return publish.files_of(a)
 
 
-def _publish(result: ExportResult, staging: Path, out_dir: Path) -> None:
-    """Move the staged files (and folders) into place, then write manifest.json last. Older
-    tlexport artifacts that this export did not produce are removed so the folder matches its
-    manifest."""
+def _publish(result: ExportResult, job: Job, prev, kept: list[dict], replace: bool, verification: dict,
+             timing: dict) -> None:
+    """Merge with what earlier exports left (`publish`), say what changes, then move the staged
+    files into place and write manifest.json last."""
+    staging, out_dir = job.staging, result.out_dir
+    result.replaced, remove, notes = publish.plan_changes(prev, result.artifacts, result.failed, out_dir,
+                                                          replace, kept)
+    result.removed = remove if replace else []
+    result.kept = [e["file"] for e in kept]
+    result.notes = notes + result.notes
+    result.manifest = publish.manifest(result, job.run, job, verification, timing, kept, prev)
     files = [f for a in result.artifacts for f in reversed(_files_of(a))]  # OpenVINO: weights before the graph
-    with contextlib.suppress(FileNotFoundError):
-        (out_dir / table.MANIFEST).unlink()
-    for name in table.all_files():
-        if name not in files:
-            table.remove_artifact(out_dir / name)
-    for name in files:  # Triton's files live in sub-folders of model_repository/
-        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        table.replace_artifact(staging / name, out_dir / name)
-    _prune_empty(out_dir, table.all_files())
-    table.write_manifest(out_dir, result.manifest)
-
-
-def _prune_empty(out_dir: Path, names) -> None:
-    """Remove the empty sub-folders tlexport's nested file names left (a model dropped from a
-    Triton repository), deepest first; folders that hold anything else stay."""
-    parents = {p for name in names for p in Path(name).parents if p != Path(".")}
-    for sub in sorted(parents, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            (out_dir / sub).rmdir()
+    publish.publish(files, remove, staging, out_dir, result.manifest)
 
 
 def _not_run_reason(artifact: Artifact, devices) -> str | None:

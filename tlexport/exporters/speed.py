@@ -101,9 +101,10 @@ def time_files(runtime: str, files: list[tuple[Path, str]], crop: int, *, batch:
             s.close()
 
 
-def compare(artifacts: list[Artifact], folder: Path, crop: int) -> dict:
+def compare(artifacts: list[Artifact], folder: Path, crop: int, paths: dict[str, Path] | None = None) -> dict:
     """Time the candidates of every runtime that has more than one; set each timed artifact's
-    `speed[runtime]` and return the manifest's record.
+    `speed[runtime]` and return the manifest's record. A file is `folder / file` unless `paths`
+    names it elsewhere (the files an earlier export published, timed beside the staged ones).
 
     Returns:
         {"fastest": {runtime: file}, "batch", "method", "runtimes": {runtime: {"rounds",
@@ -119,7 +120,8 @@ def compare(artifacts: list[Artifact], folder: Path, crop: int) -> dict:
         if len(arts) == 1:  # nothing to choose between: not timed
             record["fastest"][runtime] = arts[0].file
             continue
-        measured = time_files(runtime, [(folder / a.file, a.precision) for a in arts], crop)
+        where = paths or {}
+        measured = time_files(runtime, [(where.get(a.file, folder / a.file), a.precision) for a in arts], crop)
         noisy = is_noisy(measured.get("competing_load"))
         for a, ms in zip(arts, measured["ms"]):
             a.speed = {**(a.speed or {}), runtime: {"p50_ms": round(ms, 4), "batch": BATCH}}

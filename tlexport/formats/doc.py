@@ -80,7 +80,7 @@ def _runtimes(spec: FormatSpec) -> str:
 
 
 def _formats_table() -> list[str]:
-    rows = ["| format | artifact | precisions | runtimes (device) | runs code | needs | in `--format all` | built from |",
+    rows = ["| format | artifact | precisions | runtimes (device) | runs code | needs | in `--format core` | built from |",
             "|---|---|---|---|---|---|---|---|"]
     for s in registry.FORMATS.values():
         artifact = f"`{s.suffix}` {'folder' if s.folder else 'file'}"

@@ -45,7 +45,8 @@ def names() -> tuple[str, ...]:
 
 
 def in_all() -> tuple[str, ...]:
-    """What `--format all` means: the formats that need no optional extra."""
+    """What `--format core` means: the formats that need no optional extra (onnx, torchscript,
+    pt2); `--format all` is every format that can be exported here (exporters.pipeline.expand_all)."""
     return tuple(name for name, f in FORMATS.items() if f.in_all)
 
 

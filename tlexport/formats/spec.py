@@ -107,7 +107,8 @@ class FormatSpec:
             format (False for Triton: its model.onnx is plain ONNX).
         needs: optional packages exporting it needs (refused up front when missing).
         extra: the pyproject.toml extra that installs `needs`.
-        in_all: part of `--format all` (formats that need an extra are asked for by name).
+        in_all: part of `--format core` (the formats that need no extra; `--format all` is every
+            format whose extra is installed).
         built_from: the format whose staged files it is converted from (needs an ONNX opset).
         int8: how its int8 honours the int8 options (None: it has no int8).
         not_offered: ((precision, why), ...) for precisions it does not export and the one-line

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .recipe import EarlyStopping
 
@@ -72,6 +73,60 @@ class Progress:
     def start_epoch(self, epoch: int, epochs: int, steps: int, phase: str) -> None: ...
     def step(self, images: int, loss: float, acc: float, images_per_s: float) -> None: ...
     def end_epoch(self, stats: EpochStats) -> None: ...
+
+
+class Lines(Progress):
+    """Progress as one plain line per event, handed to `say` (print by default): what a library
+    caller gets with `train(..., progress=True)` or `progress=print`. Epochs are said when they
+    end, with their numbers; the file check every 10 %."""
+
+    def __init__(self, say: Callable[[str], None] | None = None):
+        self.say = say or _print_stderr
+        self._said = -1
+
+    def message(self, text: str) -> None:
+        self.say(text)
+
+    def files_checked(self, done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != self._said:
+            self._said = tenth
+            self.say(f"checked {done}/{total} image files")
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, phase: str) -> None:
+        self.say(f"epoch {epoch}/{epochs} ({phase}, {steps} steps) ...")
+
+    def end_epoch(self, stats: EpochStats) -> None:
+        self.say(f"epoch {stats.epoch}: train loss {stats.train_loss:.4f} acc {stats.train_acc:.1%}, val loss "
+                 f"{stats.val_loss:.4f} acc {stats.val_acc:.1%}, {stats.images_per_s:.0f} img/s, {stats.seconds:.0f} s")
+
+
+def _print_stderr(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+CALLBACKS = ("message", "files_checked", "start_epoch", "step", "end_epoch")
+
+
+def as_progress(progress) -> Progress:
+    """The library's `progress=` argument as a Progress: None/False silent, True plain lines on
+    stderr, a callable gets one line per event, a Progress (the CLI's rich bars) is used as is."""
+    if isinstance(progress, Progress) or all(hasattr(progress, m) for m in CALLBACKS):  # the CLI's bars
+        return progress
+    if progress is None or progress is False:
+        return Progress()
+    if progress is True:
+        return Lines()
+    if callable(progress):
+        return Lines(progress)
+    raise TypeError(f"progress must be None, a bool, a callable or a Progress, not {type(progress).__name__}")
+
+
+def as_callback(progress) -> Callable[[str], None]:
+    """The same choices as `as_progress`, for steps said in one line each (export)."""
+    return as_progress(progress).message
 
 
 class History:

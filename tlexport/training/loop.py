@@ -9,13 +9,14 @@ import signal
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import Callable
 
 from ..errors import TlexportError, UsageError, WeightsError, first_line
 from ..run import RunDir, RunError, check_labels, check_outside
 from . import distributed as D
 from .checkpoint import run_meta
 from .config import RESUMABLE, TrainConfig, _coerce, check_value
-from .history import EpochStats, Progress, TrainResult  # noqa: F401 (the API's names)
+from .history import EpochStats, Progress, TrainResult, as_progress  # noqa: F401 (the API's names)
 from .inputs import default_workers, make_loaders  # noqa: F401 (the benchmarks' names)
 from .session import Session
 from .signals import TrainingInterrupted, signal_number, stop_on_signals
@@ -82,12 +83,14 @@ def interrupted(folder: RunDir, exc: BaseException) -> TrainingInterrupted:
     return TrainingInterrupted(f"{what} {how}" if how.startswith("before") else f"{what}; {how}", signum)
 
 
-def train(cfg: TrainConfig, progress: Progress | None = None, overwrite: bool = False) -> TrainResult:
+def train(cfg: TrainConfig, progress: Progress | bool | Callable[[str], None] | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Fine-tune `cfg.arch` on `cfg.data` and write a run directory.
 
     Args:
         cfg: all options (see TrainConfig).
-        progress: optional callbacks for progress display.
+        progress: True prints one line per step and epoch on stderr; a callable gets those lines;
+            a `Progress` gets every callback (the CLI's bars); None or False: silent.
         overwrite: replace a run already in the folder (its files are removed once the new run's
             data and model are ready; other files stay).
     Returns:
@@ -97,7 +100,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None, overwrite: bool = 
         TrainingInterrupted: Ctrl-C or SIGTERM stopped it (exit code 130 / 143).
     """
     cfg.validate()
-    progress = progress or Progress()
+    progress = as_progress(progress)
     folder = RunDir(default_run_dir(cfg))
     with stop_on_signals():
         try:
@@ -116,7 +119,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None, overwrite: bool = 
             raise interrupted(folder, e) from None
 
 
-def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | None = None,
+def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | bool | Callable | None = None,
            device: str | None = None, workers: int | None = None, dist_timeout: float | None = None) -> TrainResult:
     """Continue a run from its checkpoint.pt with the options stored in run.json, on the split
     recorded in split.json (files added or removed since are reported in `notes`, never mixed in).
@@ -124,6 +127,7 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
 
     Args:
         epochs: a new total number of epochs (to extend a finished run); default the stored one.
+        progress: as for train.
         device, workers, dist_timeout: where, with how many loader processes and how patiently
             (distributed) to continue (default: stored); none of them changes the run's results.
     Raises:
@@ -131,7 +135,7 @@ def resume(run_dir: Path | str, epochs: int | None = None, progress: Progress | 
         FolderLocked, TrainingInterrupted: as for train.
     """
     folder = RunDir(run_dir)
-    progress = progress or Progress()
+    progress = as_progress(progress)
     given = dict(epochs=epochs, device=device, workers=workers, dist_timeout=dist_timeout)
     changes = {k: v for k, v in given.items() if v is not None and k in RESUMABLE}
     for name, value in changes.items():  # bad usage is told before the folder is even read

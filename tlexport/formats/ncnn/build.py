@@ -49,6 +49,9 @@ def pnnx(traced: Path, crop: int, half: bool, param: Path, weights: Path) -> Non
     """
     import pnnx as tool
 
+    # pnnx runs in the traced file's folder (its side outputs land there), so every path it is
+    # handed must be absolute: a path relative to the user's folder names nothing from there
+    traced, param, weights = traced.absolute(), param.absolute(), weights.absolute()
     work = traced.parent
     side = {key: work / name for key, name in (("pnnxparam", "pnnx.param"), ("pnnxbin", "pnnx.bin"),
                                                ("pnnxpy", "pnnx_model.py"), ("pnnxonnx", "pnnx.onnx"),
@@ -62,8 +65,18 @@ def pnnx(traced: Path, crop: int, half: bool, param: Path, weights: Path) -> Non
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ExportError(f"pnnx could not run ({first_line(e)})") from None
     if done.returncode != 0 or not param.is_file() or not weights.is_file():
-        last = next((ln for ln in reversed(done.stderr.splitlines()) if ln.strip()), "no message")
-        raise ExportError(f"pnnx failed to convert the model to ncnn (exit {done.returncode}: {last[:200]})")
+        raise ExportError(_failure(done, param, weights))
+
+
+def _failure(done, param: Path, weights: Path) -> str:
+    """What went wrong, in one line: the status pnnx exited with, or (pnnx exits 0 after a failed
+    write) the file it did not write; then its own error line when it printed one (its last
+    line is often a statistic such as "memory OPS", which says nothing)."""
+    lines = [ln.strip() for ln in (done.stderr + "\n" + done.stdout).splitlines() if ln.strip()]
+    said = next((ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "cannot", "unable"))), None)
+    what = (f"exited with status {done.returncode}" if done.returncode != 0 else
+            f"exited 0 but wrote no {param.name if not param.is_file() else weights.name} in {param.parent}")
+    return f"pnnx could not convert the model to ncnn: it {what}" + (f" ({said[:200]})" if said else "")
 
 
 def shape_hints(folder: Path, crop: int) -> Graph:

@@ -63,6 +63,13 @@ def write_folder(folder: Path, model: Path, model_name: str, meta: dict, dist: P
     write_text(folder / "README.md", readme)  # fileio: a full disk is one line naming the file
 
 
+def unavailable() -> str | None:
+    """Why no page can be built here (onnxruntime-web's files not found), for `--format all`."""
+    from ...browser.ortweb import missing_reason
+
+    return missing_reason()
+
+
 def build(job, say) -> list[Artifact]:
     """One web folder per precision (fp32: model.web, int8: model.int8.web)."""
     from ...browser.ortweb import ORT_WEB_VERSION, find_dist

@@ -1,0 +1,77 @@
+"""Every path a command hands a converter or a subprocess is absolute: export from another
+working folder with RUN, --out and --calib-data relative to it (as README writes every command).
+pnnx runs in its own folder, so ncnn failed on the user's relative paths (#26.1)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tlexport.cli import cli
+
+HERE = Path(__file__).resolve().parent
+
+
+def in_a_fresh_folder(fake_run, tiny_data, tmp_path, monkeypatch) -> None:
+    """tmp_path as the working folder, holding runs/r (a copy of the run) and calib/ (images)."""
+    shutil.copytree(fake_run, tmp_path / "runs" / "r")
+    shutil.copytree(tiny_data / "train", tmp_path / "calib")
+    monkeypatch.chdir(tmp_path)
+
+
+def export_relative(*args):
+    r = CliRunner().invoke(cli, ["export", "runs/r", "--out", "runs/r/exp", "--calib-data", "calib",
+                                 "--calib-size", "8", *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(Path("runs/r/exp/manifest.json").read_text())
+
+
+def check_published(manifest: dict, formats) -> None:
+    """Every format asked for is there, on disk, and verified (or says why nothing here runs it)."""
+    assert {a["format"] for a in manifest["artifacts"]} == set(formats)
+    for a in manifest["artifacts"]:
+        assert Path("runs/r/exp", a["file"]).exists(), a["file"]
+        v = a["verification"] or {}
+        assert a["verified"] is True or (a["verified"] is None and "cannot run here" in (v.get("reason") or "")), a
+
+
+def test_onnx_int8_and_ncnn_export_from_another_folder_with_relative_paths(fake_run, tiny_data, tmp_path, monkeypatch):
+    formats = ["onnx"] + (["ncnn"] if shutil.which("pnnx") or _importable("pnnx") else [])
+    in_a_fresh_folder(fake_run, tiny_data, tmp_path, monkeypatch)
+    manifest = export_relative("--format", ",".join(formats), "--precision", "fp32,int8")
+    check_published(manifest, formats)
+    assert {a["file"] for a in manifest["artifacts"]} >= {"model.onnx", "model.int8.onnx"}
+    int8 = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.onnx")
+    assert int8["verified"] is True
+
+
+def test_a_relative_data_folder_is_recorded_absolute(tiny_data, tmp_path, monkeypatch):
+    """split.json's root names the data from any folder a later command runs in."""
+    from tlexport.data.folders import scan
+
+    monkeypatch.chdir(tiny_data.parent)
+    record = scan(tiny_data.name).split_record()
+    assert Path(record["root"]).is_absolute() and Path(record["root"]) == tiny_data
+
+
+@pytest.mark.slow
+def test_every_installed_format_exports_from_another_folder(fake_run, tiny_data, tmp_path, monkeypatch):
+    """`--format all` (every format that can be exported here), fp32 and int8, relative paths.
+    The web page finds onnxruntime-web through TLEXPORT_ORT_WEB (the tests' node_modules)."""
+    from tlexport.exporters.pipeline import expand_all
+
+    if (HERE / "browser" / "node_modules" / "onnxruntime-web").is_dir():
+        monkeypatch.setenv("TLEXPORT_ORT_WEB", str(HERE / "browser"))
+    formats, _ = expand_all(("all",))
+    in_a_fresh_folder(fake_run, tiny_data, tmp_path, monkeypatch)
+    check_published(export_relative("--format", "all", "--precision", "fp32,int8"), formats)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
