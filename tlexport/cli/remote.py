@@ -55,11 +55,10 @@ def bench(on, export_dir, *, json_file, md_file, quiet, **kw):
     if not quiet:
         out = console(stderr=STDOUT in (json_file, md_file))
         out.print(bench_table(report))
-        con = console()
-        for s in report.skipped:
-            con.print(f"skipped {s['file']}: {s['reason']}", markup=False, highlight=False)
+        for s in report.skipped:  # whole lines: a terminal may wrap them, a log must not
+            click.echo(f"skipped {s['file']}: {s['reason']}", err=True)
         for n in report.notes:
-            con.print(n, markup=False, highlight=False)
+            click.echo(n, err=True)
     if json_file:
         write_json(json_file, report)
     if md_file:
@@ -101,7 +100,7 @@ def predict(on, model, images, *, top_k, batch_size, as_json):
     err = console()
     result, notes = predict_on(on, model, list(images), top_k=top_k, batch_size=batch_size)
     for n in notes:
-        err.print(n, markup=False, highlight=False)
+        click.echo(n, err=True)
     if as_json:
         emit_json(result.results)
     else:

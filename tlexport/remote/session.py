@@ -46,19 +46,22 @@ def out(event, **kw):
     EV.write("@tlexport " + json.dumps(kw) + "\n")
     EV.flush()
 if sys.version_info < (3, 8):
-    EV.write('@tlexport {"event": "error", "kind": "python", "message": "Python %s at %s is too old: the agent needs Python 3.8+"}\n' % (sys.version.split()[0], sys.executable))
+    EV.write('@tlexport {"event": "error", "kind": "python", "message": "Python %d.%d at %s is too old: the agent needs Python 3.8+"}\n' % (sys.version_info[0], sys.version_info[1], sys.executable))
     EV.flush()
     sys.exit(3)
 import io, shutil, tempfile, threading, zipfile
 size = int(sys.stdin.buffer.readline() or 0)
+tmp = tempfile.gettempdir()
 try:
     d = tempfile.mkdtemp(prefix="tlexport-agent-")
 except OSError as e:
-    out("error", kind="disk", message="cannot make a folder in %s on the target: %s" % (tempfile.gettempdir(), e))
+    out("error", kind="disk", message="cannot make a folder in %s on the target: %s" % (tmp, e))
     sys.exit(3)
 code = 3
 try:
     os.chdir(d)
+    # What the runtimes write to TMPDIR (onnxruntime leaves a .ses file there) goes in our folder too.
+    os.environ["TMPDIR"] = tempfile.tempdir = d
     out("hello", dir=d, pid=os.getpid())
     data = sys.stdin.buffer.read(size)
     if len(data) != size:
@@ -76,7 +79,7 @@ try:
     code = tlexport_agent.main(d, EV)
 except OSError as e:
     kind = "disk" if e.errno in (27, 28, 122) else "os"
-    where = "no space left on the target in %s" % tempfile.gettempdir() if kind == "disk" else "the target failed"
+    where = "no space left on the target in %s" % tmp if kind == "disk" else "the target failed"
     out("error", kind=kind, message="%s: %s" % (where, e))
 except Exception as e:
     out("error", kind="agent", message="the agent failed: %s: %s" % (type(e).__name__, str(e).strip()[:300]))
@@ -137,6 +140,7 @@ class Session:
         self.stderr: list[str] = []
         self.folder: str | None = None
         self.pid: int | None = None
+        self.readers: list[threading.Thread] = []
 
     def start(self, payload: bytes) -> None:
         argv = self.target.python_argv("-c", BOOT)
@@ -145,8 +149,9 @@ class Session:
                                          stderr=subprocess.PIPE, start_new_session=True)
         except OSError as e:
             raise RemoteError(f"cannot start {argv[0]!r} for {self.target.where}: {e.strerror}") from None
-        for fn in (self._read_events, self._read_stderr):
-            threading.Thread(target=fn, daemon=True).start()
+        self.readers = [threading.Thread(target=fn, daemon=True) for fn in (self._read_events, self._read_stderr)]
+        for t in self.readers:
+            t.start()
         threading.Thread(target=self._send, args=(payload,), daemon=True).start()
 
     def _send(self, payload: bytes) -> None:
@@ -198,6 +203,8 @@ class Session:
             except subprocess.TimeoutExpired:
                 pass
         self._kill()
+        for t in self.readers:  # all of its stderr, for the message (a grandchild may hold the pipe)
+            t.join(timeout=5)
         if self.folder and not clean:
             self._cleanup_target()
         return self.proc.returncode
