@@ -376,10 +376,10 @@ def run_item(item, folder, inputs, job):
 
 
 def predict_item(runner, folder, job):
-    """Decode the shipped images here with tlexport's own decoder (tlexport_images.py, shipped
+    """Decode the shipped images here with tlexport's own decoder (data/images.py, shipped as shipped_images.py
     beside the agent): the target's Pillow and libjpeg are part of what predict answers for."""
     import numpy as np
-    import tlexport_images as images
+    import shipped_images as images  # tlexport/data/images.py, shipped beside the agent
 
     pre, rows, errors, batch, names = job["preprocess"], [], [], [], []
 

@@ -116,7 +116,7 @@ def pack(job: dict, inputs_npy: bytes, files: dict[str, Path], images: dict[str,
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.write(Path(__file__).with_name("agent.py"), "tlexport_agent.py")
-        z.write(Path(__file__).parent.parent / "data" / "images.py", "tlexport_images.py")
+        z.write(Path(__file__).parent.parent / "data" / "images.py", "shipped_images.py")
         for name, path in (images or {}).items():
             z.write(path, f"images/{name}")
         z.writestr("job.json", json.dumps(job))
