@@ -267,19 +267,34 @@ def test_no_python_there(ssh_ok, export_copy, tmp_path):
                    "no Python at", "3.8+")
 
 
+def _pyenv(version: str) -> Path | None:
+    """A real interpreter of that version when this machine has one (pyenv), else None."""
+    found = sorted(Path(os.path.expanduser("~/.pyenv/versions")).glob(f"{version}.*/bin/python"))
+    return found[0] if found else None
+
+
 def test_python_too_old(ssh_ok, torch_free_python, export_copy, tmp_path, remote_tmp):
-    """An interpreter that reports 3.7 (the real one, told so before the boot code runs)."""
-    old = _wrapper(tmp_path, "py37", f"TMPDIR={remote_tmp} exec {torch_free_python} -c "
-                   "'import sys; sys.version_info = (3, 7, 3, \"final\", 0); exec(compile(sys.argv[1], \"<boot>\", \"exec\"))' \"$2\"")
-    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, old))), 1, "3.7", "too old", "3.8+")
+    """A real Python 3.7 when there is one; else the real interpreter told it is 3.7 before the
+    boot code runs."""
+    old = _pyenv("3.7")
+    body = (f'TMPDIR={remote_tmp} exec {old} "$@"' if old else
+            f"TMPDIR={remote_tmp} exec {torch_free_python} -c 'import sys; sys.version_info = (3, 7, 3, \"final\", 0); "
+            "exec(compile(sys.argv[1], \"<boot>\", \"exec\"))' \"$2\"")
+    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, _wrapper(tmp_path, "py37", body)))), 1,
+                   "Python 3.7 at", "too old", "3.8+")
     assert list(remote_tmp.iterdir()) == []
 
 
 def test_no_numpy_there(ssh_ok, export_copy, tmp_path, remote_tmp):
-    bare = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    py = _wrapper(tmp_path, "bare-py", f'TMPDIR={remote_tmp} exec {bare}/bin/python "$@"')
-    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, py))), 1, "numpy is not installed", "pip install numpy")
+    """A Python without numpy: a real 3.8 when there is one (the boot code and the agent then
+    also prove they run on the oldest Python they promise), else a bare venv."""
+    py38 = _pyenv("3.8")
+    if py38 is None:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    python = py38 or tmp_path / "bare" / "bin" / "python"
+    py = _wrapper(tmp_path, "bare-py", f'TMPDIR={remote_tmp} exec {python} "$@"')
+    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, py))), 1, "numpy is not installed",
+                   f"{python} -m pip install numpy")
     assert list(remote_tmp.iterdir()) == []
 
 

@@ -158,7 +158,14 @@ class OnnxRunner:
     def run(self, batch):
         import numpy as np
 
-        out = self.session.run([self.output], {self.name: batch.astype(self.dtype, copy=False)})[0]
+        if len(self.shape) == 3:  # model.uint8.onnx: one decoded [H, W, 3] image per call
+            return np.concatenate([self._call(image) for image in batch])
+        return self._call(batch)
+
+    def _call(self, x):
+        import numpy as np
+
+        out = self.session.run([self.output], {self.name: x.astype(self.dtype, copy=False)})[0]
         return np.asarray(out, dtype=np.float32)
 
 
