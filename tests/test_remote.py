@@ -401,3 +401,16 @@ def test_parity_in_the_arm64_root(export_copy, tmp_path):
     target = json.loads((tmp_path / "p.json").read_text())["environment"]["target"]
     assert target["machine"] == "aarch64" and target["emulated"] is True
     assert not list((ARM64_ROOT / "tmp").glob("tlexport-agent-*"))
+
+
+def test_a_locked_export_keeps_its_manifest(python_there, export_copy):
+    """An export writing the folder holds its lock: the result is shown, the record is refused in
+    one note, and manifest.json is not touched."""
+    from tlexport.fileio import folder_lock
+
+    before = (export_copy / "manifest.json").read_bytes()
+    with folder_lock(export_copy, "export"):
+        r = invoke(["bench", str(export_copy), "--on", f"cmd:{python_there}", "--iters", "2", "--warmup", "1"])
+    assert r.exit_code == 0, r.output
+    assert "not recorded in manifest.json" in r.output
+    assert (export_copy / "manifest.json").read_bytes() == before

@@ -84,8 +84,10 @@ def describe(threads=None):
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count()
-    return {
-        "hostname": platform.node(), "machine": machine, "cpu": model, "isa": _isa(flags),
+    isa = _isa(flags)
+    return {  # emulated: /proc/cpuinfo is the host's, so its CPU and features are not the target's
+        "hostname": platform.node(), "machine": machine, "cpu": ("emulated on " + str(model)) if emulated else model,
+        "isa": [] if emulated else isa, "host_isa": isa if emulated else None,
         "cpuinfo_isa": "x86" if cpu_x86 else "arm" if cpu_arm else None,
         "cores": cores, "threads": threads or cores, "os": _os_name(), "kernel": platform.release(),
         "python": platform.python_version(), "python_path": sys.executable,
