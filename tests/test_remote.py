@@ -396,11 +396,12 @@ ARM64_ROOT = Path(os.environ.get("TLEXPORT_ARM64_ROOT", "/work/arm64root"))
 def test_parity_in_the_arm64_root(export_copy, tmp_path):
     script = Path(__file__).parent.parent / "benchmarks" / "arm64_python.sh"
     on = f"cmd:sh {script} {ARM64_ROOT}#timeout=1800"
+    before = set((ARM64_ROOT / "tmp").glob("tlexport-agent-*"))  # another run's may be there
     r = invoke(["parity", str(export_copy), "--on", on, "--max-images", "4", "--json", str(tmp_path / "p.json")])
     assert r.exit_code == 0, r.output
     target = json.loads((tmp_path / "p.json").read_text())["environment"]["target"]
     assert target["machine"] == "aarch64" and target["emulated"] is True
-    assert not list((ARM64_ROOT / "tmp").glob("tlexport-agent-*"))
+    assert set((ARM64_ROOT / "tmp").glob("tlexport-agent-*")) <= before
 
 
 def test_a_locked_export_keeps_its_manifest(python_there, export_copy):

@@ -149,6 +149,8 @@ def parity_on(on: str, export_dir, *, data=None, random=None, runtimes=None, pre
         results=results, source=inputs.source, labelled=labels is not None, reference_accuracy=ref_acc,
         skipped_images=inputs.skipped, atol=atol, rtol=rtol, run_dir=str(run.dir), export_dir=str(export_dir),
         notes=notes, environment={**environment(), "target": {"on": target.text, **agent.device}})
+    # The target's own logits, for callers that compare them with another machine's (not in JSON).
+    report.target_logits = {r["file"]: r["logits"] for r in agent.results if isinstance(r.get("logits"), dict)}
     if record:
         from .record import record_parity
 
