@@ -380,10 +380,12 @@ def test_amd64_ort_refused_on_arm(tmp_path, monkeypatch):
     from tlexport.remote import agent
 
     f = tmp_path / "model.ort"
-    f.write_bytes(b"\x00ORT\x00com.microsoft.nchwc\x00ReorderInput")
+    f.write_bytes(b"\x00ORT\x00com.microsoft.nchwc:Conv:1\x00ReorderOutput")
     monkeypatch.setattr(agent.platform, "machine", lambda: "aarch64")
     with pytest.raises(agent.Unavailable, match="x86 NCHWc layout.*--ort-target portable"):
         agent._refuse_foreign_ort(str(f))
+    f.write_bytes(b"\x00ORT\x00ai.onnx\x00com.microsoft.nchwc\x00Conv")  # a portable file lists the domain only
+    agent._refuse_foreign_ort(str(f))
 
 
 # ---- ARM, emulated (opt-in) ------------------------------------------------------------------------

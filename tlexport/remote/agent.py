@@ -175,7 +175,10 @@ def _refuse_foreign_ort(path):
     """An .ort saved with onnxruntime's x86 NCHWc layout (--ort-target amd64) loads only on x86."""
     with open(path, "rb") as f:
         data = f.read()
-    if b"com.microsoft.nchwc" in data and platform.machine().lower() not in X86:
+    # Nodes in that layout: kernels of the "com.microsoft.nchwc:" domain and Reorder ops (a portable
+    # file still lists the domain name among its opsets, without a colon: not a sign of it).
+    nchwc = b"com.microsoft.nchwc:" in data or b"ReorderInput" in data or b"ReorderOutput" in data
+    if nchwc and platform.machine().lower() not in X86:
         raise Unavailable("%s holds onnxruntime's x86 NCHWc layout (exported with --ort-target amd64), which "
                           "loads only on x86 CPUs; this target is %s: export with --ort-target portable"
                           % (os.path.basename(path), platform.machine()))
@@ -368,7 +371,7 @@ def run_item(item, folder, inputs, job):
         result["skipped"] = str(e)
         return result
     except Exception as e:  # noqa: BLE001 - reported per file, the others still run
-        result["error"] = "cannot load: %s: %s" % (type(e).__name__, str(e).strip().splitlines()[0][:300] if str(e).strip() else "")
+        result["error"] = "cannot load: " + _one_line(e)
         return result
     try:
         if job["mode"] == "parity":
@@ -379,9 +382,18 @@ def run_item(item, folder, inputs, job):
             result.update(bench_item(runner, inputs, job["batch_sizes"], job["warmup"], job.get("iters"),
                                      job.get("duration") or 2.0))
     except Exception as e:  # noqa: BLE001
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        result["error"] = "failed while running: %s: %s" % (type(e).__name__, msg)
+        result["error"] = "failed while running: " + _one_line(e)
     return result
+
+
+def _one_line(e):
+    """Type, first line and (OpenVINO puts the reason last, under "Exception from ..." lines) the
+    last line of an exception's message."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = lines[0][:200] if lines else ""
+    if len(lines) > 1:
+        text += " ... " + lines[-1][:300]
+    return "%s: %s" % (type(e).__name__, text)
 
 
 def predict_item(runner, folder, job):
