@@ -417,3 +417,13 @@ def test_a_locked_export_keeps_its_manifest(python_there, export_copy):
     assert r.exit_code == 0, r.output
     assert "not recorded in manifest.json" in r.output
     assert (export_copy / "manifest.json").read_bytes() == before
+
+
+def test_companions_travel_with_their_file(tmp_path):
+    """OpenVINO's graph is shipped with its weights beside it (the ARM run once lacked them)."""
+    from tlexport.remote.verify import Item
+
+    (tmp_path / "model.xml").write_text("<net/>")
+    (tmp_path / "model.bin").write_bytes(b"\0")
+    item = Item("model.xml", "openvino", "fp32", "openvino", tmp_path / "model.xml")
+    assert item.files() == {"model.xml": tmp_path / "model.xml", "model.bin": tmp_path / "model.bin"}

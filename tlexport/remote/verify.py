@@ -36,6 +36,16 @@ class Item:
     path: Path
     extra: dict = field(default_factory=dict)
 
+    def files(self) -> dict:
+        """Itself and its companions that exist (OpenVINO's weights beside its graph), by name."""
+        from ..tables.artifacts import companions_of
+
+        out = {self.file: self.path}
+        for name in companions_of(self.file):
+            if (self.path.parent / name).is_file():
+                out[name] = self.path.parent / name
+        return out
+
     def job(self) -> dict:
         return {"file": self.file, "format": self.format, "precision": self.precision,
                 "runtime": self.runtime, **self.extra}
@@ -92,8 +102,8 @@ def device_line(device: dict) -> str:
 
 
 def _agent(target: Target, mode: str, items: list[Item], inputs: np.ndarray, progress, **job) -> AgentRun:
-    run = run_agent(target, {"mode": mode, "items": [i.job() for i in items], **job}, inputs,
-                    {i.file: i.path for i in items}, progress=progress)
+    files = {name: path for i in items for name, path in i.files().items()}
+    run = run_agent(target, {"mode": mode, "items": [i.job() for i in items], **job}, inputs, files, progress=progress)
     if target.emulated and not run.device.get("emulated"):
         run.device.update(emulated=True, emulated_why="declared with #emulated")
     return run
@@ -365,7 +375,7 @@ def predict_on(on: str, model, images, *, top_k: int = 5, batch_size: int = 16, 
     item = Item(path.name, kind.format, kind.precision, runtime, path, _extra_for(path, kind.format))
     job = {"mode": "predict", "items": [item.job()], "preprocess": meta["preprocess"], "images": list(shipped),
            "top_k": min(top_k, len(meta["classes"])), "batch_size": batch_size}
-    agent = run_agent(target, job, np.zeros((0,), np.float32), {item.file: path}, progress=progress, images=shipped)
+    agent = run_agent(target, job, np.zeros((0,), np.float32), item.files(), progress=progress, images=shipped)
     notes.append(f"on {target.where}: {device_line(agent.device)}")
     return _predictions(path, agent, shipped, meta["classes"]), notes
 
