@@ -1,5 +1,6 @@
 #!/bin/sh
-# What the browser and Node.js tests need besides Python: Debian's Chromium (apt) and the npm
+# What the browser, Node.js and remote-target tests need besides Python: Debian's Chromium and
+# openssh-server (apt; the remote tests start their own sshd on 127.0.0.1, nothing system-wide) and the npm
 # packages pinned in tests/browser (onnxruntime-web, playwright-core: it drives the system
 # Chromium and downloads no browser) and examples/node (onnxruntime-node, pngjs, jpeg-js).
 # npm runs with --ignore-scripts: onnxruntime-node's install script reaches for a host outside
@@ -12,6 +13,14 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
       || echo "system-deps: apt-get could not install chromium; the browser tests will skip"
   else
     echo "system-deps: no chromium and no root apt-get to install it (apt-get install chromium); the browser tests will skip"
+  fi
+fi
+if [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null) \
+      || echo "system-deps: apt-get could not install openssh-server; the ssh target tests will skip"
+  else
+    echo "system-deps: no sshd and no root apt-get to install it (apt-get install openssh-server); the ssh target tests will skip"
   fi
 fi
 if command -v npm >/dev/null 2>&1; then

@@ -27,7 +27,7 @@ FLOORS = [
     ("tlexport.runtimes",),
     ("tlexport.verify",),
     ("tlexport.exporters",),
-    ("tlexport.benchmark", "tlexport.inference"),
+    ("tlexport.benchmark", "tlexport.inference", "tlexport.remote"),
     ("tlexport.demo",),
     ("tlexport.cli", "tlexport.__main__"),
 ]

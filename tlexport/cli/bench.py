@@ -7,6 +7,7 @@ import click
 from ..formats.registry import runtime_names
 from . import policies as P
 from .common import console, error_boundary, list_option, wide_option, write_json, write_report
+from .remote import on_option
 
 
 @click.command("bench")
@@ -36,14 +37,16 @@ from .common import console, error_boundary, list_option, wide_option, write_jso
 @click.option("--plot", "plot_file", type=P.ReportFile(stdout=False), help="Write latency/throughput vs batch size (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 @wide_option
+@on_option()
 @error_boundary
 def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iters, duration, concurrency, strict,
-            threads, run_dir, trust_code, json_file, md_file, plot_file, quiet, wide):
+            threads, run_dir, trust_code, json_file, md_file, plot_file, quiet, wide, on):
     """Latency (p50/p90/p99, mean, std, min) and throughput of every exported artifact, per runtime,
     precision, device and batch size, with the speed-up over PyTorch eager fp32 measured in the
     same run, plus load time, first-call latency, peak memory and size on disk. Cells measured
     while other processes load the CPU are flagged noisy. TorchScript and .pt2 files are
-    measured only with --trust-code."""
+    measured only with --trust-code. With --on TARGET the files are timed on that device
+    (docs/devices.md; an emulated one's timings are marked as not speeds)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .. import render
@@ -56,6 +59,15 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
     if run_dir is not None:
         run_dir = P.run_folder(run_dir)
     P.require_gpu(devices)
+    if on:  # --on TARGET: timed on that device (tlexport.remote), recorded in manifest.json
+        from . import remote
+
+        remote.refuse_with_on(strict=strict, run_dir=run_dir, trust_code=trust_code, plot=plot_file,
+                              concurrency=None if tuple(concurrency or (1,)) == (1,) else concurrency,
+                              device=None if tuple(devices or ()) == ("cpu",) else devices)
+        return remote.bench(on, export_dir, runtimes=runtimes, precisions=precisions, batch_sizes=batch_sizes or (1,),
+                            warmup=warmup, iters=iters, duration=duration, threads=threads,
+                            json_file=json_file, md_file=md_file, quiet=quiet, wide=wide)
     con = console(quiet)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=con,
                   transient=True, disable=quiet) as bar:

@@ -9,6 +9,7 @@ import click
 from ..formats.registry import runtime_names
 from . import policies as P
 from .common import console, error_boundary, list_option, wide_option, write_json, write_report
+from .remote import on_option
 
 
 class ParityProgress:
@@ -56,15 +57,17 @@ class ParityProgress:
 @click.option("--markdown", "md_file", type=P.ReportFile(), help="Write the table as Markdown to FILE (- for stdout).")
 @click.option("--quiet", is_flag=True, help="Only the final PASS/FAIL line.")
 @wide_option
+@on_option()
 @error_boundary
 def command(export_dir, data, random_n, reference, runtimes, devices, precisions, atol, rtol, max_images,
-            batch_size, run_dir, trust_code, json_file, md_file, quiet, wide):
+            batch_size, run_dir, trust_code, json_file, md_file, quiet, wide, on):
     """Check that every exported artifact and runtime agrees with PyTorch, image by image.
 
     Exit 0 when every compared runtime passes its gates, 1 when any fails, 2 for bad usage.
     Gates: fp32 within --atol/--rtol and 100% top-1 agreement; fp16 finite and >= 99% top-1;
     int8 >= 98% top-1 and <= 1 point accuracy drop when labels are known. TorchScript and .pt2
-    files run code when loaded: they are compared only with --trust-code.
+    files run code when loaded: they are compared only with --trust-code. With --on TARGET the
+    files run on that device (docs/devices.md) and the result is recorded in manifest.json.
     """
     from .. import render as rep
     from ..verify.parity import parity
@@ -78,6 +81,16 @@ def command(export_dir, data, random_n, reference, runtimes, devices, precisions
         run_dir = P.run_folder(run_dir)
     P.require_gpu(devices)
     con = console()
+    if on:  # --on TARGET: the files run there (tlexport.remote), the reference and gates stay here
+        from . import remote
+
+        remote.refuse_with_on(trust_code=trust_code, reference=None if reference == "torch-eager" else reference,
+                              device=None if tuple(devices or ()) == ("cpu",) else devices)
+        with ParityProgress(con, quiet) as progress:
+            return remote.parity(on, export_dir, data=data, random=random_n, runtimes=runtimes,
+                                 precisions=precisions, atol=atol, rtol=rtol, max_images=max_images,
+                                 batch_size=batch_size, run_dir=run_dir, json_file=json_file, md_file=md_file,
+                                 quiet=quiet, progress=progress, wide=wide)
     with ParityProgress(con, quiet) as progress:
         result = parity(export_dir, data=data, random=random_n, reference=reference, runtimes=runtimes,
                         devices=devices or (), precisions=precisions, atol=atol, rtol=rtol,

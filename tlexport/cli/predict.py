@@ -9,6 +9,7 @@ import click
 
 from . import policies as P
 from .common import console, emit_json, error_boundary
+from .remote import on_option
 
 BAR_FROM = 64  # images: fewer are done before a bar would be worth drawing
 
@@ -21,8 +22,9 @@ BAR_FROM = 64  # images: fewer are done before a bar would be worth drawing
 @click.option("--workers", type=P.Count(), help="Decoding threads (default: the CPUs, at most 8).")
 @click.option("--json", "as_json", is_flag=True,
               help='Print [{"image", "top": [{"label", "index", "prob"}]}] on stdout.')
+@on_option()
 @error_boundary
-def command(model, images, top_k, batch_size, workers, as_json):
+def command(model, images, top_k, batch_size, workers, as_json, on):
     """Classify IMAGES (files or folders) with an exported MODEL.
 
     MODEL is a .onnx file (runs on onnxruntime without importing torch), an export folder (its
@@ -33,9 +35,17 @@ def command(model, images, top_k, batch_size, workers, as_json):
     Images are decoded in parallel while the model runs, results are listed in file order; on a
     terminal a progress bar (stderr) shows long folders going.
 
+    With --on TARGET the images are shipped to that device and decoded there; an export folder
+    then runs the fastest file verified on that device (docs/devices.md).
+
     Exit status: 0 when every image was classified; 1 when some could not be read (they are
     reported by name on stderr, the others are still printed); 2 for bad usage.
     """
+    if on:  # --on TARGET: decoded and classified on that device (tlexport.remote)
+        from . import remote
+
+        remote.refuse_with_on(workers=workers)
+        return remote.predict(on, model, images, top_k=top_k, batch_size=batch_size, as_json=as_json)
     from ..inference import predict
     from ..render import predict_table
 

@@ -1,0 +1,429 @@
+"""`--on TARGET`: parity, bench and predict on another machine through the torch-free agent.
+
+A real OpenSSH server (Debian's openssh-server, tests/system-deps.sh) is started on 127.0.0.1 on a
+free port with its own config, host key and client key (nothing system-wide), and its "remote"
+Python is a venv that exposes only numpy, Pillow and onnxruntime: torch cannot be imported there
+(checked). Every bad input is one line, its exit code, and no folder left on the target: each
+wrapper interpreter points TMPDIR at a folder of the test, which must be empty afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tlexport.cli import cli
+from tlexport.remote import session as remote_session
+from tlexport.remote.target import SSH_CONFIG_ENV, parse
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+EXPOSED = ("numpy", "numpy.libs", "PIL", "pillow.libs", "onnxruntime")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tlexport-test", "-f", str(path)],
+                   check=True, stdin=subprocess.DEVNULL)
+    return path
+
+
+# ---- the "remote" Python: a venv without torch ---------------------------------------------------
+@pytest.fixture(scope="session")
+def torch_free_python(tmp_path_factory) -> Path:
+    """A venv whose site-packages expose only numpy, Pillow and onnxruntime (links to this
+    interpreter's copies: no download, about a second)."""
+    import numpy
+
+    site = Path(numpy.__file__).parent.parent
+    root = tmp_path_factory.mktemp("remote-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+    exposed = root / "exposed"
+    exposed.mkdir()
+    for name in EXPOSED + tuple(p.name for p in site.glob("*.dist-info")
+                                if p.name.split("-")[0].lower() in ("numpy", "pillow", "onnxruntime")):
+        if (site / name).exists():
+            (exposed / name).symlink_to(site / name)
+    venv_site = next((root / "venv" / "lib").glob("python3*/site-packages"))
+    (venv_site / "exposed.pth").write_text(str(exposed) + "\n")
+    python = root / "venv" / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import numpy, PIL, onnxruntime\ntry:\n import torch\n"
+                            "except ImportError:\n print('no torch')"], capture_output=True, text=True)
+    assert probe.stdout.strip() == "no torch", probe.stderr  # the target really is torch-free
+    return python
+
+
+def _wrapper(folder: Path, name: str, body: str) -> str:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def remote_tmp(tmp_path) -> Path:
+    """The target's TMPDIR for one test: must be empty when the command returns."""
+    d = tmp_path / "remote-tmp"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def python_there(torch_free_python, remote_tmp, tmp_path) -> str:
+    return _wrapper(tmp_path, "py", f'TMPDIR={remote_tmp} exec {torch_free_python} "$@"')
+
+
+# ---- sshd on 127.0.0.1 ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """sshd on a free port of 127.0.0.1 with its own config and keys; always torn down."""
+    if not os.path.exists(SSHD) or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
+        pytest.skip("openssh-server / openssh-client not installed (tests/system-deps.sh installs them)")
+    d = tmp_path_factory.mktemp("sshd")
+    host_key, client_key, other_key = (_keygen(d / n) for n in ("host_key", "client_key", "other_key"))
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    port, user = _free_port(), _user()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {d}/authorized_keys\n"
+        f"PidFile {d}/sshd.pid\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
+        "AllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nMaxStartups 50\n")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir, as its service makes it
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb"))
+    try:
+        _wait_listening(proc, port, d / "sshd.log")
+        host_pub = host_key.with_suffix(".pub").read_text().split()
+        (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+        (d / "empty_known_hosts").write_text("")
+        yield {"dir": d, "port": port, "user": user, "client_key": client_key, "other_key": other_key}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _wait_listening(proc, port: int, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.skip(f"sshd could not start: {log.read_text(errors='replace').strip()[-300:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)  # polling a port for readiness, not synchronising with a signal
+    pytest.fail("sshd did not listen within 20 s")
+
+
+def ssh_config(sshd, tmp_path, key="client_key", known="known_hosts") -> Path:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host *\n  IdentityFile {sshd[key]}\n  IdentitiesOnly yes\n"
+                   f"  UserKnownHostsFile {sshd['dir'] / known}\n  GlobalKnownHostsFile /dev/null\n")
+    return cfg
+
+
+@pytest.fixture
+def ssh_ok(sshd, tmp_path, monkeypatch):
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(ssh_config(sshd, tmp_path)))
+    return sshd
+
+
+def on_ssh(sshd, python: str, port: int | None = None, options: str = "") -> str:
+    return f"ssh://{sshd['user']}@127.0.0.1:{port or sshd['port']}#python={python}{options}"
+
+
+# ---- an export ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def remote_export(fake_run, tmp_path_factory) -> Path:
+    from tlexport.exporters.pipeline import export
+
+    out = tmp_path_factory.mktemp("remote") / "export"
+    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
+    return out
+
+
+@pytest.fixture
+def export_copy(remote_export, tmp_path) -> Path:
+    """The export, copied: a test may record devices in its manifest."""
+    dst = tmp_path / "export"
+    shutil.copytree(remote_export, dst)
+    return dst
+
+
+def invoke(args):
+    return CliRunner().invoke(cli, args)
+
+
+def one_line_error(r, code: int, *words) -> str:
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output and "unexpected" not in r.output, r.output
+    lines = [line for line in r.output.strip().splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, r.output
+    for w in words:
+        assert w in lines[0], r.output
+    return lines[0]
+
+
+def bench_args(export: Path, on: str, *more) -> list[str]:
+    return ["bench", str(export), "--on", on, "--iters", "2", "--warmup", "1", "--quiet", *more]
+
+
+# ---- the happy paths -----------------------------------------------------------------------------
+def test_parity_and_bench_on_ssh_record_the_device(ssh_ok, python_there, torch_free_python, export_copy, remote_tmp,
+                                                   tmp_path):
+    on = on_ssh(ssh_ok, python_there)
+    report = tmp_path / "parity.json"
+    r = invoke(["parity", str(export_copy), "--on", on, "--max-images", "4", "--json", str(report)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(report.read_text())
+    row = next(x for x in data["results"] if x["runtime"] == "onnxruntime")
+    assert row["passed"] is True and row["batch_independent"] is True and row["max_abs"] < 1e-4
+    target = data["environment"]["target"]
+    assert target["on"] == on and target["python_path"] == str(torch_free_python)
+    assert "torch" not in target["versions"] and target["versions"]["onnxruntime"]
+    r = invoke(bench_args(export_copy, on, "--json", str(tmp_path / "bench.json")))
+    assert r.exit_code == 0, r.output
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["results"][0]["file"] == "model.onnx" and bench["results"][0]["p50_ms"] > 0
+    devices = json.loads((export_copy / "manifest.json").read_text())["devices"]
+    (key, entry), = devices.items()
+    assert entry["target"] == on and entry["device"]["machine"] == os.uname().machine.lower()
+    assert entry["files"]["model.onnx"]["verified"] is True and entry["files"]["model.onnx"]["p50_ms"] > 0
+    assert entry["fastest"] == "model.onnx" and entry["emulated"] is False
+    assert list(remote_tmp.iterdir()) == []
+
+
+def test_predict_on_runs_the_devices_fastest_file(python_there, export_copy, tiny_data, remote_tmp):
+    """A device whose record names model.onnx as fastest; predict ships the images there."""
+    on = f"cmd:{python_there}"
+    r = invoke(bench_args(export_copy, on))
+    assert r.exit_code == 0, r.output
+    r = invoke(["parity", str(export_copy), "--on", on, "--max-images", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    val = tiny_data / "val"
+    r = invoke(["predict", str(export_copy), str(val), "--on", on, "--json", "--top-k", "2"])
+    assert r.exit_code == 0, r.output
+    assert "the fastest verified file on" in r.output
+    rows = json.loads(r.output[r.output.index("["):])
+    assert len(rows) == len(list(val.rglob("*.png"))) and all(len(x["top"]) == 2 for x in rows)
+    local = invoke(["predict", str(export_copy / "model.onnx"), str(val), "--json", "--top-k", "2"])
+    assert [x["top"][0]["label"] for x in json.loads(local.output)] == [x["top"][0]["label"] for x in rows]
+    assert list(remote_tmp.iterdir()) == []
+
+
+def test_emulated_declared_timings_are_not_speeds(python_there, export_copy, tmp_path):
+    r = invoke(bench_args(export_copy, f"cmd:{python_there}#emulated", "--json", str(tmp_path / "b.json")))
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["emulated"] is True and data["timings"] == "emulated — not a speed"
+    entry = next(iter(json.loads((export_copy / "manifest.json").read_text())["devices"].values()))
+    assert entry["emulated"] is True and entry["fastest"] is None
+
+
+# ---- bad input: one line, exit code, nothing left ------------------------------------------------
+def test_unreachable_host(ssh_ok, python_there, export_copy):
+    r = invoke(bench_args(export_copy, on_ssh(ssh_ok, python_there, port=_free_port())))
+    one_line_error(r, 1, "cannot reach", "connection refused")
+
+
+def test_refused_key(sshd, python_there, export_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(ssh_config(sshd, tmp_path, key="other_key")))
+    one_line_error(invoke(bench_args(export_copy, on_ssh(sshd, python_there))), 1, "refused the key", "ssh-copy-id")
+
+
+def test_unknown_host_key_is_never_accepted(sshd, python_there, export_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(ssh_config(sshd, tmp_path, known="empty_known_hosts")))
+    line = one_line_error(invoke(bench_args(export_copy, on_ssh(sshd, python_there))), 1, "not in known_hosts",
+                          f"ssh-keyscan -p {sshd['port']} 127.0.0.1")
+    assert (sshd["dir"] / "empty_known_hosts").read_text() == "", line  # nothing was added
+
+
+def test_no_python_there(ssh_ok, export_copy, tmp_path):
+    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, str(tmp_path / "no-python3")))), 1,
+                   "no Python at", "3.8+")
+
+
+def _pyenv(version: str) -> Path | None:
+    """A real interpreter of that version when this machine has one (pyenv), else None."""
+    found = sorted(Path(os.path.expanduser("~/.pyenv/versions")).glob(f"{version}.*/bin/python"))
+    return found[0] if found else None
+
+
+def test_python_too_old(ssh_ok, torch_free_python, export_copy, tmp_path, remote_tmp):
+    """A real Python 3.7 when there is one; else the real interpreter told it is 3.7 before the
+    boot code runs."""
+    old = _pyenv("3.7")
+    body = (f'TMPDIR={remote_tmp} exec {old} "$@"' if old else
+            f"TMPDIR={remote_tmp} exec {torch_free_python} -c 'import sys; sys.version_info = (3, 7, 3, \"final\", 0); "
+            "exec(compile(sys.argv[1], \"<boot>\", \"exec\"))' \"$2\"")
+    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, _wrapper(tmp_path, "py37", body)))), 1,
+                   "Python 3.7 at", "too old", "3.8+")
+    assert list(remote_tmp.iterdir()) == []
+
+
+def test_no_numpy_there(ssh_ok, export_copy, tmp_path, remote_tmp):
+    """A Python without numpy: a real 3.8 when there is one (the boot code and the agent then
+    also prove they run on the oldest Python they promise), else a bare venv."""
+    py38 = _pyenv("3.8")
+    if py38 is None:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    python = py38 or tmp_path / "bare" / "bin" / "python"
+    py = _wrapper(tmp_path, "bare-py", f'TMPDIR={remote_tmp} exec {python} "$@"')
+    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, py))), 1, "numpy is not installed",
+                   f"{python} -m pip install numpy")
+    assert list(remote_tmp.iterdir()) == []
+
+
+def test_runtime_missing_there_names_the_pip_line(python_there, export_copy, tmp_path):
+    """A .tflite beside the ONNX: the target has no LiteRT, so that file is a skip naming its install."""
+    shutil.copy(export_copy / "model.onnx", export_copy / "extra.tflite")
+    manifest = json.loads((export_copy / "manifest.json").read_text())
+    manifest["artifacts"].append({"file": "extra.tflite", "format": "tflite", "precision": "fp32"})
+    (export_copy / "manifest.json").write_text(json.dumps(manifest))
+    r = invoke(["bench", str(export_copy), "--on", f"cmd:{python_there}", "--iters", "2", "--warmup", "1"])
+    assert r.exit_code == 0, r.output
+    assert "skipped extra.tflite: ai-edge-litert" in r.output and "-m pip install ai-edge-litert" in r.output
+
+
+def test_full_disk_on_the_target(ssh_ok, torch_free_python, export_copy, tmp_path):
+    tiny = tmp_path / "tiny-tmpfs"
+    tiny.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(tiny)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        py = _wrapper(tmp_path, "full-py", f'TMPDIR={tiny} exec {torch_free_python} "$@"')
+        one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, py))), 1, "no space left on the target")
+        assert list(tiny.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
+
+
+def _on_ready(action):
+    """A hook that runs `action(session)` when the agent says it is ready (the files unpacked)."""
+    def hook(event, session):
+        if event and event.get("event") == "ready":
+            action(session)
+    return hook
+
+
+def test_target_killed_mid_run(ssh_ok, python_there, export_copy, remote_tmp, monkeypatch):
+    monkeypatch.setattr(remote_session, "EVENT_HOOKS", [_on_ready(lambda s: os.kill(s.pid, signal.SIGKILL))])
+    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, python_there))), 1, "stopped mid-run",
+                   "folder there was removed")
+    assert list(remote_tmp.iterdir()) == []
+
+
+def test_ctrl_c_on_the_host(ssh_ok, python_there, export_copy, remote_tmp, monkeypatch):
+    """SIGINT to this process once the agent is ready: exit 130, the agent and its folder gone,
+    the manifest untouched."""
+    seen = {}
+
+    def interrupt(session):
+        seen["pid"] = session.pid
+        os.kill(os.getpid(), signal.SIGINT)
+
+    before = (export_copy / "manifest.json").read_bytes()
+    monkeypatch.setattr(remote_session, "EVENT_HOOKS", [_on_ready(interrupt)])
+    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, python_there))), 130, "interrupted")
+    assert list(remote_tmp.iterdir()) == []
+    assert (export_copy / "manifest.json").read_bytes() == before
+    assert not [p for p in export_copy.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_command_timeout(export_copy, tmp_path):
+    """A target that takes the payload and never answers: the command timeout ends it."""
+    hang = _wrapper(tmp_path, "hang", "exec 3>&1\ncat >/dev/null")  # fd 3 keeps its stdout open
+    one_line_error(invoke(bench_args(export_copy, f"cmd:{hang}#timeout=1")), 1, "did not finish within 1 s")
+
+
+def test_bad_targets_are_usage_errors(export_copy):
+    for bad in ("pi@board", "ssh://", "ssh://host:99999", "cmd:", "cmd:python3#speed=1", "ssh://h#timeout=-1"):
+        one_line_error(invoke(bench_args(export_copy, bad)), 2, "--on")
+
+
+def test_target_parsing():
+    t = parse("ssh://pi@board.local:2222#python=/opt/rt/bin/python,timeout=60,emulated")
+    assert (t.user, t.host, t.port, t.python, t.timeout, t.emulated) == ("pi", "board.local", 2222,
+                                                                          "/opt/rt/bin/python", 60.0, True)
+    argv = t.python_argv("-c", "print(1)")
+    assert "BatchMode=yes" in argv and "StrictHostKeyChecking=yes" in argv and argv[-1].startswith("/opt/rt/bin/python -c")
+    assert parse("cmd:chroot /srv/arm64 /opt/rt/bin/python").prefix == ("chroot", "/srv/arm64", "/opt/rt/bin/python")
+
+
+def test_amd64_ort_refused_on_arm(tmp_path, monkeypatch):
+    """The agent refuses an .ort with the x86 NCHWc layout on a non-x86 machine, naming why."""
+    from tlexport.remote import agent
+
+    f = tmp_path / "model.ort"
+    f.write_bytes(b"\x00ORT\x00com.microsoft.nchwc:Conv:1\x00ReorderOutput")
+    monkeypatch.setattr(agent.platform, "machine", lambda: "aarch64")
+    with pytest.raises(agent.Unavailable, match="x86 NCHWc layout.*--ort-target portable"):
+        agent._refuse_foreign_ort(str(f))
+    f.write_bytes(b"\x00ORT\x00ai.onnx\x00com.microsoft.nchwc\x00Conv")  # a portable file lists the domain only
+    agent._refuse_foreign_ort(str(f))
+
+
+# ---- ARM, emulated (opt-in) ------------------------------------------------------------------------
+ARM64_ROOT = Path(os.environ.get("TLEXPORT_ARM64_ROOT", "/work/arm64root"))
+
+
+@pytest.mark.arm64
+@pytest.mark.skipif(not (ARM64_ROOT / "opt/rt/bin/python").exists() or os.geteuid() != 0,
+                    reason="no arm64 root with /opt/rt (benchmarks/arm64_root.sh; TLEXPORT_ARM64_ROOT) or not root")
+def test_parity_in_the_arm64_root(export_copy, tmp_path):
+    script = Path(__file__).parent.parent / "benchmarks" / "arm64_python.sh"
+    on = f"cmd:sh {script} {ARM64_ROOT}#timeout=1800"
+    before = set((ARM64_ROOT / "tmp").glob("tlexport-agent-*"))  # another run's may be there
+    r = invoke(["parity", str(export_copy), "--on", on, "--max-images", "4", "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    target = json.loads((tmp_path / "p.json").read_text())["environment"]["target"]
+    assert target["machine"] == "aarch64" and target["emulated"] is True
+    assert set((ARM64_ROOT / "tmp").glob("tlexport-agent-*")) <= before
+
+
+def test_a_locked_export_keeps_its_manifest(python_there, export_copy):
+    """An export writing the folder holds its lock: the result is shown, the record is refused in
+    one note, and manifest.json is not touched."""
+    from tlexport.fileio import folder_lock
+
+    before = (export_copy / "manifest.json").read_bytes()
+    with folder_lock(export_copy, "export"):
+        r = invoke(["bench", str(export_copy), "--on", f"cmd:{python_there}", "--iters", "2", "--warmup", "1"])
+    assert r.exit_code == 0, r.output
+    assert "not recorded in manifest.json" in r.output
+    assert (export_copy / "manifest.json").read_bytes() == before
+
+
+def test_companions_travel_with_their_file(tmp_path):
+    """OpenVINO's graph is shipped with its weights beside it (the ARM run once lacked them)."""
+    from tlexport.remote.verify import Item
+
+    (tmp_path / "model.xml").write_text("<net/>")
+    (tmp_path / "model.bin").write_bytes(b"\0")
+    item = Item("model.xml", "openvino", "fp32", "openvino", tmp_path / "model.xml")
+    assert item.files() == {"model.xml": tmp_path / "model.xml", "model.bin": tmp_path / "model.bin"}
