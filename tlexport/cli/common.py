@@ -152,3 +152,18 @@ def given(param: str) -> bool:
     """Whether the user typed this option (rather than getting its default)."""
     source = click.get_current_context().get_parameter_source(param)
     return source is not None and source.name == "COMMANDLINE"
+
+
+def show_predictions(result, as_json: bool) -> None:
+    """The predictions on stdout (a table or JSON), unreadable images on stderr, exit 1 if any:
+    the same for a local run and one `--on` a target."""
+    from ..render import predict_table
+
+    if as_json:
+        emit_json(result.results)
+    else:
+        predict_table(console(stderr=False), result)
+    for e in result.errors:
+        console().print(f"cannot read {e['image']}: {e['error']}", style="red", markup=False, highlight=False)
+    if result.errors:
+        sys.exit(1)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import click
 
 from . import policies as P
-from .common import console, emit_json, error_boundary
+from .common import console, error_boundary, show_predictions
 from .remote import on_option
 
 BAR_FROM = 64  # images: fewer are done before a bar would be worth drawing
@@ -47,20 +46,11 @@ def command(model, images, top_k, batch_size, workers, as_json, on):
         remote.refuse_with_on(workers=workers)
         return remote.predict(on, model, images, top_k=top_k, batch_size=batch_size, as_json=as_json)
     from ..inference import predict
-    from ..render import predict_table
 
-    err = console()
-    with _bar(err) as progress:
+    with _bar(console()) as progress:
         result = predict(model, list(images), top_k=top_k, batch_size=batch_size, workers=workers,
                          progress=progress)
-    if as_json:
-        emit_json(result.results)
-    else:
-        predict_table(console(stderr=False), result)
-    for e in result.errors:
-        err.print(f"cannot read {e['image']}: {e['error']}", style="red", markup=False, highlight=False)
-    if result.errors:
-        sys.exit(1)
+    show_predictions(result, as_json)
 
 
 @contextlib.contextmanager

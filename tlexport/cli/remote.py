@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .common import STDOUT, console, emit_json, write_json, write_report
+from .common import STDOUT, console, show_predictions, write_json, write_report
 
 ON_HELP = ("Run on a target instead of here: ssh://[user@]host[:port][#options] (OpenSSH, key auth, batch mode) "
            "or cmd:PREFIX (a command that starts the target's Python: a venv, chroot, docker exec -i); "
@@ -97,17 +97,8 @@ def bench_table(report, width: int | None = None, wide: bool = False):
 def predict(on, model, images, *, top_k, batch_size, as_json):
     """predict on a target: the images are decoded there; the same output as local predict."""
     from ..remote.verify import predict_on
-    from ..render import predict_table
 
-    err = console()
     result, notes = predict_on(on, model, list(images), top_k=top_k, batch_size=batch_size)
     for n in notes:
         click.echo(n, err=True)
-    if as_json:
-        emit_json(result.results)
-    else:
-        predict_table(console(stderr=False), result)
-    for e in result.errors:
-        err.print(f"cannot read {e['image']}: {e['error']}", style="red", markup=False, highlight=False)
-    if result.errors:
-        sys.exit(1)
+    show_predictions(result, as_json)

@@ -202,7 +202,7 @@ def decode(blob) -> np.ndarray:
 def _compared(res: dict, item: Item, inputs, ref_logits, run, atol, rtol):
     """One file's target logits through the same gates as local parity (verify.compare)."""
     from ..formats.metadata import read_metadata
-    from ..verify.compare import RuntimeResult, check_metadata, compare, gates_for
+    from ..verify.compare import RuntimeResult, compare, gates_for, record_metadata
     from ..verify.parity import check_batch_independence
 
     base = RuntimeResult(item.runtime, item.precision, "cpu", artifact=str(item.path))
@@ -227,13 +227,7 @@ def _compared(res: dict, item: Item, inputs, ref_logits, run, atol, rtol):
         if problem:
             out.fail(problem)
     out.artifact, out.seconds = str(item.path), None
-    try:
-        problems = check_metadata(read_metadata(item.path), run.classes, run.meta["preprocess"], run.arch)
-    except ArtifactError as e:
-        problems = [str(e)]
-    out.metadata_ok = not problems
-    for p in problems:
-        out.fail(f"metadata: {p}")
+    record_metadata(out, lambda: read_metadata(item.path), run)
     return out
 
 

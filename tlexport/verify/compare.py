@@ -329,3 +329,19 @@ def _preprocess_problems(art: dict, run: dict) -> list[str]:
         if not same:
             problems.append(f"{key} differs: artifact {a}, run {b}")
     return problems
+
+
+def record_metadata(result: RuntimeResult, read, run) -> None:
+    """Check an artifact's embedded metadata against the run's and record it on `result`
+    (`metadata_ok`, one "metadata: ..." failure per problem). `read` returns the metadata; an
+    ArtifactError it raises (a schema error, one line naming the field) is the problem itself."""
+    from ..errors import ArtifactError
+
+    try:
+        problems = check_metadata(read(), run.classes, run.meta["preprocess"], run.arch)
+    except ArtifactError as e:
+        problems = [str(e)]
+    result.metadata_ok = not problems
+    for p in problems:
+        result.fail(f"metadata: {p}")
+

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, ParityError, RuntimeUnavailable, UsageError, first_line
+from ..errors import ParityError, RuntimeUnavailable, UsageError, first_line
 from ..render import json_safe
-from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Gates, RuntimeResult, check_metadata, compare, gates_for
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Gates, RuntimeResult, compare, gates_for, record_metadata
 from .inputs import FALLBACK_RANDOM, Inputs, load_images, random_inputs
 
 # How many images are also run alone to check that a batch does not change their logits.
@@ -158,13 +158,8 @@ def evaluate_runtime(runtime, inputs: Inputs, ref_logits: np.ndarray, run, atol:
         return base
     res.artifact, res.seconds = base.artifact, time.perf_counter() - t0
     if runtime.artifact is not None:  # torch-eager runs the run's own weights: nothing embedded
-        try:  # the schema is checked as the metadata is read (one line naming the field)
-            problems = check_metadata(runtime.metadata, run.classes, run.meta["preprocess"], run.arch)
-        except ArtifactError as e:
-            problems = [str(e)]
-        res.metadata_ok = not problems
-        for p in problems:
-            res.fail(f"metadata: {p}")
+        # the schema is checked as the metadata is read (one line naming the field)
+        record_metadata(res, lambda: runtime.metadata, run)
     return res
 
 
