@@ -82,6 +82,8 @@ def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=
     from ..formats.ort.options import OrtOptions
 
     data = Path(calib_data).expanduser().absolute() if calib_data is not None else None
+    if data is not None and not data.is_dir():  # refused before the weights load, not at calibration
+        raise UsageError(f"--calib-data {calib_data} is not a folder")
     calibration = Calibration.parse(calib_method, int(calib_size), data)
     int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
     onnx = OnnxOptions(opset, fp16_io, bake_preprocess, parse_all(targets))
