@@ -110,11 +110,23 @@ def _print_stderr(text: str) -> None:
 CALLBACKS = ("message", "files_checked", "start_epoch", "step", "end_epoch")
 
 
+class _Partial(Progress):
+    """An object with some of Progress's methods (written before a newer one such as
+    `files_checked` existed): its own methods are called, the missing ones do nothing."""
+
+    def __init__(self, obj):
+        for name in CALLBACKS:
+            if hasattr(obj, name):
+                setattr(self, name, getattr(obj, name))
+
+
 def as_progress(progress) -> Progress:
     """The library's `progress=` argument as a Progress: None/False silent, True plain lines on
     stderr, a callable gets one line per event, a Progress (the CLI's rich bars) is used as is."""
-    if isinstance(progress, Progress) or all(hasattr(progress, m) for m in CALLBACKS):  # the CLI's bars
+    if isinstance(progress, Progress):  # the CLI's bars
         return progress
+    if any(hasattr(progress, m) for m in CALLBACKS[1:]):  # an object of the Progress shape
+        return _Partial(progress)
     if progress is None or progress is False:
         return Progress()
     if progress is True:
