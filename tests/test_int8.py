@@ -375,3 +375,18 @@ def test_an_int8_file_with_every_layer_float_is_flagged(fake_run, prepared, tmp_
     assert (rec["quantized"], rec["total"]) == (0, 21) and rec["size_ratio"] > 0.9 and rec["int8_real"] is False
     assert "int8 in name more than in effect" in rec["warning"] and rec["warning"] in art["notes"]
     assert "int8 in name more than in effect" in r.output
+
+
+def test_the_onnx_int8_gate_holds_on_every_runtime_parity_runs():
+    """#26.3: the int8 search gates an ONNX file on each CPU runtime that runs it here (parity runs
+    them all: OpenCV's DNN flipped 7 ants/bees images where onnxruntime flipped 5, and parity
+    failed a file export had published); the browser, a Chromium per load, is left out as it is
+    from export's timing."""
+    from tlexport.formats import registry
+    from tlexport.formats.onnx.quantize import gate_runtimes
+    from tlexport.runtimes import runtime_class, runtime_names
+
+    expected = [n for n in registry.get("onnx").runtimes_on("cpu") if n in runtime_names() and n != "browser"
+                and runtime_class(n).unavailable_reason("cpu", "int8") is None]
+    assert list(gate_runtimes()) == expected
+    assert gate_runtimes()[0] == "onnxruntime" and "browser" not in gate_runtimes()
