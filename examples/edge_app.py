@@ -112,7 +112,7 @@ def load_model(path):
     return session, classes, pre
 
 
-def preprocessed(f, pre):
+def model_input(f, pre):
     """decode, resize, crop, normalise: as tlexport does -> float32 NCHW, batch 1."""
     return images.load_input(f, pre)[None]
 
@@ -124,7 +124,7 @@ def decoded(f, pre):
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
-def probabilities(files, classes, pre, infer, load=preprocessed):
+def probabilities(files, classes, pre, infer, load=model_input):
     """Yield (file, class probabilities) for each file that can be read, or (file, reason) for
     one that cannot: `infer` maps `load(file, pre)` (default: one preprocessed float32 NCHW batch
     of 1) to its logits. The LiteRT and ExecuTorch examples call it with their own runtime."""
@@ -141,7 +141,7 @@ def probabilities(files, classes, pre, infer, load=preprocessed):
         yield f, probs / probs.sum()
 
 
-def classify_files(target, classes, pre, infer, top_k=3, load=preprocessed):
+def classify_files(target, classes, pre, infer, top_k=3, load=model_input):
     """Print the top-k labels of an image file or of every image in a folder (a file that cannot
     be read is named on stderr and the others go on)."""
     for f, probs in probabilities(images.iter_image_files([target]), classes, pre, infer, load):
@@ -175,7 +175,7 @@ def classify(model_path, target, top_k=3):
     def infer(x):
         return session.run(None, {inp.name: x.astype(np.float16) if half else x})[0][0]
 
-    classify_files(target, classes, pre, infer, top_k, decoded if kind == "decoded" else preprocessed)
+    classify_files(target, classes, pre, infer, top_k, decoded if kind == "decoded" else model_input)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,10 @@ def _verify_with_rows(tmp_path, monkeypatch, cpu_passes: bool, cuda_passes: bool
         return parity_mod.ParityReport(all(r.passed for r in rows), "torch-eager", 8, rows, source="8 images")
 
     monkeypatch.setattr(parity_mod, "parity", fake_parity)
+    from tlexport.exporters import int8 as int8_mod
+
+    # the gate's images (the run's val split) are handed to parity, which is faked here
+    monkeypatch.setattr(int8_mod, "held_out", lambda run: None)
     art = Artifact("model.ts", "torchscript", "fp32", devices=["cpu", "cuda"])
     run = SimpleNamespace(dir=tmp_path)
     return art, asked, lambda: pipeline._verify([art], tmp_path, run, "cuda")
