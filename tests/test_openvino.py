@@ -80,9 +80,16 @@ def test_reexport_removes_the_ir_and_its_weights(ir_export, fake_run, tmp_path):
 
     out = tmp_path / "again"
     shutil.copytree(ir_export, out)
+    before = sorted(p.name for p in out.iterdir())
+    # exporting again adds: the IR and its weights stay (#26.2)
     r = CliRunner().invoke(cli, ["export", str(fake_run), "--out", str(out), "--no-verify"])
     assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(before) | {"model.onnx"})
+    # --replace removes what this export does not make, the IR's .bin weights with their .xml
+    r = CliRunner().invoke(cli, ["export", str(fake_run), "--out", str(out), "--no-verify", "--replace"])
+    assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert "model.xml" in r.output and "model.int8.xml" in r.output, r.output  # each removal is named
 
 
 def _int8_layers(xml: Path) -> dict[str, bool]:

@@ -6,11 +6,12 @@ whose predictions are not confident. Every step's exit code and the files it pro
 
 Step 1 as written fine-tunes resnet50 from ImageNet weights for 10 epochs. Offline, the real
 loading code reads a locally generated state dict placed where torchvision's downloader caches it
-($TORCH_HOME/hub/checkpoints/<the file name torchvision expects>): that walk is `slow`. The default
+($TORCH_HOME/hub/checkpoints/<the file name torchvision expects>). The default
 walk with a small model runs the same commands with step 1's options overridden at its end (resnet18,
 no pretrained weights, 2 epochs, 64 px: Click takes the last value given), every other step as
-written; it took 4-5 min on the shared 2-core machine (parity and bench of five files, int8 search),
-so it is `slow` too. The default suite parses every command line as written with the real CLI.
+written; it took 4-5 min on the shared 2-core machine (parity and bench of five files, int8 search).
+Both walks run in the sweep (`python -m pytest -m sweep`, `.ci/sweep`); the default suite parses
+every command line as written with the real CLI, and benchmarks/readme_walk.py walks real photos.
 """
 
 from __future__ import annotations
@@ -167,12 +168,12 @@ def test_every_readme_walk_command_parses_with_relative_paths():
             assert (ROOT / argv[1]).is_file(), line
 
 
-@pytest.mark.slow
+@pytest.mark.sweep  # minutes: parity and bench of five files, an int8 search
 def test_readme_walk_as_written_with_a_small_model(tmp_path, monkeypatch):
     walk(tmp_path, monkeypatch, CHEAP, per_class=10)
 
 
-@pytest.mark.slow
+@pytest.mark.sweep  # resnet50, 10 epochs on a CPU
 def test_readme_walk_as_written_resnet50_from_imagenet_weights(tmp_path, monkeypatch):
     """Step 1 exactly as written: resnet50, ImageNet weights (a seeded local checkpoint), 10 epochs."""
     seed_imagenet_checkpoint("resnet50")
