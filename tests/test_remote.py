@@ -338,23 +338,39 @@ def test_target_killed_mid_run(ssh_ok, python_there, export_copy, remote_tmp, mo
     assert list(remote_tmp.iterdir()) == []
 
 
-def test_ctrl_c_on_the_host(ssh_ok, python_there, export_copy, remote_tmp, monkeypatch):
-    """SIGINT to this process once the agent is ready: exit 130, the agent and its folder gone,
-    the manifest untouched."""
-    seen = {}
-
-    def interrupt(session):
-        seen["pid"] = session.pid
-        os.kill(os.getpid(), signal.SIGINT)
+def test_ctrl_c_on_the_host(ssh_ok, python_there, export_copy, remote_tmp):
+    """SIGINT to the command (a real process, as a terminal sends it) once the agent has unpacked
+    on the target: exit 130, the agent and its folder gone, the manifest untouched. The signal goes
+    to a child, never to the test process: a SIGINT to pytest itself, whatever earlier tests left
+    running in it, is not a test of the command."""
+    import subprocess
+    import sys
+    import time
 
     before = (export_copy / "manifest.json").read_bytes()
-    monkeypatch.setattr(remote_session, "EVENT_HOOKS", [_on_ready(interrupt)])
-    one_line_error(invoke(bench_args(export_copy, on_ssh(ssh_ok, python_there))), 130, "interrupted")
+    # --duration 600: the bench is still running whenever the signal comes (it cannot finish first)
+    args = ["bench", str(export_copy), "--on", on_ssh(ssh_ok, python_there), "--duration", "600", "--warmup", "1",
+            "--quiet"]
+    child = subprocess.Popen([sys.executable, "-m", "tlexport", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(remote_tmp.iterdir()):  # the agent's folder on the target: it is running there
+            assert child.poll() is None, child.communicate()[0]
+            assert time.monotonic() < deadline, "the agent never started on the target"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        out = child.communicate(timeout=120)[0]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, out
+    errors = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "interrupted" in errors[0] and "Traceback" not in out, out
     assert list(remote_tmp.iterdir()) == []
     assert (export_copy / "manifest.json").read_bytes() == before
     assert not [p for p in export_copy.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
-
-
 def test_command_timeout(export_copy, tmp_path):
     """A target that takes the payload and never answers: the command timeout ends it."""
     hang = _wrapper(tmp_path, "hang", "exec 3>&1\ncat >/dev/null")  # fd 3 keeps its stdout open
