@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import types
 from dataclasses import dataclass
@@ -415,17 +416,25 @@ def test_concurrency_runs_parallel_sessions(fake_layer):
 
 @pytest.fixture
 def busy_neighbour():
-    """A second process spinning on one core, as another user's job would."""
+    """A second process spinning on one core, as another user's job would: NOT a child of ours
+    (the shell that starts it exits, so it is re-parented), since tlexport counts the processes it
+    started as its own work, not as competing load. It stops by itself after 120 s at the latest."""
+    import signal
     import subprocess
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    spin = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end: pass"
+    shell = subprocess.run(["sh", "-c", f'"$0" -c "$1" >/dev/null 2>&1 & echo $!', sys.executable, spin],
+                           capture_output=True, text=True, check=True)
+    pid = int(shell.stdout.strip())
     time.sleep(0.3)
     try:
-        yield proc
+        yield pid
     finally:
-        proc.kill()
-        proc.wait()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="competing load is read from Linux /proc")
