@@ -237,20 +237,21 @@ def logits(path: Path, inputs, batch: int = 16, runtime: str = "onnxruntime") ->
         return np.concatenate([rt.run(b) for _, b in batches])
 
 
-def gate_runtimes() -> tuple[str, ...]:
+def gate_runtimes(dynamic: bool = True) -> tuple[str, ...]:
     """The CPU runtimes an int8 ONNX file is checked on, so the ones its gate must hold on: every
     runtime of the ONNX spec that runs int8 here and that export runs (the browser, a Chromium per
     load, is left out as it is from export's timing). `tlexport parity` runs the same ones: each
     runtime's int8 kernels round differently (on the quickstart model all-int8 passed on
     onnxruntime and lost 1.7 points of accuracy on OpenVINO; on the ants/bees photos OpenCV's DNN
     flipped 7 images where onnxruntime flipped 5), so a file gated on one could fail parity on
-    another."""
+    another. A fixed-batch graph (`--batch N`) is not gated on OpenCV: OpenCV runs int8 one image
+    per call (batched, its int8 layers mix images) and cannot reshape a fixed batch to one."""
     from ...runtimes import runtime_class, runtime_names
     from .. import registry
 
     names = []
     for name in registry.get("onnx").runtimes_on("cpu"):
-        if name not in runtime_names():
+        if name not in runtime_names() or (name == "opencv" and not dynamic):
             continue
         cls = runtime_class(name)
         if getattr(cls, "timed_at_export", True) and cls.unavailable_reason("cpu", "int8") is None:
@@ -349,7 +350,7 @@ def build_int8(job, base: Path, dst: Path):
     try:
         pre = prepare(base, work / "pre.onnx")
         gate = shared.gate(job.run)
-        trials = {m: Trials(pre, work, batches, m, job.meta, gate, done, runtimes=gate_runtimes()) for m in methods}
+        trials = {m: Trials(pre, work, batches, m, job.meta, gate, done, runtimes=gate_runtimes(job.dynamic)) for m in methods}
         path, kept, res, ranked, method = shared.recover(
             trials.get, methods, policy, resolve=lambda names: float_nodes(pre, names),
             rank=lambda first: _rank(pre, first[0], gate.inputs, fixed, work))
@@ -363,7 +364,7 @@ def build_int8(job, base: Path, dst: Path):
     record = shared.record(policy, kept, res, gate.inputs, done, reference="fp32 model (torch-eager CPU)",
                            calibration={"method": method, "images": len(files), "source": source,
                                         "tried": list(dict.fromkeys(t["method"] for t in done))},
-                           gate_runtimes=list(gate_runtimes()), **share,
+                           gate_runtimes=list(gate_runtimes(job.dynamic)), **share,
                            sensitivity_db=[[n, round(v, 2)] for n, v in ranked[:10]])
     floats = f"; kept in float: {', '.join(kept)}" if kept else "; every Conv/Gemm int8"
     if not res.passed:
