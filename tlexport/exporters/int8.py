@@ -359,18 +359,6 @@ def warning(file: str, rec: dict) -> str:
             f"{rec['size_vs']}, {speed}); published as verified, but its fp32 twin serves as well")
 
 
-def summary(rec: dict | None) -> str:
-    """A compact table cell for an int8 record: "21/22 int8 · 0.26x size · 1.9x speed"."""
-    if not rec:
-        return ""
-    parts = [f"{rec['quantized']}/{rec['total']} int8"] if rec.get("total") else []
-    if rec.get("size_ratio") is not None:
-        parts.append(f"{rec['size_ratio']:.2f}x size")
-    if rec.get("speedup") is not None:
-        parts.append(f"{rec['speedup']:.1f}x speed")
-    return " · ".join(parts)
-
-
 # ---- PT2E (torch.export-based quantization: ExecuTorch, LiteRT) ------------------------------------
 def pt2e_config(config, method: str | None):
     """A PT2E QuantizationConfig calibrated by `method`: None keeps the quantizer's own activation

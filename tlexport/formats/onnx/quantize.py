@@ -349,8 +349,8 @@ def build_int8(job, base: Path, dst: Path):
     done: list[dict] = []
     try:
         pre = prepare(base, work / "pre.onnx")
-        gate = shared.gate(job.run)
-        trials = {m: Trials(pre, work, batches, m, job.meta, gate, done, runtimes=gate_runtimes(job.dynamic)) for m in methods}
+        gate, runtimes = shared.gate(job.run), gate_runtimes(job.dynamic)
+        trials = {m: Trials(pre, work, batches, m, job.meta, gate, done, runtimes=runtimes) for m in methods}
         path, kept, res, ranked, method = shared.recover(
             trials.get, methods, policy, resolve=lambda names: float_nodes(pre, names),
             rank=lambda first: _rank(pre, first[0], gate.inputs, fixed, work))
@@ -364,7 +364,7 @@ def build_int8(job, base: Path, dst: Path):
     record = shared.record(policy, kept, res, gate.inputs, done, reference="fp32 model (torch-eager CPU)",
                            calibration={"method": method, "images": len(files), "source": source,
                                         "tried": list(dict.fromkeys(t["method"] for t in done))},
-                           gate_runtimes=list(gate_runtimes(job.dynamic)), **share,
+                           gate_runtimes=list(runtimes), **share,
                            sensitivity_db=[[n, round(v, 2)] for n, v in ranked[:10]])
     floats = f"; kept in float: {', '.join(kept)}" if kept else "; every Conv/Gemm int8"
     if not res.passed:
