@@ -343,15 +343,22 @@ def test_target_killed_mid_run(ssh_ok, python_there, export_copy, remote_tmp, mo
     assert list(remote_tmp.iterdir()) == []
 
 
-def test_ctrl_c_on_the_host(ssh_ok, python_there, export_copy, remote_tmp):
-    """SIGINT to the command (a real process, as a terminal sends it) once the agent has unpacked
-    on the target: exit 130, the agent and its folder gone, the manifest untouched. The signal goes
-    to a child, never to the test process: a SIGINT to pytest itself, whatever earlier tests left
-    running in it, is not a test of the command."""
+@pytest.mark.parametrize("when", ["running", "slow target"])
+def test_ctrl_c_on_the_host(ssh_ok, torch_free_python, export_copy, remote_tmp, tmp_path, when):
+    """SIGINT to the command (a real process, as a terminal sends it) once the agent has made its
+    folder on the target: exit 130, the agent and its folder gone when the command returns, the
+    manifest untouched. "slow target": what the host sends reaches the target seconds late, and
+    what it says reaches the host seconds late, so the host does not yet know the folder's name
+    when the signal comes and the target sees the end of its input only later: the folder must be
+    gone when the command returns, not removed later by the target on its own. The signal goes to a child, never to the test
+    process: a SIGINT to pytest itself, whatever earlier tests left running in it, is not a test
+    of the command."""
     import subprocess
     import sys
     import time
 
+    late_in, late_out = ("{ cat; sleep 3; } | ", " | { sleep 4; cat; }") if when == "slow target" else ("", "")
+    python_there = _wrapper(tmp_path, "py", f'{late_in}TMPDIR={remote_tmp} {torch_free_python} "$@"{late_out}')
     before = (export_copy / "manifest.json").read_bytes()
     # --duration 600: the bench is still running whenever the signal comes (it cannot finish first)
     args = ["bench", str(export_copy), "--on", on_ssh(ssh_ok, python_there), "--duration", "600", "--warmup", "1",

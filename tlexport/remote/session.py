@@ -2,13 +2,16 @@
 stdin, read its JSON events from its stdout, and leave nothing behind.
 
 Cleanup, on every path:
-- the boot code unpacks into a fresh `tempfile.mkdtemp()` there and removes it in `finally`;
+- the boot code unpacks into a fresh `tempfile.mkdtemp()` there, named with this run's token, and
+  removes it in `finally`;
 - it keeps reading its stdin, which the host holds open: when the host dies or lets go (Ctrl-C,
   a timeout, a killed ssh), stdin ends and the boot code removes the folder and exits;
-- the host, when the run did not end with `done`, kills its own client process group and runs a
-  second, short command on the target that kills the agent (only if its cwd is still that
-  folder) and removes the folder named in `hello`, so the folder is gone before the command
-  returns even after a SIGKILL of the agent.
+- the host, when the run did not end with `done`, closes that stdin and waits for the client to
+  exit, which it does only after the target's process has removed its folder and exited, so a
+  Ctrl-C returns with the target clean whether or not `hello` had arrived yet;
+- when that wait runs out (a hung target) or the agent was killed there, the host kills its own
+  client process group and runs a second, short command on the target that kills the agent (only
+  if its cwd is still in its folder) and removes the folders with this run's token.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import io
 import json
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import threading
@@ -31,6 +35,7 @@ from .target import Target
 PREFIX = b"@tlexport "
 MAX_EVENT_BYTES = 256 << 20  # one result line holds a file's logits (base64)
 CLEANUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0  # after a Ctrl-C or an error: how long the target gets to remove its folder and exit
 STDERR_KEEP = 40  # lines of the target's stderr kept for the error message
 EVENT_HOOKS: list = []  # callables(event dict, session) run on the host's main thread (tests use them)
 
@@ -51,9 +56,11 @@ if sys.version_info < (3, 8):
     sys.exit(3)
 import io, shutil, tempfile, threading, zipfile
 size = int(sys.stdin.buffer.readline() or 0)
+if size <= 0:  # the host let go before sending anything: nothing was made here
+    sys.exit(5)
 tmp = tempfile.gettempdir()
 try:
-    d = tempfile.mkdtemp(prefix="tlexport-agent-")
+    d = tempfile.mkdtemp(prefix="tlexport-agent-%s-" % sys.argv[1])
 except OSError as e:
     out("error", kind="disk", message="cannot make a folder in %s on the target: %s" % (tmp, e))
     sys.exit(3)
@@ -90,15 +97,24 @@ sys.exit(code)
 '''
 
 CLEANUP = r'''
-import os, shutil, signal, sys
-d, pid = sys.argv[1], int(sys.argv[2])
-if os.path.basename(d).startswith("tlexport-agent-"):
-    try:
-        if os.path.realpath(os.readlink("/proc/%d/cwd" % pid)) == os.path.realpath(d):
-            os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    shutil.rmtree(d, True)
+import glob, os, shutil, signal, sys, tempfile
+token, d, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+folders = set(glob.glob(os.path.join(tempfile.gettempdir(), "tlexport-agent-%s-*" % token)))
+if os.path.basename(d).startswith("tlexport-agent-%s-" % token):
+    folders.add(d)
+for folder in folders:
+    real = os.path.realpath(folder)
+    for p in [pid] + [int(n) for n in os.listdir("/proc") if n.isdigit()] if os.path.isdir("/proc") else [pid]:
+        try:
+            cwd = os.path.realpath(os.readlink("/proc/%d/cwd" % p))
+        except (OSError, ValueError):
+            continue
+        if p > 0 and p != os.getpid() and (cwd == real or cwd.startswith(real + os.sep)):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+    shutil.rmtree(folder, True)
 '''
 
 
@@ -141,9 +157,10 @@ class Session:
         self.folder: str | None = None
         self.pid: int | None = None
         self.readers: list[threading.Thread] = []
+        self.token = secrets.token_hex(6)  # names this run's folder there, so cleanup finds it before `hello`
 
     def start(self, payload: bytes) -> None:
-        argv = self.target.python_argv("-c", BOOT)
+        argv = self.target.python_argv("-c", BOOT, self.token)
         try:  # its own session: the terminal's Ctrl-C reaches us only, and we end it in order
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, start_new_session=True)
@@ -191,21 +208,25 @@ class Session:
         return event
 
     def finish(self, clean: bool) -> int | None:
-        """Let go of the agent: close its stdin (it exits), wait; kill the client and clean up
-        on the target unless the run ended cleanly. Returns the client's exit status."""
+        """Let go of the agent: close its stdin, so it removes its folder there and exits, and wait
+        for that. A client that does not end in time is killed, and a run that did not end cleanly
+        is cleaned up on the target by a second command. Returns the client's exit status."""
         if self.proc is None:
             return None
         with contextlib.suppress(OSError, ValueError):
             self.proc.stdin.close()
-        if clean:
-            try:
-                return self.proc.wait(timeout=CLEANUP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        self._kill()
+        killed = False
+        try:
+            self.proc.wait(timeout=CLEANUP_TIMEOUT if clean else STOP_TIMEOUT)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # hung there, or a second Ctrl-C here
+            killed = True
+        self._kill()  # its process group: an ssh control process or a wrapper's children too
         for t in self.readers:  # all of its stderr, for the message (a grandchild may hold the pipe)
             t.join(timeout=5)
-        if self.folder and not clean:
+        for stream in (self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+        if not clean and (killed or self.folder):
             self._cleanup_target()
         return self.proc.returncode
 
@@ -216,7 +237,7 @@ class Session:
 
     def _cleanup_target(self) -> None:
         """Remove the agent's folder there (and end the agent if it still runs in it)."""
-        argv = self.target.python_argv("-c", CLEANUP, self.folder, str(self.pid or 0))
+        argv = self.target.python_argv("-c", CLEANUP, self.token, self.folder or "", str(self.pid or 0))
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, timeout=CLEANUP_TIMEOUT, start_new_session=True)
