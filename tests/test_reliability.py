@@ -606,3 +606,54 @@ def test_worker_pools_never_fork_a_multithreaded_process(monkeypatch):
         worker.join()
     monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))  # what a tflite export loads
     assert not procs.fork_safe() and procs.pool_context().get_start_method() == "forkserver"
+
+
+CHILD_OF_A_JAX_PROCESS = r"""
+import os, subprocess, sys, types
+if sys.argv[2] == "jax":
+    sys.modules["jax"] = types.ModuleType("jax")  # what a tflite export loads before the browser or pnnx starts
+os.register_at_fork(before=lambda: open(sys.argv[1], "w").close())  # JAX's warning hangs on this hook
+from tlexport.procs import dying_with_us
+argv, guard = dying_with_us(["sleep", "600"])
+child = subprocess.Popen(argv, preexec_fn=guard)
+print(child.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("loaded", ["jax", "nothing"])
+def test_a_child_dies_with_us_without_a_fork_after_jax(tmp_path, loaded):
+    """The parent-death signal holds when JAX (or another fork-unsafe library) is loaded, and then
+    nothing forks this process to set it (no at-fork hook runs): the launcher sets it on itself."""
+    import time
+
+    marker = tmp_path / "forked"
+    parent = subprocess.Popen([sys.executable, "-c", CHILD_OF_A_JAX_PROCESS, str(marker), loaded],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] != b"sleep":  # the launcher has exec'd
+            assert time.monotonic() < deadline, "the launcher never became the program"
+            time.sleep(0.02)
+        assert marker.exists() == (loaded == "nothing")
+        parent.kill()  # SIGKILL: no Python code of ours runs after this
+        parent.wait()
+        while _alive(pid):
+            assert time.monotonic() < deadline + 60, "the child outlived its parent's SIGKILL"
+            time.sleep(0.02)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if _alive(pid := locals().get("pid", 0)):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, ValueError):
+        return False
+    return pid > 0 and "\nState:\tZ" not in status

@@ -3,6 +3,10 @@
 - `die_with_parent`: a child started with it as `preexec_fn` (or a pool worker with it as
   `initializer`) gets SIGKILL from the kernel when tlexport dies, SIGKILL of tlexport included
   (Linux's parent-death signal; elsewhere a no-op, the process-group kill below still applies).
+- `dying_with_us(argv)`: the argv and `preexec_fn` for such a child. Where forking is not safe
+  (below) the child is not forked from this process with Python code to run between fork and
+  exec: a small launcher (a fresh Python, started the fork-free way) sets the parent-death signal
+  on itself and execs the program, so the guarantee holds without a fork after JAX is loaded.
 - `signals_unwind`: while a command runs, SIGTERM and SIGHUP raise `Terminated` (a
   KeyboardInterrupt, as Ctrl-C's SIGINT is) in the main thread, so every `finally` that stops a
   browser, a converter or a pool runs before the process ends (exit 128 + the signal).
@@ -42,6 +46,41 @@ def die_with_parent() -> None:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere)."""
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+# Run as `python -S -c LAUNCH PARENT_PID PATH ARGV0 ARGS...`: the launcher is our child, sets the
+# parent-death signal on itself (kept across exec), gives up when its parent already died, and
+# becomes PROGRAM, which therefore dies with us.
+LAUNCH = r"""
+import ctypes, ctypes.util, os, signal, sys
+ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os._exit(137)
+os.execv(sys.argv[2], sys.argv[3:])
+"""
+
+
+def dying_with_us(argv) -> tuple[list[str], object]:
+    """(argv, preexec_fn) for a child that dies with this process, SIGKILL included (Linux).
+
+    Forks only where `fork_safe()`: otherwise the argv goes through `LAUNCH` and preexec_fn is
+    None, so subprocess starts it without running Python in a forked copy of this process.
+
+    Raises:
+        FileNotFoundError: the program is not found (as Popen would, before anything starts).
+    """
+    import os
+    import shutil
+
+    argv = [str(a) for a in argv]
+    if _PRCTL is None:
+        return argv, None
+    if fork_safe():
+        return argv, die_with_parent
+    program = shutil.which(argv[0])
+    if program is None:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    return [sys.executable, "-S", "-c", LAUNCH, str(os.getpid()), os.path.abspath(program), *argv], None
 
 
 # Libraries that run threads of their own and say so at fork (JAX registers an at-fork warning:

@@ -49,13 +49,14 @@ def launch(url: str, profile: Path, log: Path, *, webgpu: bool = False) -> subpr
     if binary is None:
         raise FileNotFoundError(missing_reason())
     args = [str(binary), *FLAGS, *(WEBGPU_FLAGS if webgpu else ()), f"--user-data-dir={profile}", url]
-    from ..procs import die_with_parent
+    from ..procs import dying_with_us
 
+    args, guard = dying_with_us(args)
     with open(log, "ab") as out:
         # killed by the kernel if tlexport dies without closing it (SIGKILL included); its own
         # helpers (zygote, renderers) follow the browser
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=die_with_parent)
+                                start_new_session=True, preexec_fn=guard)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:

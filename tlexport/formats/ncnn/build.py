@@ -20,7 +20,7 @@ from ... import progress as P
 from ...errors import ExportError, first_line
 from ...exporters.job import Artifact
 from ...fileio import write_text
-from ...procs import die_with_parent
+from ...procs import dying_with_us
 from ...tables.metadata import to_json
 from . import META, PARAM, SPEC, WEIGHTS
 from .metadata import SHAPE_HINTS, Graph, read_param
@@ -60,8 +60,9 @@ def pnnx(traced: Path, crop: int, half: bool, param: Path, weights: Path) -> Non
             f"optlevel={OPTLEVEL}", "device=cpu", f"ncnnparam={param}", f"ncnnbin={weights}",
             *(f"{k}={v}" for k, v in side.items())]
     try:
+        args, guard = dying_with_us(args)  # never outlives tlexport, even killed
         done = subprocess.run(args, cwd=work, capture_output=True, text=True, timeout=PNNX_TIMEOUT_S,
-                              preexec_fn=die_with_parent)  # never outlives tlexport, even killed
+                              preexec_fn=guard)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ExportError(f"pnnx could not run ({first_line(e)})") from None
     if done.returncode != 0 or not param.is_file() or not weights.is_file():
