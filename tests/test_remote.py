@@ -104,13 +104,14 @@ def sshd(tmp_path_factory):
         "AllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nMaxStartups 50\n")
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir, as its service makes it
-    from tlexport.procs import die_with_parent
+    from tlexport.procs import dying_with_us
 
-    # die_with_parent: the daemon goes with pytest even when pytest dies before this fixture's
-    # teardown (a crashed run once left it listening)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb"),
-                            preexec_fn=die_with_parent)
+    # the daemon goes with pytest even when pytest dies before this fixture's teardown (a crashed
+    # run once left it listening); without a fork of pytest, which may have loaded JAX by now
+    argv, guard = dying_with_us([SSHD, "-D", "-e", "-f", str(d / "sshd_config")])
+    with open(d / "sshd.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                preexec_fn=guard)
     try:
         _wait_listening(proc, port, d / "sshd.log")
         host_pub = host_key.with_suffix(".pub").read_text().split()
