@@ -31,7 +31,7 @@ from ..run.folder import check_outside, made_dirs
 from ..tables import artifacts as table
 from . import publish
 from .job import Artifact, Job
-from .options import Batch, Calibration, ExportOptions, Int8Options, check_dynamic_size, check_int8, parse_fallback
+from .options import ExportOptions, check_dynamic_size, check_int8
 
 
 def builder(fmt: str) -> Callable:
@@ -73,22 +73,11 @@ class ExportResult:
                 "fastest": self.manifest.get("fastest", {}), "seconds": round(self.seconds, 2)}
 
 
-def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=None, calib_data=None,
-                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True,
-                 ort_target="portable", targets=(), dynamic_size=False) -> ExportOptions:
-    """The user's choices as typed options (UsageError for a malformed value)."""
-    from ..formats.onnx.options import OnnxOptions
-    from ..formats.onnx.targets import parse_all
-    from ..formats.ort.options import OrtOptions
-
-    data = Path(calib_data).expanduser().absolute() if calib_data is not None else None
-    if data is not None and not data.is_dir():  # refused before the weights load, not at calibration
-        raise UsageError(f"--calib-data {calib_data} is not a folder")
-    calibration = Calibration.parse(calib_method, int(calib_size), data)
-    int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
-    onnx = OnnxOptions(opset, fp16_io, bake_preprocess, parse_all(targets))
-    return ExportOptions(Batch.parse(batch), device, int8, onnx, verify, ort=OrtOptions(ort_target),
-                         dynamic_size=bool(dynamic_size))
+def make_options(**keywords) -> ExportOptions:
+    """The user's choices, given as `export()`'s flat keywords (batch=, calib_method=, opset=,
+    ort_target=, ...), as typed options (`ExportOptions.from_keywords`; UsageError for a malformed
+    value)."""
+    return ExportOptions.from_keywords(**keywords)
 
 
 def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, tuple]:
@@ -108,8 +97,10 @@ def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, t
     if not formats or not precisions:
         raise UsageError("nothing to export: give at least one format and one precision")
     table.check_devices((options.device,))
-    options.onnx.check(formats)
-    options.ort.check(formats)
+    data = options.int8.calibration.data
+    if data is not None and not data.is_dir():  # refused before the weights load, not at calibration
+        raise UsageError(f"--calib-data {data} is not a folder")
+    options.check(formats)  # each format's own options (`--ort-target amd64` without ort)
     check_dynamic_size(formats, options)
     check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
@@ -196,11 +187,8 @@ def _out_folder(run, out, calib_data) -> Path:
 
 
 @P.reporting
-def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
-           device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
-           bake_preprocess=False, verify=True, int8_fallback=None, ort_target="portable",
-           progress: Callable[[str], None] | bool | None = None, targets=(), dynamic_size=False,
-           replace=False) -> ExportResult:
+def export(run_dir, formats=("onnx",), precisions=("fp32",), options: ExportOptions | None = None, *, out=None,
+           progress: Callable[[str], None] | bool | None = None, **keywords) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
@@ -208,25 +196,24 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         formats: names from the format registry (`tlexport.formats.registry.FORMATS`), "all" (every
             format that can be exported here) or "core" (onnx, torchscript, pt2).
         precisions: fp32 / fp16 / int8; each format makes those its spec declares (docs/formats.md).
+        options: the typed options (`exporters.options.ExportOptions`: batch, device, int8
+            calibration and fallback, verify, dynamic_size, replace, and each format's own options by
+            its name, e.g. `format_options={"onnx": OnnxOptions(opset=17)}`). Default: the defaults.
         out: output folder (default RUN_DIR/export). An earlier export there is added to: the
             files made again replace theirs, the others stay listed (`exporters.publish`).
-        opset: ONNX opset (default: 18, which every onnxruntime since 1.14 loads; see targets).
-        batch: "dynamic" (free batch dimension) or a fixed batch size.
-        device: "cpu", or "cuda" for GPU-only variants (fp16 TorchScript) and GPU verification.
-        calib_size, calib_method, calib_data: int8 calibration (`calib_method` None: each
-            format's default, see its spec's Int8Support).
-        fp16_io: fp16 ONNX takes and returns float16 instead of float32.
-        bake_preprocess: also write model.uint8.onnx (a decoded image in, preprocessing inside).
-        int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
-        verify: compare every artifact with torch-eager and fail on a broken gate.
-        ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
         progress: True prints each stage once on stderr; a callable gets a
             `tlexport.progress.Status` (a str: "ExecuTorch int8 · calibrating 37/256 images") as each
             stage and step starts and as counted work advances (`progress.stages_only` passes on
             each stage once); None or False: silent.
-        targets, dynamic_size: `--target` releases, `--dynamic-size` (docs/deploy.md).
-        replace: remove every tlexport file of `out` this export does not make (and allow an
-            earlier export of other weights to be replaced); each removal is in `result.notes`.
+        **keywords: instead of `options`, the flat keywords of `ExportOptions.from_keywords`, as
+            `tlexport export`'s flags name them: batch ("dynamic" or N), device, calib_size,
+            calib_method (None: each format's default, see its spec's Int8Support), calib_data,
+            int8_fallback ("auto" | "none" | node names; default: the architecture's), verify,
+            dynamic_size, replace (remove every tlexport file of `out` this export does not make,
+            and allow an earlier export of other weights to be replaced; each removal is in
+            `result.notes`), and each format's options: opset (default 18, which every
+            onnxruntime since 1.14 loads), targets (`--target` releases, docs/deploy.md), fp16_io,
+            bake_preprocess (ONNX), ort_target ("portable" or "amd64", formats/ort/options.py).
     Returns:
         ExportResult: `.passed` is False when some artifacts failed their build or verification;
         those that passed are published and `.failed` says which failed and why (the CLI exits 1).
@@ -234,25 +221,32 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     Raises:
         ExportError: nothing could be exported (every artifact failed: nothing is written).
         UsageError, WeightsError: one-line messages; nothing partial is left behind.
+        TypeError: both `options` and keywords, or an unknown keyword.
     """
+    if options is None:
+        options = make_options(**keywords)
+    elif keywords:
+        raise TypeError(f"export() takes options= or the keywords ({', '.join(keywords)}), not both")
+    elif not isinstance(options, ExportOptions):
+        raise TypeError(f"export()'s options must be an ExportOptions, not {type(options).__name__}")
+    return _export(run_dir, formats, precisions, options, out)
+
+
+def _export(run_dir, formats, precisions, options: ExportOptions, out) -> ExportResult:
     from ..models import load_run
     from ..tables import archs
 
     started = time.perf_counter()
     say = P.stage  # a builder's say("LiteRT int8") names the stage; its steps report inside it
-    options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
-                           calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
-                           bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target,
-                           targets=targets, dynamic_size=dynamic_size)
     _, left_out = expand_all(formats)  # `all` names what it leaves out instead of refusing it
     formats, precisions = check_options(formats, precisions, options)
     run = load_run(Path(run_dir).expanduser().absolute())
-    out_path = _out_folder(run, out, calib_data)
+    out_path = _out_folder(run, out, options.int8.calibration.data)
     spec = archs.get(run.arch)
     formats, arch_skipped = _supported(spec, formats)
     arch_skipped = left_out + arch_skipped
     _check_device(options.device)
-    opset = _resolve_opset(formats, options.onnx)
+    opset = _resolve_opset(formats, options.of("onnx"))
     say("loading weights")
     model = run.load_model("best", device="cpu")
     # the folder and the parents it creates are removed again when they stay empty: a failed
@@ -261,13 +255,13 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         with folder_lock(out_dir, "export"):  # a second export into this folder gets a one-line error
             clean_stale(out_dir)  # staging folders and temp files of killed exports
             job = _make_job(run, spec, model, options, opset, out_dir, precisions)
-            prev = publish.previous(out_dir, job.meta["weights_sha256"], replace)  # refused before any work
-            result = _export_locked(job, formats, out_dir, arch_skipped, say, prev, replace)
+            prev = publish.previous(out_dir, job.meta["weights_sha256"], options.replace)  # refused before any work
+            result = _export_locked(job, formats, out_dir, arch_skipped, say, prev)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=None, replace=False) -> ExportResult:
+def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=None) -> ExportResult:
     """stage -> build -> describe -> verify -> time -> publish, with the output folder locked;
     `prev` is what earlier exports left there (kept unless made again, see `publish`)."""
     prev = prev or publish.Previous()
@@ -282,10 +276,10 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped, failed=failed)
         _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]),
                   job.dynamic_size)
-        if job.options.onnx.targets:
+        if job.options.of("onnx").targets:
             from ..formats.onnx.targets import check as check_targets
 
-            check_targets(made, staging, job.options.onnx.targets)
+            check_targets(made, staging, job.options.of("onnx").targets)
         verification = {"skipped": "--no-verify"}
         if job.options.verify and made:
             say("verifying against torch-eager")
@@ -300,7 +294,7 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
             raise ExportError("nothing was exported: " + _failures_line(result.failed))
         kept = publish.kept_entries(prev, result.artifacts)
         timing = _time_files(result, staging, job, say, kept, out_dir)
-        _publish(result, job, prev, kept, replace, verification, timing)
+        _publish(result, job, prev, kept, job.options.replace, verification, timing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

@@ -155,7 +155,7 @@ def manifest(result, run, job, verification: dict, timing: dict, kept: list[dict
 
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     settings = {"created": created, "batch": "dynamic" if job.dynamic else int(job.example.shape[0]),
-                "dynamic_size": job.dynamic_size, "targets": [t.text for t in job.options.onnx.targets],
+                "dynamic_size": job.dynamic_size, "targets": [t.text for t in job.options.of("onnx").targets],
                 "device": job.device, "opset": job.opset}
     new = [{**a.to_dict(), "export": settings} for a in result.artifacts]
     this = {**settings, "files": [a.file for a in result.artifacts], "replaced": result.replaced,

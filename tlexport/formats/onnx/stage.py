@@ -47,7 +47,7 @@ def _make(job, precision: str, path, say) -> Staged:
     else:
         base = stage(job, "fp32", say).path
         say("ONNX fp16")
-        fp16_io = job.options.onnx.fp16_io
+        fp16_io = job.options.of("onnx").fp16_io
         quantize.to_fp16(base, path, fp16_io=fp16_io, meta=job.meta)
         staged = Staged(path, notes=["fp16 input/output" if fp16_io else "float32 input/output"])
     return staged
