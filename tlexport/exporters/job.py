@@ -97,7 +97,9 @@ class Job:
             the pipeline handed them one at a time).
         options: the user's typed options.
         spec: the run's ArchSpec row.
-        opset: ONNX opset (None when no ONNX-based format is exported).
+        settings: the export's shared settings, decided by the formats' `prepare` hooks before
+            any heavy work (`exporters.hooks`) and recorded in the manifest, e.g. ONNX's
+            `settings["opset"]` (None when no ONNX-based format is exported).
         staged: (format, precision) -> what a format staged for others in this export.
     """
 
@@ -109,7 +111,7 @@ class Job:
     precisions: tuple[str, ...]
     options: ExportOptions
     spec: ArchSpec
-    opset: int | None = None
+    settings: dict = field(default_factory=dict)
     staged: dict[tuple[str, str], Staged] = field(default_factory=dict)
 
     @property

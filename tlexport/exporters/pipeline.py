@@ -1,6 +1,10 @@
 """`tlexport export`: run directory -> self-describing artifacts + manifest.json.
 
-stage -> build -> describe -> verify -> publish, iterating the format registry. What each
+The orchestration: stage -> build -> describe -> check -> verify -> time -> publish, iterating the
+format registry; verification's book-keeping is `exporters.verification`, describing and
+publishing `exporters.publish`, and a format's own steps are its hooks (`exporters.hooks`: ONNX's
+opset, file description, --target checks and baked-model verification), so nothing here names a
+format. What each
 format may make (its precisions, its GPU-only files) and what the architecture refuses is
 decided here, in one place (`plan`); each format's builder (`<package>.build.build`) then makes
 exactly the precisions it is handed, into a private staging folder inside the output folder.
@@ -29,7 +33,8 @@ from ..fileio import clean_stale, folder_lock
 from ..formats import registry
 from ..run.folder import check_outside, made_dirs
 from ..tables import artifacts as table
-from . import publish
+from . import hooks, publish
+from . import verification as verifying
 from .job import Artifact, Job
 from .options import ExportOptions, check_dynamic_size, check_int8
 
@@ -246,7 +251,7 @@ def _export(run_dir, formats, precisions, options: ExportOptions, out) -> Export
     formats, arch_skipped = _supported(spec, formats)
     arch_skipped = left_out + arch_skipped
     _check_device(options.device)
-    opset = _resolve_opset(formats, options.of("onnx"))
+    settings = hooks.prepare(formats, options)  # e.g. ONNX's opset, checked before any heavy work
     say("loading weights")
     model = run.load_model("best", device="cpu")
     # the folder and the parents it creates are removed again when they stay empty: a failed
@@ -254,7 +259,7 @@ def _export(run_dir, formats, precisions, options: ExportOptions, out) -> Export
     with made_dirs(out_path) as out_dir:
         with folder_lock(out_dir, "export"):  # a second export into this folder gets a one-line error
             clean_stale(out_dir)  # staging folders and temp files of killed exports
-            job = _make_job(run, spec, model, options, opset, out_dir, precisions)
+            job = _make_job(run, spec, model, options, settings, out_dir, precisions)
             prev = publish.previous(out_dir, job.meta["weights_sha256"], options.replace)  # refused before any work
             result = _export_locked(job, formats, out_dir, arch_skipped, say, prev)
     result.seconds = time.perf_counter() - started
@@ -262,7 +267,7 @@ def _export(run_dir, formats, precisions, options: ExportOptions, out) -> Export
 
 
 def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=None) -> ExportResult:
-    """stage -> build -> describe -> verify -> time -> publish, with the output folder locked;
+    """stage -> build -> describe -> check -> verify -> time -> publish, with the output folder locked;
     `prev` is what earlier exports left there (kept unless made again, see `publish`)."""
     prev = prev or publish.Previous()
     staging = job.staging
@@ -274,17 +279,14 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
             raise ExportError("nothing could be exported: " + "; ".join(arch_skipped + skipped))
         made, failed = _build_all(job, todo, say)
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped, failed=failed)
-        _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]),
-                  job.dynamic_size)
-        if job.options.of("onnx").targets:
-            from ..formats.onnx.targets import check as check_targets
-
-            check_targets(made, staging, job.options.of("onnx").targets)
+        publish.describe(made, staging, job.run.preprocess.crop,
+                         "batch" if job.dynamic else int(job.example.shape[0]), job.dynamic_size)
+        hooks.check(made, staging, job)  # e.g. ONNX's --target checks
         verification = {"skipped": "--no-verify"}
         if job.options.verify and made:
             say("verifying against torch-eager")
-            verification = _verify(made, staging, job.run, job.device)
-            _drop_failed(result)
+            verification = verifying.verify(made, staging, job.run, job.device)
+            verifying.drop_failed(result.artifacts, result.failed)
             verification["passed"] = True  # all that is published passed; `failed` lists the others
             if job.dynamic_size and result.artifacts:
                 from .sizes import verify_sizes
@@ -294,7 +296,7 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
             raise ExportError("nothing was exported: " + _failures_line(result.failed))
         kept = publish.kept_entries(prev, result.artifacts)
         timing = _time_files(result, staging, job, say, kept, out_dir)
-        _publish(result, job, prev, kept, job.options.replace, verification, timing)
+        publish.publish_export(result, job, prev, kept, verification, timing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
@@ -302,23 +304,6 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
 
 def _failures_line(failed: list[dict]) -> str:
     return "; ".join(f"{f['file']} ({f['format']} {f['precision']}): {f['reason']}" for f in failed)
-
-
-def _failure(fmt: str, precision: str, stage: str, reason: str, file: str | None = None) -> dict:
-    """A manifest `failed` row: which artifact (`file`, default: the format's model file of that
-    precision), at which stage (build or verification), why."""
-    row = registry.get(fmt).file(precision)
-    return {"file": file or (row.name if row else f"{fmt} {precision}"), "format": fmt, "precision": precision,
-            "stage": stage, "reason": reason}
-
-
-def _drop_failed(result: ExportResult) -> None:
-    """Artifacts that missed their verification gate leave the published set (their staged files
-    are removed with the staging folder) and are listed as failed with the gate's reason."""
-    for a in [a for a in result.artifacts if a.verified is False]:
-        result.artifacts.remove(a)
-        reason = ((a.verification or {}).get("reason") or "verification failed") + "; --no-verify keeps it"
-        result.failed.append(_failure(a.format, a.precision, "verification", reason + _int8_hint(a), a.file))
 
 
 def _time_files(result: ExportResult, staging: Path, job: Job, say, kept=(), out_dir: Path | None = None) -> dict:
@@ -375,7 +360,7 @@ def _build_all(job: Job, todo: list[tuple[str, tuple]], say) -> tuple[list[Artif
                 artifacts = builder(fmt)(dataclasses.replace(job, precisions=(p,)), say)
                 _check_built(fmt, (p,), artifacts, job.staging)
             except ExportError as e:
-                failed.append(_failure(fmt, p, "build", str(e) + _its_output(e)))
+                failed.append(verifying.failure(fmt, p, "build", str(e) + _its_output(e)))
                 continue
             made += artifacts
     _drop_intermediates(job.staging, made)
@@ -421,7 +406,7 @@ def _drop_intermediates(staging: Path, made: list[Artifact]) -> None:
     """Files staged only as the source of another format (the ONNX an OpenVINO-only export is
     converted from) are not artifacts: remove them so that verification (which lists the
     staging folder) does not run them for nothing."""
-    keep = {f for a in made for f in _files_of(a)}
+    keep = {f for a in made for f in publish.files_of(a)}
     for name in table.all_files():
         if name not in keep:
             table.remove_artifact(staging / name)
@@ -433,18 +418,7 @@ def _check_device(device: str) -> None:
     require_gpu(device)  # the one "no GPU" policy of every command (NoGPU, exit 1)
 
 
-def _resolve_opset(formats, onnx):
-    """The ONNX opset when an ONNX-based format is exported (validated before any heavy work),
-    the newest every --target reads when targets are given."""
-    if any(f == "onnx" or registry.get(f).built_from == "onnx" for f in formats):
-        from ..formats.onnx.graph import MIN_OPSET, resolve_opset
-        from ..formats.onnx.targets import opset_for
-
-        return resolve_opset(opset_for(onnx.targets, onnx.opset, MIN_OPSET))
-    return None
-
-
-def _make_job(run, spec, model, options: ExportOptions, opset, out_dir: Path, precisions) -> Job:
+def _make_job(run, spec, model, options: ExportOptions, settings: dict, out_dir: Path, precisions) -> Job:
     import torch
 
     from ..fileio import sha256
@@ -457,126 +431,4 @@ def _make_job(run, spec, model, options: ExportOptions, opset, out_dir: Path, pr
     example = torch.randn(fixed or 2, 3, crop, crop, generator=gen)
     meta = build_metadata(run, sha256(run.weights_file("best")), fixed)
     staging = out_dir / f".tlexport-staging-{os.getpid()}"
-    return Job(run, model, meta, example, staging, precisions, options, spec, opset)
-
-
-def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch, free_size: bool = False) -> None:
-    """Fill size, sha256 (a folder's: see `tables.artifacts.artifact_sha256`), opset and
-    input/output spec of each staged artifact, its companions' sizes and checksums, and the
-    oldest runtime releases that load it (`formats.onnx.compat`)."""
-    from ..formats.onnx.compat import oldest
-
-    side = ("height", "width") if free_size else (crop, crop)
-    for a in artifacts:
-        path = folder / a.file
-        a.size, a.sha256 = table.artifact_size(path), table.artifact_sha256(path)
-        a.companions = [{"file": c, "size": table.artifact_size(folder / c), "sha256": table.artifact_sha256(folder / c)}
-                        for c in _files_of(a)[1:]]
-        if path.suffix == ".onnx" and path.is_file():
-            from ..formats.onnx.graph import io_spec, opset_of
-
-            a.opset = opset_of(path)
-            a.inputs, a.outputs = io_spec(path)
-        elif not a.inputs:  # a builder that knows its file's spec (ORT: its source ONNX) set it
-            dtype = "float16" if a.precision == "fp16" else "float32"
-            a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, *side]}]
-            a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
-        if path.suffix in (".onnx", ".ort", ".tflite") and path.is_file():
-            a.compat = oldest(path)
-
-
-def _files_of(a: Artifact) -> list[str]:
-    return publish.files_of(a)
-
-
-def _publish(result: ExportResult, job: Job, prev, kept: list[dict], replace: bool, verification: dict,
-             timing: dict) -> None:
-    """Merge with what earlier exports left (`publish`), say what changes, then move the staged
-    files into place and write manifest.json last."""
-    staging, out_dir = job.staging, result.out_dir
-    result.replaced, remove, notes = publish.plan_changes(prev, result.artifacts, result.failed, out_dir,
-                                                          replace, kept)
-    result.removed = remove if replace else []
-    result.kept = [e["file"] for e in kept]
-    result.notes = notes + result.notes
-    result.manifest = publish.manifest(result, job.run, job, verification, timing, kept, prev)
-    files = [f for a in result.artifacts for f in reversed(_files_of(a))]  # OpenVINO: weights before the graph
-    publish.publish(files, remove, staging, out_dir, result.manifest)
-
-
-def _not_run_reason(artifact: Artifact, devices) -> str | None:
-    """One line saying why no runtime here could check `artifact` (None when nothing says why)."""
-    from ..runtimes import runtime_class
-
-    for name, device in registry.get(artifact.format).runtimes:
-        if device in devices and device in artifact.devices:
-            reason = runtime_class(name).unavailable_reason(device, artifact.precision)
-            if reason:
-                return f"not verified: {name} cannot run here ({reason})"
-    return None
-
-
-
-
-def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
-    """Compare every staged artifact with torch-eager on each device it targets (of those
-    available: the CPU, and CUDA with --device cuda); record per-artifact outcomes in
-    `artifact.verified` / `artifact.verification` (False: a gate failed; the caller drops it)
-    and return the summary for the manifest."""
-    from ..formats.onnx.baked import verify_baked
-    from ..verify.inputs import GATE_BATCH
-    from ..verify.parity import parity
-    from . import int8
-
-    models = [a for a in artifacts if a.role == table.MODEL]
-    devices = ("cpu", "cuda") if device == "cuda" else ("cpu",)
-    runtimes = sorted({registry.get(a.format).runtimes_on(d)[0] for a in models for d in devices
-                       if d in a.devices and registry.get(a.format).runtimes_on(d)})
-    # The images, reference and batches every int8 search was gated on (`exporters.int8.Gate`):
-    # search and verification measure the same numbers, so they cannot disagree.
-    report = parity(folder, run_dir=run.dir, runtimes=runtimes, devices=devices, inputs=int8.held_out(run),
-                    batch_size=GATE_BATCH, trust_code=True, progress=P.hook("images"))
-    rows = {}
-    for r in report.results:
-        if r.skipped_reason is None:
-            name = r.artifact and Path(r.artifact).relative_to(folder).as_posix()
-            rows.setdefault((name, r.precision), []).append(r)
-    for a in models:
-        _record_verification(a, rows.get((a.file, a.precision), []), devices, report.source)
-    baked = [a for a in artifacts if a.role != table.MODEL]
-    if baked:  # a decoded uint8 image in: not a parity target, checked against tlexport's pipeline
-        verify_baked(folder, baked, run)
-    summary = {k: v for k, v in report.to_dict().items() if k in ("reference", "images", "source", "tolerances", "notes")}
-    return summary
-
-
-def _int8_hint(a: Artifact) -> str:
-    """What usually helps an int8 file that missed its gate (nothing for other precisions): the
-    methods it did not try, per format so that the other formats keep theirs."""
-    if a.precision != "int8":
-        return ""
-    tried = set(((a.int8 or {}).get("calibration") or {}).get("tried") or [])
-    support = registry.get(a.format).int8
-    fmt = "onnx" if registry.get(a.format).built_from == "onnx" and a.format != "openvino" else a.format
-    left = [m for m in (support.calib_methods if support else ()) if m not in tried]
-    methods = f"--calib-method {fmt}={left[0]} or " if left else ""
-    return (f"; int8 flips near-tied predictions, which an undertrained model has many of: try {methods}"
-            "more --calib-size, or inspect with `tlexport parity`")
-
-
-def _record_verification(a: Artifact, checked: list, devices, source: str) -> None:
-    """`a.verified` and `a.verification` from its parity rows (one per device it ran on)."""
-    if not checked:  # e.g. a CUDA-only file, or a runtime not installed here: stays unverified
-        why = _not_run_reason(a, devices)
-        if why:
-            a.verification = {"passed": None, "reason": why}
-            a.notes.append(why)
-        return
-    a.verified = all(bool(r.passed) for r in checked)
-    worst = max(checked, key=lambda r: (not r.passed, r.max_abs or 0.0))
-    a.verification = {
-        "passed": a.verified, "devices": sorted(r.device for r in checked),
-        "max_abs": worst.max_abs, "mean_abs": worst.mean_abs,
-        "top1_agreement": (worst.top1_agreement or 0.0) / 100, "flips": len(worst.flips),
-        "reason": "; ".join(f for r in checked for f in r.failures) or None, "inputs": source,
-    }
+    return Job(run, model, meta, example, staging, precisions, options, spec, settings)

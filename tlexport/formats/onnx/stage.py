@@ -36,7 +36,7 @@ def _make(job, precision: str, path, say) -> Staged:
         say("ONNX fp32")
         # Traced on the CPU: an ONNX graph does not depend on the tracing device.
         with P.step("waiting for torch.onnx.export (dynamo)"):
-            export_onnx(job.model, job.example, path, opset=job.opset, dynamic=job.dynamic, meta=job.meta,
+            export_onnx(job.model, job.example, path, opset=job.settings["opset"], dynamic=job.dynamic, meta=job.meta,
                         size=job.dynamic_size)
         staged = Staged(path)
     elif precision == "int8":

@@ -80,7 +80,7 @@ def build(job, say) -> list[Artifact]:
     say(f"web page {precision}")
     folder = job.staging / SPEC.file(precision).name
     write_folder(folder, model, name, job.meta, dist)
-    return [Artifact(folder.name, SPEC.name, precision, opset=job.opset, inputs=spec["inputs"],
+    return [Artifact(folder.name, SPEC.name, precision, opset=job.settings["opset"], inputs=spec["inputs"],
                      outputs=spec["outputs"], int8=spec["int8"], notes=[
         f"{name} for onnxruntime-web {ORT_WEB_VERSION}; serve the folder with any static file server "
         f"(README.md), e.g. python -m http.server -d {folder.name}"])]
