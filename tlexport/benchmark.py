@@ -29,8 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import MissingInput, NotAnExport, RuntimeUnavailable, TlexportError, UsageError, first_line, require_gpu
-from .formats.registry import FORMATS
-from .tables.artifacts import DEVICES, MANIFEST, PRECISIONS, check_devices, check_precisions
+from .tables.artifacts import DEVICES, PRECISIONS, check_devices, check_precisions
 
 DEFAULT_DURATION_S = 2.0  # time budget per (runtime, batch size) cell when neither iters nor duration
 MIN_ITERS = 10  # even with a time budget, never fewer timed iterations than this
@@ -281,17 +280,17 @@ def validate_options(batch_sizes, devices, precisions, warmup, iters, duration, 
     require_gpu(devices)
 
 
-ARTIFACT_GLOBS = tuple(dict.fromkeys((*(f"*{f.suffix}" for f in FORMATS.values()), MANIFEST)))
-
-
 def check_export_dir(export_dir: Path) -> Path:
-    """The export folder must exist and hold at least one artifact (or its manifest)."""
+    """The export folder must exist and hold at least one artifact of a registered format (or its
+    manifest): `tables.artifacts.holds_export`."""
+    from .tables.artifacts import export_globs, holds_export
+
     export_dir = Path(export_dir).expanduser()
     if not export_dir.is_dir():
         raise MissingInput(f"export folder {export_dir} does not exist (run `tlexport export RUN_DIR` first)")
-    if not any(any(export_dir.glob(g)) for g in ARTIFACT_GLOBS):
+    if not holds_export(export_dir):
         raise NotAnExport(f"{export_dir} is not a tlexport export: it holds no exported model "
-                          f"({', '.join(ARTIFACT_GLOBS)}); run `tlexport export RUN_DIR --out {export_dir}` first")
+                          f"({', '.join(export_globs())}); run `tlexport export RUN_DIR --out {export_dir}` first")
     return export_dir
 
 
@@ -503,7 +502,8 @@ def _measure_runtime(runtime, plan: Plan, tick) -> None:
 
 def _on_disk(runtime) -> tuple[str | None, int | None]:
     """(file path, bytes with companion files) of what the runtime loads; torch-eager: its weights."""
-    from .tables.artifacts import artifact_size, companions_of
+    from .formats.files import companions_of
+    from .tables.artifacts import artifact_size
 
     path = getattr(runtime, "artifact", None)
     if path is None:

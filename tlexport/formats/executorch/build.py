@@ -143,7 +143,7 @@ def int8_file(job, batches, files: list, source: str, dst: Path):
 def build(job, say) -> list[Artifact]:
     """model.pte or model.int8.pte (the precision it is handed) on the CPU (XNNPACK runs on Arm and x86 CPUs)."""
     from ...runtimes.quiet import silenced
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
     precision = job.precision
     record = None

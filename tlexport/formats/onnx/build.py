@@ -10,7 +10,8 @@ def build(job, say) -> list[Artifact]:
     """The ONNX file of the one precision it is handed (fp16/int8 derive from the fp32 file, always
     staged), plus, once per export, model.uint8.onnx (decoded uint8 image in, the whole
     preprocessing inside) with --bake-preprocess."""
-    from ...tables.artifacts import BAKED, file_name
+    from ..files import file_name
+    from ..spec import BAKED
     from .baked import build_baked
 
     fp32 = stage(job, "fp32", say)

@@ -12,7 +12,7 @@ from ...exporters.job import Staged
 def stage(job, precision: str, say) -> Staged:
     """The staged ONNX file of `precision` (made now unless this export already made it)."""
     from ...errors import ExportError
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
     key = ("onnx", precision)
     if key not in job.staged:

@@ -42,7 +42,7 @@ def save_ir(src: Path, dst: Path, *, meta: dict, half: bool = False) -> None:
 
 def build(job, say) -> list[Artifact]:
     """model.xml/.bin (fp32), model.fp16.xml/.bin or model.int8.xml/.bin: the precision it is handed."""
-    from ...tables.artifacts import kind
+    from ..files import kind
 
     from .quantize import nncf_method, quantized_share
 

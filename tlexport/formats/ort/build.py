@@ -43,7 +43,7 @@ def to_ort(src: Path, dst: Path, config: Path, target: str = "portable") -> None
 
 def build(job, say) -> list[Artifact]:
     """model.ort (+ model.required_operators.config) or its int8 twin: the precision it is handed."""
-    from ...tables.artifacts import kind
+    from ..files import kind
     from ..onnx.graph import io_spec, opset_of
 
     precision = job.precision

@@ -44,7 +44,7 @@ def convert(job, precision: str, batches=None, method: str | None = None):
 def build(job, say) -> list[Artifact]:
     """model.tflite or model.int8.tflite (the precision it is handed), converted on the CPU."""
     from ...runtimes.quiet import silenced
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
     batch = int(job.example.shape[0])
     precision = job.precision

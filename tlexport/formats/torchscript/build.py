@@ -140,7 +140,7 @@ def build(job, say) -> list[Artifact]:
     """model.ts (fp32, traced on the CPU so it loads anywhere) or, with --device cuda,
     model.fp16.ts (traced on the GPU: fp16 convolutions have no CPU kernels; the pipeline asks
     for fp16 only then, as its spec row is cuda_only)."""
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
     precision = job.precision
     say(f"TorchScript {precision}")

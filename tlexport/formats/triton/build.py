@@ -96,7 +96,7 @@ def build(job, say) -> list[Artifact]:
     """The repository entry of the precision it is handed (fp32 -> classifier, int8 -> classifier_int8)."""
     from google.protobuf import text_format
 
-    from ...tables.artifacts import kind
+    from ..files import kind
 
     precision = job.precision
     source = stage(job, precision, say)
