@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Mapping
 
 from ..errors import UsageError
@@ -245,7 +244,7 @@ class ExportOptions:
             if not isinstance(value, types[name]):
                 raise UsageError(f"format_options[{name!r}] must be a {types[name].__name__}, not "
                                  f"{type(value).__name__}")
-        object.__setattr__(self, "format_options", MappingProxyType(dict(self.format_options)))
+        object.__setattr__(self, "format_options", dict(self.format_options))  # a copy: the caller's stays theirs
 
     def of(self, fmt: str):
         """The options of format `fmt`: those given, else its options class's defaults.

@@ -4,10 +4,12 @@ The orchestration: stage -> build -> describe -> check -> verify -> time -> publ
 format registry; verification's book-keeping is `exporters.verification`, describing and
 publishing `exporters.publish`, and a format's own steps are its hooks (`exporters.hooks`: ONNX's
 opset, file description, --target checks and baked-model verification), so nothing here names a
-format. What each
-format may make (its precisions, its GPU-only files) and what the architecture refuses is
-decided here, in one place (`plan`); each format's builder (`<package>.build.build`) then makes
-exactly the precisions it is handed, into a private staging folder inside the output folder.
+format.
+
+What each format may make (its precisions, its GPU-only files) and what the architecture refuses
+is decided here, in one place (`plan`); each format's builder (`<package>.build.build`) is then
+called once per precision and makes exactly that one, into a private staging folder inside the
+output folder.
 Nothing is moved into place until every artifact has been written, checked and verified. One
 artifact that fails (its build raises ExportError, or it misses its verification gate) does not
 take the others down: those that passed are published with a complete manifest, the failed ones
