@@ -36,6 +36,35 @@ def test_every_format_package_keeps_the_builder_and_reader_contract(fmt):
     assert params(read) == protocol_params(MetadataReader), f"{package}.metadata.read"
 
 
+@pytest.mark.parametrize("fmt", registry.names())
+def test_a_format_hooks_module_defines_only_the_hooks_the_protocol_names(fmt):
+    """A format's steps beyond building are the optional functions of its `hooks` module
+    (`exporters.hooks.FormatHooks`), each taking the Protocol's parameters."""
+    from tlexport.exporters.hooks import HOOKS, FormatHooks, hooks_of
+
+    module = hooks_of(fmt)
+    if module is None:
+        return
+    public = {n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_")}
+    exported = set(getattr(module, "__all__", public))
+    assert exported <= set(HOOKS), f"{module.__name__}: {sorted(exported - set(HOOKS))} are no hooks"
+    for name in exported:
+        assert params(getattr(module, name)) == params(getattr(FormatHooks, name)), f"{module.__name__}.{name}"
+
+
+def test_the_pipeline_names_no_format():
+    """Orchestration, verification and publishing know formats only through the registry and
+    their hooks: no ONNX module or suffix in them (nor in the tables and reports)."""
+    import re
+    from pathlib import Path
+
+    root = Path(registry.__file__).parents[1]
+    files = [*sorted((root / "exporters").glob("*.py")), root / "render.py", root / "benchmark.py"]
+    hits = [f"{f.name}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
+            if re.search(r'formats.onnx|\.onnx"', line)]
+    assert not hits, hits
+
+
 def test_every_runtime_the_registry_holds_is_a_runtime_factory():
     from tlexport import runtimes
 

@@ -141,8 +141,8 @@ def test_discover_skips_a_device_the_artifact_does_not_target(tmp_path):
 
 # ---- verification over every device -----------------------------------------------------------
 def _verify_with_rows(tmp_path, monkeypatch, cpu_passes: bool, cuda_passes: bool):
-    """Run the pipeline's verification of one fp32 model.ts on a fake parity report."""
-    from tlexport.exporters import pipeline
+    """Run export's verification of one fp32 model.ts on a fake parity report."""
+    from tlexport.exporters import verification
     from tlexport.exporters.job import Artifact
     from tlexport.verify import parity as parity_mod
     from tlexport.verify.compare import RuntimeResult
@@ -167,7 +167,7 @@ def _verify_with_rows(tmp_path, monkeypatch, cpu_passes: bool, cuda_passes: bool
     monkeypatch.setattr(int8_mod, "held_out", lambda run: None)
     art = Artifact("model.ts", "torchscript", "fp32", devices=["cpu", "cuda"])
     run = SimpleNamespace(dir=tmp_path)
-    return art, asked, lambda: pipeline._verify([art], tmp_path, run, "cuda")
+    return art, asked, lambda: verification.verify([art], tmp_path, run, "cuda")
 
 
 def test_verification_fails_when_one_device_fails(tmp_path, monkeypatch):

@@ -18,9 +18,12 @@ _API = {
     "load_run": ("tlexport.models", "load_run"),
     "Preprocess": ("tlexport.data.preprocess", "Preprocess"),
     "export": ("tlexport.exporters.pipeline", "export"),
+    "ExportOptions": ("tlexport.exporters.options", "ExportOptions"),
     "predict": ("tlexport.inference", "predict"),
     "parity": ("tlexport.verify.parity", "parity"),
+    "ParityOptions": ("tlexport.verify.parity", "ParityOptions"),
     "bench": ("tlexport.benchmark", "bench"),
+    "BenchOptions": ("tlexport.benchmark", "BenchOptions"),
     "quickstart": ("tlexport.demo", "quickstart"),
     "archs": ("tlexport.tables.archs", "registry"),
 }

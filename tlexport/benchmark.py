@@ -29,8 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import MissingInput, NotAnExport, RuntimeUnavailable, TlexportError, UsageError, first_line, require_gpu
-from .formats.registry import FORMATS
-from .tables.artifacts import DEVICES, MANIFEST, PRECISIONS, check_devices, check_precisions
+from .tables.artifacts import DEVICES, PRECISIONS, check_devices, check_precisions
 
 DEFAULT_DURATION_S = 2.0  # time budget per (runtime, batch size) cell when neither iters nor duration
 MIN_ITERS = 10  # even with a time budget, never fewer timed iterations than this
@@ -281,17 +280,17 @@ def validate_options(batch_sizes, devices, precisions, warmup, iters, duration, 
     require_gpu(devices)
 
 
-ARTIFACT_GLOBS = tuple(dict.fromkeys((*(f"*{f.suffix}" for f in FORMATS.values()), MANIFEST)))
-
-
 def check_export_dir(export_dir: Path) -> Path:
-    """The export folder must exist and hold at least one artifact (or its manifest)."""
+    """The export folder must exist and hold at least one artifact of a registered format (or its
+    manifest): `tables.artifacts.holds_export`."""
+    from .tables.artifacts import export_globs, holds_export
+
     export_dir = Path(export_dir).expanduser()
     if not export_dir.is_dir():
         raise MissingInput(f"export folder {export_dir} does not exist (run `tlexport export RUN_DIR` first)")
-    if not any(any(export_dir.glob(g)) for g in ARTIFACT_GLOBS):
+    if not holds_export(export_dir):
         raise NotAnExport(f"{export_dir} is not a tlexport export: it holds no exported model "
-                          f"({', '.join(ARTIFACT_GLOBS)}); run `tlexport export RUN_DIR --out {export_dir}` first")
+                          f"({', '.join(export_globs())}); run `tlexport export RUN_DIR --out {export_dir}` first")
     return export_dir
 
 
@@ -323,16 +322,11 @@ def select_runtimes(export_dir, run_dir, names, devices, precisions, threads, tr
     return chosen, skipped_out
 
 
-def bench(export_dir, *, runtimes=None, precisions=None, devices=("cpu",), batch_sizes=(1,),
-          warmup: int | str = "auto", iters: int | None = None, duration: float | None = None,
-          threads: int | None = None, run_dir=None, inputs: int = 4, trust_code: bool = False,
-          concurrency=(1,), strict: bool = False,
-          progress: Callable[[str, int, int], None] | None = None) -> BenchReport:
-    """Benchmark every runtime x precision x device x batch size (x concurrency) the export
-    folder allows.
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `bench()` measures, and how (`tlexport bench`'s options).
 
     Args:
-        export_dir: folder written by `tlexport export`.
         runtimes: runtime names to measure (None: all available); torch-eager fp32 is added.
         precisions: fp32/fp16/int8 filter (None: all).
         devices: "cpu" and/or "cuda".
@@ -344,37 +338,71 @@ def bench(export_dir, *, runtimes=None, precisions=None, devices=("cpu",), batch
         trust_code: also load TorchScript / .pt2 files of the folder (loading runs their code).
         concurrency: numbers of parallel sessions to measure (1: one session, plain latency).
         strict: refuse to start when other processes already load the CPU.
+    """
+
+    runtimes: tuple | list | None = None
+    precisions: tuple | list | None = None
+    devices: tuple | list = ("cpu",)
+    batch_sizes: tuple | list = (1,)
+    warmup: int | str = "auto"
+    iters: int | None = None
+    duration: float | None = None
+    threads: int | None = None
+    run_dir: Path | str | None = None
+    inputs: int = 4
+    trust_code: bool = False
+    concurrency: tuple | list = (1,)
+    strict: bool = False
+
+
+def bench(export_dir, options: BenchOptions | None = None, *,
+          progress: Callable[[str, int, int], None] | None = None, **keywords) -> BenchReport:
+    """Benchmark every runtime x precision x device x batch size (x concurrency) the export
+    folder allows.
+
+    Args:
+        export_dir: folder written by `tlexport export`.
+        options: a `BenchOptions`, or instead its fields as keywords (`runtimes=`,
+            `batch_sizes=`, `duration=`, ...: `bench(folder, batch_sizes=(1, 8))`).
         progress: called as progress(label, done, total) after each cell.
     Returns:
         BenchReport with one BenchResult per cell (failed cells carry `error`, cells measured
         beside competing load carry `noisy`).
     Raises:
         UsageError, RuntimeUnavailable, TlexportError: bad options, nothing to measure, or (strict)
-        a busy machine.
+        a busy machine. TypeError: both `options` and keywords, or an unknown keyword.
     """
+    if options is None:
+        options = BenchOptions(**keywords)
+    elif keywords:
+        raise TypeError(f"bench() takes options= or the keywords ({', '.join(keywords)}), not both")
+    return _bench(export_dir, options, progress)
+
+
+def _bench(export_dir, o: BenchOptions, progress) -> BenchReport:
     from . import measure
 
-    devices = tuple(devices)
-    batch_sizes = tuple(int(b) for b in batch_sizes)
-    concurrency = tuple(int(c) for c in concurrency)
-    validate_options(batch_sizes, devices, precisions, warmup, iters, duration, threads)
+    devices, precisions, threads, trust_code = tuple(o.devices), o.precisions, o.threads, o.trust_code
+    batch_sizes = tuple(int(b) for b in o.batch_sizes)
+    concurrency = tuple(int(c) for c in o.concurrency)
+    validate_options(batch_sizes, devices, precisions, o.warmup, o.iters, o.duration, threads)
     if not concurrency or min(concurrency) < 1:
         raise UsageError(f"--concurrency must be positive integers, got {', '.join(map(str, concurrency))}")
     export_dir = check_export_dir(export_dir)
     before = measure.competing_load()
-    if strict and measure.is_noisy(before):
+    if o.strict and measure.is_noisy(before):
         raise TlexportError(f"other processes use {before:.2f} CPU cores (more than {measure.NOISE_CORES}); "
                             "timings would be noise (--strict). Run on an idle machine")
     import torch
 
-    chosen, skipped = select_runtimes(export_dir, run_dir, list(runtimes or []), devices,
+    chosen, skipped = select_runtimes(export_dir, o.run_dir, list(o.runtimes or []), devices,
                                       list(precisions or []), threads, trust_code)
     if not chosen:
         reasons = "; ".join(f"{s['runtime']}/{s['precision']}/{s['device']}: {s['reason']}" for s in skipped)
         raise RuntimeUnavailable(f"nothing in {export_dir} can be benchmarked here" + (f" ({reasons})" if reasons else ""))
     size = input_size(chosen)
     previous = torch.get_num_threads()
-    plan = Plan(batch_sizes, warmup, iters, duration, inputs, threads, size, concurrency)
+    plan = Plan(batch_sizes, o.warmup, o.iters, o.duration, o.inputs, threads, size, concurrency)
     try:  # --threads is for this measurement, not for whatever the caller runs next
         if threads:
             torch.set_num_threads(threads)
@@ -503,7 +531,8 @@ def _measure_runtime(runtime, plan: Plan, tick) -> None:
 
 def _on_disk(runtime) -> tuple[str | None, int | None]:
     """(file path, bytes with companion files) of what the runtime loads; torch-eager: its weights."""
-    from .tables.artifacts import artifact_size, companions_of
+    from .formats.files import companions_of
+    from .tables.artifacts import artifact_size
 
     path = getattr(runtime, "artifact", None)
     if path is None:

@@ -50,7 +50,7 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .. import render
-    from ..benchmark import bench
+    from ..benchmark import BenchOptions, bench
     from ..errors import TlexportError
 
     P.exclusive(iters=iters, duration=duration)
@@ -72,12 +72,13 @@ def command(export_dir, runtimes, precisions, devices, batch_sizes, warmup, iter
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=con,
                   transient=True, disable=quiet) as bar:
         task = bar.add_task("bench", total=None)
-        report = bench(
-            export_dir, runtimes=runtimes, precisions=precisions, devices=devices or (),
-            batch_sizes=batch_sizes or (), warmup=warmup, iters=iters, duration=duration, threads=threads,
-            run_dir=run_dir, trust_code=trust_code, concurrency=concurrency or (1,), strict=strict,
-            progress=lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
-        )
+        options = BenchOptions(runtimes=runtimes, precisions=precisions, devices=devices or (),
+                               batch_sizes=batch_sizes or (), warmup=warmup, iters=iters, duration=duration,
+                               threads=threads, run_dir=run_dir, trust_code=trust_code,
+                               concurrency=concurrency or (1,), strict=strict)
+        report = bench(export_dir, options,
+                       progress=lambda label, done, total: bar.update(task, description=label, completed=done,
+                                                                      total=total))
     if not quiet:  # the table is a result (stdout), unless a report takes stdout
         out = console(stderr=P.STDOUT in (json_file, md_file))
         out.print(render.bench_table(report, out.width, wide), crop=False)

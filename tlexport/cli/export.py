@@ -1,5 +1,6 @@
 """`tlexport export`: a run's best weights -> verified artifacts + manifest.json. The choices and
-their help are derived from the format registry, so a new format shows up here by itself."""
+their help are derived from the format registry, so a new format shows up here by itself, and so
+do a format's own options (its options class's fields: `cli/formatopts.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import click
 from ..formats import registry
 from ..formats.spec import CALIB_METHODS
 from .common import console, emit_json, error_boundary, fail, list_option, wide_option
+from .formatopts import FormatOptionsCommand
 
 
 def _join(names) -> str:
@@ -65,20 +67,15 @@ def _command_help() -> str:
             "verified. TorchScript tracing is deprecated in PyTorch; .pt2 (torch.export) is its successor.")
 
 
-@click.command("export", help=_command_help())
+@click.command("export", cls=FormatOptionsCommand, help=_command_help())
 @click.argument("run_dir", type=click.Path())
 @list_option("--format", "--formats", "formats", default=("onnx",), show_default=True, metavar="F[,F...]",
              help=_format_help())
 @list_option("--precision", "--precisions", "precisions", default=("fp32",), show_default=True, metavar="P[,P...]",
              help=_precision_help())
 @click.option("--out", type=click.Path(), help="Output folder (default RUN_DIR/export).")
-@click.option("--opset", type=int, help="ONNX opset (default: 18, which onnxruntime 1.14+, -web/-node and OpenCV load; "
-              "newer on request). docs/deploy.md.")
-@click.option("--target", "targets", multiple=True, metavar="RUNTIME==VERSION",
-              help="A runtime release the files must load in, e.g. onnxruntime==1.17, onnxruntime-web==1.18, "
-                   "opencv==4.10, tflite-runtime==2.14; repeatable. Chooses opset and IR version and checks each file "
-                   "against tlexport's measured table (and loads it when that runtime is installed here); exit 1 "
-                   "naming what the release lacks.")
+# here: each registered format's own options (--opset, --target, --fp16-io, --bake-preprocess, --ort-target, ...),
+# derived from its options class (cli/formatopts.py)
 @click.option("--dynamic-size", is_flag=True,
               help="Leave the image's height and width free (and the batch): "
                    f"{', '.join(n for n, s in registry.FORMATS.items() if s.dynamic_size)}; verified at several sizes.")
@@ -88,13 +85,6 @@ def _command_help() -> str:
 @click.option("--calib-method", metavar="METHOD|FORMAT=METHOD,...", help=_calib_help())
 @click.option("--calib-data", type=click.Path(), help="Calibrate on this image folder instead of the run's training split.")
 @click.option("--int8-fallback", metavar="auto|none|NODE,...", help=_fallback_help())
-@click.option("--fp16-io", is_flag=True, help="fp16 ONNX takes and returns float16 (default float32 I/O).")
-@click.option("--bake-preprocess", is_flag=True,
-              help="Also write model.uint8.onnx: one decoded RGB image (uint8 [H, W, 3], any size) in, logits and "
-                   "probabilities out; resize, crop and normalisation inside the graph.")
-@click.option("--ort-target", default="portable", show_default=True, type=click.Choice(("portable", "amd64")),
-              help=".ort optimizations: portable (any CPU build of onnxruntime, ARM included) or amd64 (also the x86 "
-                   "NCHWc layout, as fast as the .onnx on x86, but only for x86 CPUs of this one's vector width).")
 @click.option("--replace", is_flag=True,
               help="Remove every tlexport file in the folder that this export does not make, and allow replacing an "
                    "export of other weights (each removal is listed). Default: an earlier export there is kept and "
@@ -103,19 +93,17 @@ def _command_help() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the artifacts as JSON.")
 @wide_option
 @error_boundary
-def command(run_dir, formats, precisions, out, opset, targets, dynamic_size, batch, device, calib_size, calib_method,
-            calib_data, int8_fallback, fp16_io, bake_preprocess, ort_target, replace, no_verify, as_json, wide):
-    from ..exporters.pipeline import export
+def command(run_dir, formats, precisions, out, no_verify, as_json, wide, **choices):
+    """`choices`: the generic options (batch, device, calib_*, int8_fallback, dynamic_size, replace) and
+    each format's own, by keyword: `ExportOptions.from_keywords` sorts them."""
+    from ..exporters.pipeline import export, make_options
     from ..render import export_table
     from .status import StatusLine
 
     con = console(as_json)
     with StatusLine(con, disable=as_json, first="export: checking the options") as show:
-        result = export(run_dir, formats=formats, precisions=precisions, out=out, opset=opset,
-                        batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
-                        calib_data=calib_data, fp16_io=fp16_io, bake_preprocess=bake_preprocess,
-                        verify=not no_verify, int8_fallback=int8_fallback, ort_target=ort_target,
-                        targets=targets, dynamic_size=dynamic_size, replace=replace, progress=show)
+        result = export(run_dir, formats, precisions, make_options(verify=not no_verify, **choices), out=out,
+                        progress=show)
     if as_json:
         emit_json(result.to_dict())
     else:

@@ -70,7 +70,7 @@ def command(export_dir, data, random_n, reference, runtimes, devices, precisions
     files run on that device (docs/devices.md) and the result is recorded in manifest.json.
     """
     from .. import render as rep
-    from ..verify.parity import parity
+    from ..verify.parity import ParityOptions, parity
 
     P.exclusive(data=data, random=random_n)
     P.distinct(json=json_file, markdown=md_file)
@@ -92,10 +92,10 @@ def command(export_dir, data, random_n, reference, runtimes, devices, precisions
                                  batch_size=batch_size, run_dir=run_dir, json_file=json_file, md_file=md_file,
                                  quiet=quiet, progress=progress, wide=wide)
     with ParityProgress(con, quiet) as progress:
-        result = parity(export_dir, data=data, random=random_n, reference=reference, runtimes=runtimes,
-                        devices=devices or (), precisions=precisions, atol=atol, rtol=rtol,
-                        max_images=max_images, batch_size=batch_size, run_dir=run_dir,
-                        trust_code=trust_code, progress=progress)
+        options = ParityOptions(data=data, random=random_n, reference=reference, runtimes=runtimes,
+                                devices=devices or (), precisions=precisions, atol=atol, rtol=rtol,
+                                max_images=max_images, batch_size=batch_size, run_dir=run_dir, trust_code=trust_code)
+        result = parity(export_dir, options, progress=progress)
     if json_file:
         write_json(json_file, result)
     if md_file:

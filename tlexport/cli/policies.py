@@ -289,9 +289,9 @@ class ReportFile(click.ParamType):
 
 
 def _is_model(path: Path) -> bool:
-    from ..benchmark import ARTIFACT_GLOBS
+    from ..formats.files import is_model_name
 
-    return any(path.match(g) for g in ARTIFACT_GLOBS)
+    return is_model_name(path)  # manifest.json is one of RECORD_NAMES
 
 
 def distinct(**reports) -> None:

@@ -92,11 +92,14 @@ class Job:
         meta: the metadata embedded in every artifact.
         example: float32 NCHW example input on the CPU (batch 2 when dynamic).
         staging: the private folder builders write into.
-        precisions: the precisions to build, already checked against the format's spec, the
-            architecture and the device: a builder makes an artifact for every one of them.
+        precisions: what to build: one precision (`precision`), already checked against the
+            format's spec, the architecture and the device (a tuple for builders written before
+            the pipeline handed them one at a time).
         options: the user's typed options.
         spec: the run's ArchSpec row.
-        opset: ONNX opset (None when no ONNX-based format is exported).
+        settings: the export's shared settings, decided by the formats' `prepare` hooks before
+            any heavy work (`exporters.hooks`) and recorded in the manifest, e.g. ONNX's
+            `settings["opset"]` (None when no ONNX-based format is exported).
         staged: (format, precision) -> what a format staged for others in this export.
     """
 
@@ -108,8 +111,15 @@ class Job:
     precisions: tuple[str, ...]
     options: ExportOptions
     spec: ArchSpec
-    opset: int | None = None
+    settings: dict = field(default_factory=dict)
     staged: dict[tuple[str, str], Staged] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        """The one precision a builder makes (the pipeline calls a builder once per precision)."""
+        if len(self.precisions) != 1:
+            raise ValueError(f"a builder is handed one precision, not {', '.join(self.precisions) or 'none'}")
+        return self.precisions[0]
 
     @property
     def dynamic(self) -> bool:
@@ -140,11 +150,12 @@ class Job:
 class Builder(Protocol):
     """The plug-in contract of a format package's `build` module: its `build(job, say)`.
 
-    It makes an artifact for every precision in `job.precisions` (already checked against the
-    format's spec, the architecture and the device) under the spec's file names in `job.staging`,
-    embeds `job.meta`, and returns one `Artifact` per file; `say(line)` reports progress. A
-    builder that returns fewer precisions than it was handed fails the export. It raises
-    `ExportError` (one line) when the conversion fails.
+    It is called once per precision: it makes the artifact of `job.precision` (already checked
+    against the format's spec, the architecture and the device) under the spec's file names in
+    `job.staging`, embeds `job.meta`, and returns its `Artifact`s (the model, and any extra file
+    of its own such as ONNX's baked-preprocessing model); `say(line)` reports progress. A builder
+    that does not return that precision's model fails the export. It raises `ExportError` (one
+    line) when the conversion fails. Its own options are `job.options.of(<format name>)`.
     """
 
     def __call__(self, job: Job, say: Callable[[str], None]) -> list[Artifact]: ...

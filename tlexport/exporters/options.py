@@ -1,5 +1,9 @@
 """Typed export options, one dataclass per concern, handed to every builder in `Job.options`.
 
+A format's own options are its package's (`FormatSpec.options`, fields declared with
+`tlexport.formats.options.option`): `ExportOptions` holds them by format name and never imports a
+format; `from_keywords` maps the flat keywords of the CLI and of `export()` onto them.
+
 `--int8-fallback` and `--calib-method` mean one thing for every format that quantizes (see
 docs/formats.md, "int8"); a format that cannot honour a value refuses it up front, from its
 spec's `Int8Support`, with a one-line reason (exit 2): `check_int8` is that one place.
@@ -7,13 +11,14 @@ spec's `Int8Support`, with a one-line reason (exit 2): `check_int8` is that one 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import UsageError
 from ..formats import registry
-from ..formats.onnx.options import OnnxOptions
-from ..formats.ort.options import OrtOptions
+from ..formats.options import flag_of, keyword_of, option_fields
 from ..formats.spec import CALIB_METHODS
 from ..tables.metadata import MAX_BATCH
 
@@ -161,29 +166,141 @@ class Batch:
         return cls(fixed)
 
 
+def option_type(fmt: str) -> type | None:
+    """The options class of a format (`FormatSpec.options` in `<package>.options`), or None."""
+    spec = registry.get(fmt)
+    if spec.options is None:
+        return None
+    return getattr(importlib.import_module(f"{spec.package}.options"), spec.options)
+
+
+def option_types() -> dict[str, type]:
+    """{format: its options class} for every registered format that has options, in registry
+    order (read on each call: a format registered at run time, as tests do, is seen at once)."""
+    return {name: cls for name in registry.names() if (cls := option_type(name)) is not None}
+
+
+def format_keywords() -> dict[str, tuple[str, str]]:
+    """{keyword: (format, field)}: every format option by its `export()` keyword (`opset`,
+    `ort_target`), which is also its Click parameter's name.
+
+    Raises:
+        ValueError: two formats claim one keyword, or a format claims a generic one (a registry
+            bug, caught by the tests).
+    """
+    out = {}
+    for fmt, cls in option_types().items():
+        for f in option_fields(cls):
+            key = keyword_of(f)
+            if key in out or key in GENERIC:
+                raise ValueError(f"{fmt}'s option {flag_of(f)} takes the keyword {key!r}, which "
+                                 f"{out[key][0] if key in out else 'export'} already has")
+            out[key] = (fmt, f.name)
+    return out
+
+
+# export()'s keywords that are not a format's: they make the typed options below.
+GENERIC = ("batch", "device", "calib_size", "calib_method", "calib_data", "int8_fallback", "verify", "dynamic_size",
+           "replace")
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Everything the user chose besides formats and precisions.
 
     Args:
-        batch: fixed or free batch dimension.
+        batch: fixed or free batch dimension (a `Batch`, or "dynamic" / an integer).
         device: "cpu", or "cuda" for GPU-only variants and verification on the GPU too.
         int8: fallback policy and calibration.
-        onnx: ONNX's options (opset, fp16 I/O, baked preprocessing), shared by the formats built
-            from its files.
         verify: compare every artifact with torch-eager and fail on a broken gate.
-        ort: ONNX Runtime mobile's conversion target.
         dynamic_size: leave the image's height and width free (`--dynamic-size`), in the formats
             whose spec says `dynamic_size`; verified at several sizes.
+        replace: remove every tlexport file of the output folder this export does not make
+            (`--replace`; see `exporters.publish`).
+        format_options: {format name: its options object} (the class its spec's `options` names,
+            e.g. `{"onnx": OnnxOptions(opset=17), "ort": OrtOptions(target="amd64")}`); a format
+            left out gets its class's defaults (`of`).
+
+    `from_keywords` makes them from the flat keywords of the CLI (`opset=17, ort_target="amd64",
+    calib_method="entropy"`).
     """
 
     batch: Batch = field(default_factory=Batch)
     device: str = "cpu"
     int8: Int8Options = field(default_factory=Int8Options)
-    onnx: OnnxOptions = field(default_factory=OnnxOptions)
     verify: bool = True
-    ort: OrtOptions = field(default_factory=OrtOptions)
     dynamic_size: bool = False
+    replace: bool = False
+    format_options: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.batch, Batch):
+            object.__setattr__(self, "batch", Batch.parse(self.batch))
+        types = option_types()
+        for name, value in self.format_options.items():
+            if name not in types:
+                raise UsageError(f"format_options: {name!r} is no format with options; those with options: "
+                                 f"{', '.join(types) or 'none'}")
+            if not isinstance(value, types[name]):
+                raise UsageError(f"format_options[{name!r}] must be a {types[name].__name__}, not "
+                                 f"{type(value).__name__}")
+        object.__setattr__(self, "format_options", dict(self.format_options))  # a copy: the caller's stays theirs
+
+    def of(self, fmt: str):
+        """The options of format `fmt`: those given, else its options class's defaults.
+
+        Raises:
+            UsageError: `fmt` has no options class.
+        """
+        if fmt in self.format_options:
+            return self.format_options[fmt]
+        cls = option_type(fmt)
+        if cls is None:
+            raise UsageError(f"format {fmt} has no options")
+        return cls()
+
+    def check(self, formats) -> None:
+        """Every registered format's options checked against the formats requested (each refuses,
+        in one line, an option no requested format honours: `--ort-target amd64` without ort)."""
+        for name, cls in option_types().items():
+            check = getattr(self.of(name), "check", None)
+            if check is not None:
+                check(formats)
+
+    @classmethod
+    def from_keywords(cls, **keywords) -> "ExportOptions":
+        """The flat keywords of `tlexport export` and of `export()` as typed options: the GENERIC
+        ones (batch="dynamic", calib_method="entropy", ...) and every format option by its keyword
+        (`format_keywords`: opset=17, fp16_io=True, targets=("onnxruntime==1.17",), ort_target=...).
+
+        Raises:
+            TypeError: a keyword that is neither (as Python says of an unknown argument).
+            UsageError: a malformed value.
+        """
+        by_keyword = format_keywords()
+        unknown = [k for k in keywords if k not in GENERIC and k not in by_keyword]
+        if unknown:
+            raise TypeError(f"export() got an unexpected keyword argument {unknown[0]!r}")
+        generic = {k: v for k, v in keywords.items() if k in GENERIC}
+        int8 = _int8_options(generic)
+        per_format: dict[str, dict] = {}
+        for key, value in keywords.items():
+            if key in by_keyword:
+                fmt, name = by_keyword[key]
+                per_format.setdefault(fmt, {})[name] = value
+        given = {fmt: option_type(fmt)(**values) for fmt, values in per_format.items()}
+        return cls(Batch.parse(generic.get("batch", "dynamic")), generic.get("device", "cpu"), int8,
+                   bool(generic.get("verify", True)), bool(generic.get("dynamic_size", False)),
+                   bool(generic.get("replace", False)), given)
+
+
+def _int8_options(generic: dict) -> Int8Options:
+    """`calib_size`, `calib_method`, `calib_data` and `int8_fallback` as Int8Options."""
+    data = generic.get("calib_data")
+    data = Path(data).expanduser().absolute() if data is not None else None
+    calibration = Calibration.parse(generic.get("calib_method"), int(generic.get("calib_size", 256)), data)
+    fallback = generic.get("int8_fallback")
+    return Int8Options(None if fallback is None else parse_fallback(fallback), calibration)
 
 
 def check_dynamic_size(formats, options: ExportOptions) -> None:

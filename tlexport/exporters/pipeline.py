@@ -1,9 +1,15 @@
 """`tlexport export`: run directory -> self-describing artifacts + manifest.json.
 
-stage -> build -> describe -> verify -> publish, iterating the format registry. What each
-format may make (its precisions, its GPU-only files) and what the architecture refuses is
-decided here, in one place (`plan`); each format's builder (`<package>.build.build`) then makes
-exactly the precisions it is handed, into a private staging folder inside the output folder.
+The orchestration: stage -> build -> describe -> check -> verify -> time -> publish, iterating the
+format registry; verification's book-keeping is `exporters.verification`, describing and
+publishing `exporters.publish`, and a format's own steps are its hooks (`exporters.hooks`: ONNX's
+opset, file description, --target checks and baked-model verification), so nothing here names a
+format.
+
+What each format may make (its precisions, its GPU-only files) and what the architecture refuses
+is decided here, in one place (`plan`); each format's builder (`<package>.build.build`) is then
+called once per precision and makes exactly that one, into a private staging folder inside the
+output folder.
 Nothing is moved into place until every artifact has been written, checked and verified. One
 artifact that fails (its build raises ExportError, or it misses its verification gate) does not
 take the others down: those that passed are published with a complete manifest, the failed ones
@@ -29,9 +35,10 @@ from ..fileio import clean_stale, folder_lock
 from ..formats import registry
 from ..run.folder import check_outside, made_dirs
 from ..tables import artifacts as table
-from . import publish
+from . import hooks, publish
+from . import verification as verifying
 from .job import Artifact, Job
-from .options import Batch, Calibration, ExportOptions, Int8Options, check_dynamic_size, check_int8, parse_fallback
+from .options import ExportOptions, check_dynamic_size, check_int8
 
 
 def builder(fmt: str) -> Callable:
@@ -73,22 +80,11 @@ class ExportResult:
                 "fastest": self.manifest.get("fastest", {}), "seconds": round(self.seconds, 2)}
 
 
-def make_options(*, batch="dynamic", device="cpu", calib_size=256, calib_method=None, calib_data=None,
-                 int8_fallback=None, opset=None, fp16_io=False, bake_preprocess=False, verify=True,
-                 ort_target="portable", targets=(), dynamic_size=False) -> ExportOptions:
-    """The user's choices as typed options (UsageError for a malformed value)."""
-    from ..formats.onnx.options import OnnxOptions
-    from ..formats.onnx.targets import parse_all
-    from ..formats.ort.options import OrtOptions
-
-    data = Path(calib_data).expanduser().absolute() if calib_data is not None else None
-    if data is not None and not data.is_dir():  # refused before the weights load, not at calibration
-        raise UsageError(f"--calib-data {calib_data} is not a folder")
-    calibration = Calibration.parse(calib_method, int(calib_size), data)
-    int8 = Int8Options(None if int8_fallback is None else parse_fallback(int8_fallback), calibration)
-    onnx = OnnxOptions(opset, fp16_io, bake_preprocess, parse_all(targets))
-    return ExportOptions(Batch.parse(batch), device, int8, onnx, verify, ort=OrtOptions(ort_target),
-                         dynamic_size=bool(dynamic_size))
+def make_options(**keywords) -> ExportOptions:
+    """The user's choices, given as `export()`'s flat keywords (batch=, calib_method=, opset=,
+    ort_target=, ...), as typed options (`ExportOptions.from_keywords`; UsageError for a malformed
+    value)."""
+    return ExportOptions.from_keywords(**keywords)
 
 
 def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, tuple]:
@@ -108,8 +104,10 @@ def check_options(formats, precisions, options: ExportOptions) -> tuple[tuple, t
     if not formats or not precisions:
         raise UsageError("nothing to export: give at least one format and one precision")
     table.check_devices((options.device,))
-    options.onnx.check(formats)
-    options.ort.check(formats)
+    data = options.int8.calibration.data
+    if data is not None and not data.is_dir():  # refused before the weights load, not at calibration
+        raise UsageError(f"--calib-data {data} is not a folder")
+    options.check(formats)  # each format's own options (`--ort-target amd64` without ort)
     check_dynamic_size(formats, options)
     check_int8(formats, precisions, options.int8)
     require(formats)  # a missing optional extra is named before any heavy work
@@ -196,11 +194,8 @@ def _out_folder(run, out, calib_data) -> Path:
 
 
 @P.reporting
-def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=None, batch="dynamic",
-           device="cpu", calib_size=256, calib_method=None, calib_data=None, fp16_io=False,
-           bake_preprocess=False, verify=True, int8_fallback=None, ort_target="portable",
-           progress: Callable[[str], None] | bool | None = None, targets=(), dynamic_size=False,
-           replace=False) -> ExportResult:
+def export(run_dir, formats=("onnx",), precisions=("fp32",), options: ExportOptions | None = None, *, out=None,
+           progress: Callable[[str], None] | bool | None = None, **keywords) -> ExportResult:
     """Export a run's best weights to the requested formats and precisions.
 
     Args:
@@ -208,25 +203,24 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
         formats: names from the format registry (`tlexport.formats.registry.FORMATS`), "all" (every
             format that can be exported here) or "core" (onnx, torchscript, pt2).
         precisions: fp32 / fp16 / int8; each format makes those its spec declares (docs/formats.md).
+        options: the typed options (`exporters.options.ExportOptions`: batch, device, int8
+            calibration and fallback, verify, dynamic_size, replace, and each format's own options by
+            its name, e.g. `format_options={"onnx": OnnxOptions(opset=17)}`). Default: the defaults.
         out: output folder (default RUN_DIR/export). An earlier export there is added to: the
             files made again replace theirs, the others stay listed (`exporters.publish`).
-        opset: ONNX opset (default: 18, which every onnxruntime since 1.14 loads; see targets).
-        batch: "dynamic" (free batch dimension) or a fixed batch size.
-        device: "cpu", or "cuda" for GPU-only variants (fp16 TorchScript) and GPU verification.
-        calib_size, calib_method, calib_data: int8 calibration (`calib_method` None: each
-            format's default, see its spec's Int8Support).
-        fp16_io: fp16 ONNX takes and returns float16 instead of float32.
-        bake_preprocess: also write model.uint8.onnx (a decoded image in, preprocessing inside).
-        int8_fallback: "auto" | "none" | node names kept in float (default: the architecture's).
-        verify: compare every artifact with torch-eager and fail on a broken gate.
-        ort_target: "portable" or "amd64" `.ort` files (see formats/ort/options.py).
         progress: True prints each stage once on stderr; a callable gets a
             `tlexport.progress.Status` (a str: "ExecuTorch int8 · calibrating 37/256 images") as each
             stage and step starts and as counted work advances (`progress.stages_only` passes on
             each stage once); None or False: silent.
-        targets, dynamic_size: `--target` releases, `--dynamic-size` (docs/deploy.md).
-        replace: remove every tlexport file of `out` this export does not make (and allow an
-            earlier export of other weights to be replaced); each removal is in `result.notes`.
+        **keywords: instead of `options`, the flat keywords of `ExportOptions.from_keywords`, as
+            `tlexport export`'s flags name them: batch ("dynamic" or N), device, calib_size,
+            calib_method (None: each format's default, see its spec's Int8Support), calib_data,
+            int8_fallback ("auto" | "none" | node names; default: the architecture's), verify,
+            dynamic_size, replace (remove every tlexport file of `out` this export does not make,
+            and allow an earlier export of other weights to be replaced; each removal is in
+            `result.notes`), and each format's options: opset (default 18, which every
+            onnxruntime since 1.14 loads), targets (`--target` releases, docs/deploy.md), fp16_io,
+            bake_preprocess (ONNX), ort_target ("portable" or "amd64", formats/ort/options.py).
     Returns:
         ExportResult: `.passed` is False when some artifacts failed their build or verification;
         those that passed are published and `.failed` says which failed and why (the CLI exits 1).
@@ -234,25 +228,32 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     Raises:
         ExportError: nothing could be exported (every artifact failed: nothing is written).
         UsageError, WeightsError: one-line messages; nothing partial is left behind.
+        TypeError: both `options` and keywords, or an unknown keyword.
     """
+    if options is None:
+        options = make_options(**keywords)
+    elif keywords:
+        raise TypeError(f"export() takes options= or the keywords ({', '.join(keywords)}), not both")
+    elif not isinstance(options, ExportOptions):
+        raise TypeError(f"export()'s options must be an ExportOptions, not {type(options).__name__}")
+    return _export(run_dir, formats, precisions, options, out)
+
+
+def _export(run_dir, formats, precisions, options: ExportOptions, out) -> ExportResult:
     from ..models import load_run
     from ..tables import archs
 
     started = time.perf_counter()
     say = P.stage  # a builder's say("LiteRT int8") names the stage; its steps report inside it
-    options = make_options(batch=batch, device=device, calib_size=calib_size, calib_method=calib_method,
-                           calib_data=calib_data, int8_fallback=int8_fallback, opset=opset, fp16_io=fp16_io,
-                           bake_preprocess=bake_preprocess, verify=verify, ort_target=ort_target,
-                           targets=targets, dynamic_size=dynamic_size)
     _, left_out = expand_all(formats)  # `all` names what it leaves out instead of refusing it
     formats, precisions = check_options(formats, precisions, options)
     run = load_run(Path(run_dir).expanduser().absolute())
-    out_path = _out_folder(run, out, calib_data)
+    out_path = _out_folder(run, out, options.int8.calibration.data)
     spec = archs.get(run.arch)
     formats, arch_skipped = _supported(spec, formats)
     arch_skipped = left_out + arch_skipped
     _check_device(options.device)
-    opset = _resolve_opset(formats, options.onnx)
+    settings = hooks.prepare(formats, options)  # e.g. ONNX's opset, checked before any heavy work
     say("loading weights")
     model = run.load_model("best", device="cpu")
     # the folder and the parents it creates are removed again when they stay empty: a failed
@@ -260,15 +261,15 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), out=None, opset=Non
     with made_dirs(out_path) as out_dir:
         with folder_lock(out_dir, "export"):  # a second export into this folder gets a one-line error
             clean_stale(out_dir)  # staging folders and temp files of killed exports
-            job = _make_job(run, spec, model, options, opset, out_dir, precisions)
-            prev = publish.previous(out_dir, job.meta["weights_sha256"], replace)  # refused before any work
-            result = _export_locked(job, formats, out_dir, arch_skipped, say, prev, replace)
+            job = _make_job(run, spec, model, options, settings, out_dir, precisions)
+            prev = publish.previous(out_dir, job.meta["weights_sha256"], options.replace)  # refused before any work
+            result = _export_locked(job, formats, out_dir, arch_skipped, say, prev)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=None, replace=False) -> ExportResult:
-    """stage -> build -> describe -> verify -> time -> publish, with the output folder locked;
+def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=None) -> ExportResult:
+    """stage -> build -> describe -> check -> verify -> time -> publish, with the output folder locked;
     `prev` is what earlier exports left there (kept unless made again, see `publish`)."""
     prev = prev or publish.Previous()
     staging = job.staging
@@ -280,17 +281,14 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
             raise ExportError("nothing could be exported: " + "; ".join(arch_skipped + skipped))
         made, failed = _build_all(job, todo, say)
         result = ExportResult(out_dir, made, {}, arch_skipped + skipped, failed=failed)
-        _describe(made, staging, job.run.preprocess.crop, "batch" if job.dynamic else int(job.example.shape[0]),
-                  job.dynamic_size)
-        if job.options.onnx.targets:
-            from ..formats.onnx.targets import check as check_targets
-
-            check_targets(made, staging, job.options.onnx.targets)
+        publish.describe(made, staging, job.run.preprocess.crop,
+                         "batch" if job.dynamic else int(job.example.shape[0]), job.dynamic_size)
+        hooks.check(made, staging, job)  # e.g. ONNX's --target checks
         verification = {"skipped": "--no-verify"}
         if job.options.verify and made:
             say("verifying against torch-eager")
-            verification = _verify(made, staging, job.run, job.device)
-            _drop_failed(result)
+            verification = verifying.verify(made, staging, job.run, job.device)
+            verifying.drop_failed(result.artifacts, result.failed)
             verification["passed"] = True  # all that is published passed; `failed` lists the others
             if job.dynamic_size and result.artifacts:
                 from .sizes import verify_sizes
@@ -300,7 +298,7 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
             raise ExportError("nothing was exported: " + _failures_line(result.failed))
         kept = publish.kept_entries(prev, result.artifacts)
         timing = _time_files(result, staging, job, say, kept, out_dir)
-        _publish(result, job, prev, kept, replace, verification, timing)
+        publish.publish_export(result, job, prev, kept, verification, timing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
@@ -308,23 +306,6 @@ def _export_locked(job: Job, formats, out_dir: Path, arch_skipped, say, prev=Non
 
 def _failures_line(failed: list[dict]) -> str:
     return "; ".join(f"{f['file']} ({f['format']} {f['precision']}): {f['reason']}" for f in failed)
-
-
-def _failure(fmt: str, precision: str, stage: str, reason: str, file: str | None = None) -> dict:
-    """A manifest `failed` row: which artifact (`file`, default: the format's model file of that
-    precision), at which stage (build or verification), why."""
-    row = registry.get(fmt).file(precision)
-    return {"file": file or (row.name if row else f"{fmt} {precision}"), "format": fmt, "precision": precision,
-            "stage": stage, "reason": reason}
-
-
-def _drop_failed(result: ExportResult) -> None:
-    """Artifacts that missed their verification gate leave the published set (their staged files
-    are removed with the staging folder) and are listed as failed with the gate's reason."""
-    for a in [a for a in result.artifacts if a.verified is False]:
-        result.artifacts.remove(a)
-        reason = ((a.verification or {}).get("reason") or "verification failed") + "; --no-verify keeps it"
-        result.failed.append(_failure(a.format, a.precision, "verification", reason + _int8_hint(a), a.file))
 
 
 def _time_files(result: ExportResult, staging: Path, job: Job, say, kept=(), out_dir: Path | None = None) -> dict:
@@ -381,7 +362,7 @@ def _build_all(job: Job, todo: list[tuple[str, tuple]], say) -> tuple[list[Artif
                 artifacts = builder(fmt)(dataclasses.replace(job, precisions=(p,)), say)
                 _check_built(fmt, (p,), artifacts, job.staging)
             except ExportError as e:
-                failed.append(_failure(fmt, p, "build", str(e) + _its_output(e)))
+                failed.append(verifying.failure(fmt, p, "build", str(e) + _its_output(e)))
                 continue
             made += artifacts
     _drop_intermediates(job.staging, made)
@@ -427,7 +408,7 @@ def _drop_intermediates(staging: Path, made: list[Artifact]) -> None:
     """Files staged only as the source of another format (the ONNX an OpenVINO-only export is
     converted from) are not artifacts: remove them so that verification (which lists the
     staging folder) does not run them for nothing."""
-    keep = {f for a in made for f in _files_of(a)}
+    keep = {f for a in made for f in publish.files_of(a)}
     for name in table.all_files():
         if name not in keep:
             table.remove_artifact(staging / name)
@@ -439,18 +420,7 @@ def _check_device(device: str) -> None:
     require_gpu(device)  # the one "no GPU" policy of every command (NoGPU, exit 1)
 
 
-def _resolve_opset(formats, onnx):
-    """The ONNX opset when an ONNX-based format is exported (validated before any heavy work),
-    the newest every --target reads when targets are given."""
-    if any(f == "onnx" or registry.get(f).built_from == "onnx" for f in formats):
-        from ..formats.onnx.graph import MIN_OPSET, resolve_opset
-        from ..formats.onnx.targets import opset_for
-
-        return resolve_opset(opset_for(onnx.targets, onnx.opset, MIN_OPSET))
-    return None
-
-
-def _make_job(run, spec, model, options: ExportOptions, opset, out_dir: Path, precisions) -> Job:
+def _make_job(run, spec, model, options: ExportOptions, settings: dict, out_dir: Path, precisions) -> Job:
     import torch
 
     from ..fileio import sha256
@@ -463,126 +433,4 @@ def _make_job(run, spec, model, options: ExportOptions, opset, out_dir: Path, pr
     example = torch.randn(fixed or 2, 3, crop, crop, generator=gen)
     meta = build_metadata(run, sha256(run.weights_file("best")), fixed)
     staging = out_dir / f".tlexport-staging-{os.getpid()}"
-    return Job(run, model, meta, example, staging, precisions, options, spec, opset)
-
-
-def _describe(artifacts: list[Artifact], folder: Path, crop: int, batch, free_size: bool = False) -> None:
-    """Fill size, sha256 (a folder's: see `tables.artifacts.artifact_sha256`), opset and
-    input/output spec of each staged artifact, its companions' sizes and checksums, and the
-    oldest runtime releases that load it (`formats.onnx.compat`)."""
-    from ..formats.onnx.compat import oldest
-
-    side = ("height", "width") if free_size else (crop, crop)
-    for a in artifacts:
-        path = folder / a.file
-        a.size, a.sha256 = table.artifact_size(path), table.artifact_sha256(path)
-        a.companions = [{"file": c, "size": table.artifact_size(folder / c), "sha256": table.artifact_sha256(folder / c)}
-                        for c in _files_of(a)[1:]]
-        if path.suffix == ".onnx" and path.is_file():
-            from ..formats.onnx.graph import io_spec, opset_of
-
-            a.opset = opset_of(path)
-            a.inputs, a.outputs = io_spec(path)
-        elif not a.inputs:  # a builder that knows its file's spec (ORT: its source ONNX) set it
-            dtype = "float16" if a.precision == "fp16" else "float32"
-            a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, *side]}]
-            a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
-        if path.suffix in (".onnx", ".ort", ".tflite") and path.is_file():
-            a.compat = oldest(path)
-
-
-def _files_of(a: Artifact) -> list[str]:
-    return publish.files_of(a)
-
-
-def _publish(result: ExportResult, job: Job, prev, kept: list[dict], replace: bool, verification: dict,
-             timing: dict) -> None:
-    """Merge with what earlier exports left (`publish`), say what changes, then move the staged
-    files into place and write manifest.json last."""
-    staging, out_dir = job.staging, result.out_dir
-    result.replaced, remove, notes = publish.plan_changes(prev, result.artifacts, result.failed, out_dir,
-                                                          replace, kept)
-    result.removed = remove if replace else []
-    result.kept = [e["file"] for e in kept]
-    result.notes = notes + result.notes
-    result.manifest = publish.manifest(result, job.run, job, verification, timing, kept, prev)
-    files = [f for a in result.artifacts for f in reversed(_files_of(a))]  # OpenVINO: weights before the graph
-    publish.publish(files, remove, staging, out_dir, result.manifest)
-
-
-def _not_run_reason(artifact: Artifact, devices) -> str | None:
-    """One line saying why no runtime here could check `artifact` (None when nothing says why)."""
-    from ..runtimes import runtime_class
-
-    for name, device in registry.get(artifact.format).runtimes:
-        if device in devices and device in artifact.devices:
-            reason = runtime_class(name).unavailable_reason(device, artifact.precision)
-            if reason:
-                return f"not verified: {name} cannot run here ({reason})"
-    return None
-
-
-
-
-def _verify(artifacts: list[Artifact], folder: Path, run, device: str) -> dict:
-    """Compare every staged artifact with torch-eager on each device it targets (of those
-    available: the CPU, and CUDA with --device cuda); record per-artifact outcomes in
-    `artifact.verified` / `artifact.verification` (False: a gate failed; the caller drops it)
-    and return the summary for the manifest."""
-    from ..formats.onnx.baked import verify_baked
-    from ..verify.inputs import GATE_BATCH
-    from ..verify.parity import parity
-    from . import int8
-
-    models = [a for a in artifacts if a.role == table.MODEL]
-    devices = ("cpu", "cuda") if device == "cuda" else ("cpu",)
-    runtimes = sorted({registry.get(a.format).runtimes_on(d)[0] for a in models for d in devices
-                       if d in a.devices and registry.get(a.format).runtimes_on(d)})
-    # The images, reference and batches every int8 search was gated on (`exporters.int8.Gate`):
-    # search and verification measure the same numbers, so they cannot disagree.
-    report = parity(folder, run_dir=run.dir, runtimes=runtimes, devices=devices, inputs=int8.held_out(run),
-                    batch_size=GATE_BATCH, trust_code=True, progress=P.hook("images"))
-    rows = {}
-    for r in report.results:
-        if r.skipped_reason is None:
-            name = r.artifact and Path(r.artifact).relative_to(folder).as_posix()
-            rows.setdefault((name, r.precision), []).append(r)
-    for a in models:
-        _record_verification(a, rows.get((a.file, a.precision), []), devices, report.source)
-    baked = [a for a in artifacts if a.role != table.MODEL]
-    if baked:  # a decoded uint8 image in: not a parity target, checked against tlexport's pipeline
-        verify_baked(folder, baked, run)
-    summary = {k: v for k, v in report.to_dict().items() if k in ("reference", "images", "source", "tolerances", "notes")}
-    return summary
-
-
-def _int8_hint(a: Artifact) -> str:
-    """What usually helps an int8 file that missed its gate (nothing for other precisions): the
-    methods it did not try, per format so that the other formats keep theirs."""
-    if a.precision != "int8":
-        return ""
-    tried = set(((a.int8 or {}).get("calibration") or {}).get("tried") or [])
-    support = registry.get(a.format).int8
-    fmt = "onnx" if registry.get(a.format).built_from == "onnx" and a.format != "openvino" else a.format
-    left = [m for m in (support.calib_methods if support else ()) if m not in tried]
-    methods = f"--calib-method {fmt}={left[0]} or " if left else ""
-    return (f"; int8 flips near-tied predictions, which an undertrained model has many of: try {methods}"
-            "more --calib-size, or inspect with `tlexport parity`")
-
-
-def _record_verification(a: Artifact, checked: list, devices, source: str) -> None:
-    """`a.verified` and `a.verification` from its parity rows (one per device it ran on)."""
-    if not checked:  # e.g. a CUDA-only file, or a runtime not installed here: stays unverified
-        why = _not_run_reason(a, devices)
-        if why:
-            a.verification = {"passed": None, "reason": why}
-            a.notes.append(why)
-        return
-    a.verified = all(bool(r.passed) for r in checked)
-    worst = max(checked, key=lambda r: (not r.passed, r.max_abs or 0.0))
-    a.verification = {
-        "passed": a.verified, "devices": sorted(r.device for r in checked),
-        "max_abs": worst.max_abs, "mean_abs": worst.mean_abs,
-        "top1_agreement": (worst.top1_agreement or 0.0) / 100, "flips": len(worst.flips),
-        "reason": "; ".join(f for r in checked for f in r.failures) or None, "inputs": source,
-    }
+    return Job(run, model, meta, example, staging, precisions, options, spec, settings)

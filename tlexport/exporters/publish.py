@@ -124,6 +124,40 @@ def plan_changes(prev: Previous, made: list[Artifact], failed: list[dict], out_d
     return replaced, remove, notes
 
 
+def describe(artifacts: list[Artifact], folder: Path, crop: int, batch, free_size: bool = False) -> None:
+    """Fill each staged artifact's size and sha256 (a folder's: see
+    `tables.artifacts.artifact_sha256`), its companions' sizes and checksums, what its format's
+    `describe` hook reads from the file (ONNX: opset, inputs/outputs, the oldest runtime releases
+    that load it), and, where the hook left them empty, the inputs/outputs every tlexport model
+    has: one float NCHW image batch in, logits out."""
+    from . import hooks
+
+    side = ("height", "width") if free_size else (crop, crop)
+    for a in artifacts:
+        path = folder / a.file
+        a.size, a.sha256 = table.artifact_size(path), table.artifact_sha256(path)
+        a.companions = [{"file": c, "size": table.artifact_size(folder / c), "sha256": table.artifact_sha256(folder / c)}
+                        for c in files_of(a)[1:]]
+        hooks.describe(a, path)
+        if not a.inputs:  # neither the builder (ORT: its source ONNX's) nor the hook set them
+            dtype = "float16" if a.precision == "fp16" else "float32"
+            a.inputs = [{"name": "image", "dtype": dtype, "shape": [batch, 3, *side]}]
+            a.outputs = [{"name": "logits", "dtype": dtype, "shape": [batch, "classes"]}]
+
+
+def publish_export(result, job, prev: Previous, kept: list[dict], verification: dict, timing: dict) -> None:
+    """Merge `result` (an `ExportResult`) with what earlier exports left, say what changes, then
+    move the staged files into place and write manifest.json last."""
+    replace, staging, out_dir = job.options.replace, job.staging, result.out_dir
+    result.replaced, remove, notes = plan_changes(prev, result.artifacts, result.failed, out_dir, replace, kept)
+    result.removed = remove if replace else []
+    result.kept = [e["file"] for e in kept]
+    result.notes = notes + result.notes
+    result.manifest = manifest(result, job.run, job, verification, timing, kept, prev)
+    files = [f for a in result.artifacts for f in reversed(files_of(a))]  # OpenVINO: weights before the graph
+    publish(files, remove, staging, out_dir, result.manifest)
+
+
 def publish(files: list[str], remove: list[str], staging: Path, out_dir: Path, manifest: dict) -> None:
     """Move the staged `files` (and folders) into place, delete `remove`, then write manifest.json
     last (removed first, so no reader pairs the old manifest with new files)."""
@@ -149,14 +183,15 @@ def prune_empty(out_dir: Path, names) -> None:
 
 def manifest(result, run, job, verification: dict, timing: dict, kept: list[dict], prev: Previous) -> dict:
     """The merged manifest: this export's settings at the top (and on each of its entries, since a
-    folder may now hold files of several exports), the kept entries, and every export's record."""
+    folder may now hold files of several exports), the kept entries, and every export's record.
+    The settings are the generic ones and those the formats' `prepare` hooks decided
+    (`job.settings`: ONNX's targets and opset)."""
     from .. import __version__
     from ..envinfo import versions
 
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     settings = {"created": created, "batch": "dynamic" if job.dynamic else int(job.example.shape[0]),
-                "dynamic_size": job.dynamic_size, "targets": [t.text for t in job.options.onnx.targets],
-                "device": job.device, "opset": job.opset}
+                "dynamic_size": job.dynamic_size, "device": job.device, **job.settings}
     new = [{**a.to_dict(), "export": settings} for a in result.artifacts]
     this = {**settings, "files": [a.file for a in result.artifacts], "replaced": result.replaced,
             "removed": result.removed, "failed": [f["file"] for f in result.failed]}

@@ -17,6 +17,7 @@ runs, so a test can replace it and check the decisions without timing anything.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,19 +58,43 @@ def candidates(artifacts: list[Artifact]) -> dict[str, list[Artifact]]:
     return out
 
 
-def time_files(runtime: str, files: list[tuple[Path, str]], crop: int, *, batch: int = BATCH,
-               threads: int | None = None, min_rounds: int = MIN_ROUNDS, max_rounds: int = MAX_ROUNDS,
-               budget_s: float = BUDGET_S, calls: int = CALLS_PER_ROUND) -> dict:
+@dataclass(frozen=True)
+class Rounds:
+    """How `time_files` times: `batch` images per call, `threads` per session (None: the
+    runtime's default), at least `min_rounds` and at most `max_rounds` rounds, stopping once past
+    `budget_s` seconds, `calls` timed calls of each file per round."""
+
+    batch: int = BATCH
+    threads: int | None = None
+    min_rounds: int = MIN_ROUNDS
+    max_rounds: int = MAX_ROUNDS
+    budget_s: float = BUDGET_S
+    calls: int = CALLS_PER_ROUND
+
+
+def time_files(runtime: str, files: list[tuple[Path, str]], crop: int, rounds: Rounds | None = None,
+               **keywords) -> dict:
     """Interleaved timing of `files` ([(path, precision)]) on `runtime` (see the module docstring;
-    benchmarks/int8_speed.py runs it longer, at other batch sizes and thread counts).
+    benchmarks/int8_speed.py runs it longer, at other batch sizes and thread counts). `rounds`:
+    how (`Rounds`), or instead its fields as keywords (`batch=8, min_rounds=2`).
 
     Returns:
         {"ms": [median ms per file], "times_ms": [every call's ms per file], "cpu_ms": [median
         process CPU ms per call per file], "rounds": n, "competing_load": cores or None}
     """
+    if rounds is None:
+        rounds = Rounds(**keywords)
+    elif keywords:
+        raise TypeError(f"time_files() takes rounds= or the keywords ({', '.join(keywords)}), not both")
+    return _time_files(runtime, files, crop, rounds)
+
+
+def _time_files(runtime: str, files: list[tuple[Path, str]], crop: int, how: Rounds) -> dict:
     from ..measure import CpuLoad
     from ..runtimes import runtime_class
 
+    batch, threads, min_rounds, max_rounds, calls = how.batch, how.threads, how.min_rounds, how.max_rounds, how.calls
+    budget_s = how.budget_s
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((batch, 3, crop, crop), dtype=np.float32) for _ in range(2)]
     sessions = []

@@ -28,7 +28,7 @@ def read_metadata(path: Path | str) -> dict:
         UsageError: the file is missing or not a model tlexport knows.
         ArtifactError: metadata that breaks the schema (one line naming the field).
     """
-    from ..tables.artifacts import kind_of_file
+    from .files import kind_of_file
 
     path = Path(path)
     if not path.exists():

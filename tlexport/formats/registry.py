@@ -50,6 +50,16 @@ def in_all() -> tuple[str, ...]:
     return tuple(name for name, f in FORMATS.items() if f.in_all)
 
 
+def int8_source(fmt: str) -> str:
+    """The format whose int8 file `fmt`'s int8 is: the format it is built from when it declares
+    that format's own `Int8Support` row (ORT mobile, Triton and web ship the int8 ONNX file,
+    converted: `int8=INT8` imported from onnx), else itself (OpenVINO declares its own row: NNCF
+    calibrates its int8 IR). Its `--calib-method FORMAT=METHOD` names that format."""
+    spec = get(fmt)
+    source = spec.built_from
+    return source if source and spec.int8 is not None and spec.int8 is get(source).int8 else fmt
+
+
 def runtime_names() -> tuple[str, ...]:
     """Every runtime name: the reference (torch-eager), then those the format packages provide."""
     return tuple(dict.fromkeys([REFERENCE_RUNTIME, *(n for f in FORMATS.values() for n in f.provides)]))

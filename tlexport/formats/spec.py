@@ -117,6 +117,10 @@ class FormatSpec:
             under its name in docs/formats.md ("In an app").
         dynamic_size: it can leave the image's height and width free (`--dynamic-size`);
             formats without it refuse the option.
+        options: the name of its options class in `<package>.options` (None: it has none): a
+            frozen dataclass whose fields are declared with `tlexport.formats.options.option`
+            (flag, help, choices), from which `tlexport export`'s flags, `export()`'s keywords and
+            `ExportOptions.of(name)` derive; imported only when options are read.
     """
 
     name: str
@@ -137,6 +141,7 @@ class FormatSpec:
     not_offered: tuple[tuple[str, str], ...] = ()
     usage: str = ""
     dynamic_size: bool = False
+    options: str | None = None
 
     def why_not(self, precision: str) -> str | None:
         """The recorded reason it does not export `precision` (None when none is recorded)."""

@@ -1,11 +1,10 @@
-"""The export folder: what each exported file is, the manifest (`manifest.json`) that lists what a
-folder holds, and the answer to "which run made this export".
+"""The export folder: the manifest (`manifest.json`) that lists what a folder holds, whether a
+folder holds an export at all, the operations on an artifact that may be a folder (size, digest,
+atomic replace, removal), and the answer to "which run made this export".
 
-What a file is comes from the format registry (`tlexport.formats.registry`): one row per format
-says its suffix, its fixed file names per precision and role, whether it is a file or a folder,
-and whether loading it executes code. This module derives the lookups everyone else uses (the
-file of a (format, precision, role), the kind of a file, companions) and the operations on an
-artifact that may be a folder (size, digest, atomic replace, removal).
+What a file is (the file of a (format, precision, role), the kind of a file, companions) has its
+one home in `tlexport.formats.files`, derived from the format registry's rows; it is re-exported
+here for the many readers that meet it beside the manifest.
 
 Torch-free to import.
 """
@@ -19,111 +18,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ArtifactError, UsageError
-from ..formats import registry
-from ..formats.spec import BAKED, DEVICES, MODEL, PRECISIONS
 from ..fileio import read_json
+from ..formats import registry
+from ..formats.files import (ArtifactKind, all_files, companions_of, file_name, format_of_suffix, is_folder_artifact,
+                             kind, kind_of_file, kinds, model_globs)
+from ..formats.spec import BAKED, DEVICES, MODEL, PRECISIONS
 
-__all__ = ["BAKED", "DEVICES", "MANIFEST", "MODEL", "PRECISIONS"]  # the vocabulary is read from here too
+__all__ = ["BAKED", "DEVICES", "MANIFEST", "MODEL", "PRECISIONS",  # the vocabulary is read from here too
+           "ArtifactKind", "all_files", "companions_of", "file_name", "format_of_suffix", "is_folder_artifact",
+           "kind", "kind_of_file", "kinds"]  # and what a file is (formats/files.py)
 MANIFEST = "manifest.json"
 
 
-@dataclass(frozen=True)
-class ArtifactKind:
-    """One kind of exported file: a `File` row of a format's spec, with the format's name.
-
-    Args:
-        format, precision: what it is.
-        file: its fixed name in an export folder.
-        role: MODEL (float32 NCHW input: a parity/bench target) or BAKED (one decoded uint8 image in).
-        cuda_only: it can only be built and run on a GPU.
-        companions: other files that belong to it (OpenVINO's weights beside its graph, the ORT
-            operator config, a Triton model's configs and labels).
-    """
-
-    format: str
-    precision: str
-    file: str
-    role: str = MODEL
-    cuda_only: bool = False
-    companions: tuple[str, ...] = ()
-
-    @property
-    def runs_code(self) -> bool:
-        return registry.FORMATS[self.format].runs_code
-
-    @property
-    def folder(self) -> bool:
-        return registry.FORMATS[self.format].folder
+def export_globs() -> tuple[str, ...]:
+    """What marks a folder as a tlexport export: a model file of a registered format's suffix at
+    its top, or its manifest."""
+    return (*model_globs(), MANIFEST)
 
 
-def kinds() -> tuple[ArtifactKind, ...]:
-    """Every file tlexport makes, in registry order (derived on each call: a format registered at
-    run time, as tests do, is seen at once)."""
-    return tuple(ArtifactKind(s.name, f.precision, f.name, f.role, f.cuda_only, f.companions)
-                 for s in registry.FORMATS.values() for f in s.files)
-
-
-def all_files() -> tuple[str, ...]:
-    """Every file (models and their companions) tlexport may have written into an export folder."""
-    ks = kinds()
-    return tuple(dict.fromkeys([k.file for k in ks] + [c for k in ks for c in k.companions]))
-
-
-def _by_file() -> dict[str, ArtifactKind]:
-    return {k.file: k for k in kinds()}
-
-
-def companions_of(file: str) -> tuple[str, ...]:
-    """The other files that belong to the artifact named `file` (by tlexport's fixed names, else
-    by suffix: an OpenVINO `x.xml` comes with `x.bin`)."""
-    row = _by_file().get(file)
-    if row is not None:
-        return row.companions
-    return (str(Path(file).with_suffix(".bin")),) if Path(file).suffix == ".xml" else ()
-
-
-def kind(fmt: str, precision: str, role: str = MODEL) -> ArtifactKind | None:
-    """The row of (format, precision, role), or None when tlexport does not make that file."""
-    return next((k for k in kinds() if (k.format, k.precision, k.role) == (fmt, precision, role)), None)
-
-
-def file_name(fmt: str, precision: str, role: str = MODEL) -> str:
-    row = kind(fmt, precision, role)
-    if row is None:
-        raise UsageError(f"tlexport makes no {precision} {fmt} file")
-    return row.file
-
-
-def kind_of_file(path: Path | str) -> ArtifactKind:
-    """What a file is, from tlexport's fixed names, else from its suffix (`x.int8.onnx`: int8).
-
-    Raises:
-        UsageError: a suffix no format has.
-    """
-    path = Path(path)
-    row = _by_file().get(path.name)
-    if row is not None:
-        return row
-    fmt = format_of_suffix(path)
-    inner = Path(path.stem).suffix.lstrip(".")
-    precision = inner if inner in PRECISIONS else "fp32"
-    return ArtifactKind(fmt, precision, path.name)
-
-
-def format_of_suffix(path: Path | str) -> str:
-    suffix = Path(path).suffix
-    for f in registry.FORMATS.values():
-        if f.by_suffix and f.suffix == suffix:
-            return f.name
-    known = ", ".join(dict.fromkeys(f.suffix for f in registry.FORMATS.values() if f.by_suffix))
-    raise UsageError(f"{path}: unknown model type (expected {known} or an export folder)")
-
-
-def is_folder_artifact(path: Path | str) -> bool:
-    """`path` is a folder that is itself a model (a folder format's suffix), not an export folder."""
-    path = Path(path)
-    return path.is_dir() and any(f.folder and f.by_suffix and f.suffix == path.suffix
-                                 for f in registry.FORMATS.values())
+def holds_export(folder: Path | str) -> bool:
+    """`folder` holds at least one artifact of a registered format, or a manifest.json."""
+    folder = Path(folder)
+    return any(any(folder.glob(g)) for g in export_globs())
 
 
 # ---- validation of the shared vocabulary ---------------------------------------------------------

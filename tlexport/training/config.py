@@ -54,12 +54,17 @@ def _number(v) -> str:
     return str(v) if isinstance(v, int) else f"{v:g}" if v is not None else ""
 
 
-def option(default=MISSING, help: str = "", *, choices: tuple = (), range: Range | None = None,
-           what: str = "", note: str = "", flag: str | None = None, kind: str | None = None,
-           resumable: bool = False):
-    """A TrainConfig field with what the CLI and the docs need to know about it.
+# What `option()` may say of a field, and what it says when silent.
+OPTION_META = {"choices": (), "range": None, "what": "", "note": "", "flag": None, "kind": None, "resumable": False}
+
+
+def option(default=MISSING, help: str = "", **meta):
+    """A TrainConfig field with what the CLI and the docs need to know about it (`meta`: any of
+    OPTION_META's keys; another is a TypeError).
 
     Args:
+        choices: the values it takes.
+        range: the `Range` a number must lie in.
         what, note: words around the range in the error ("--ema must be a decay in [0, 1)
             (e.g. 0.9998; 0 = off), got 1.5").
         flag: the option's name when it is not --field-name (config_file: --config).
@@ -67,8 +72,11 @@ def option(default=MISSING, help: str = "", *, choices: tuple = (), range: Range
         resumable: `train --resume` may change it (it changes where or how fast the run goes,
             never what it computes).
     """
-    meta = {"help": help, "choices": tuple(choices), "range": range, "what": what, "note": note,
-            "flag": flag, "kind": kind, "resumable": resumable}
+    unknown = sorted(set(meta) - set(OPTION_META))
+    if unknown:
+        raise TypeError(f"option() got an unexpected keyword argument {unknown[0]!r}")
+    meta = {"help": help, **OPTION_META, **meta}
+    meta["choices"] = tuple(meta["choices"])
     return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
 
 

@@ -164,14 +164,11 @@ def evaluate_runtime(runtime, inputs: Inputs, ref_logits: np.ndarray, run, atol:
 
 
 # ---- the public entry point --------------------------------------------------------------------
-def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager", runtimes=None,
-           devices=("cpu",), precisions=None, atol: float | None = None, rtol: float | None = None,
-           max_images: int | None = None, batch_size: int = 16, run_dir=None, trust_code: bool = False,
-           progress=None, inputs: Inputs | None = None) -> ParityReport:
-    """Compare every runtime x precision x device of an export folder with a reference.
+@dataclass(frozen=True)
+class ParityOptions:
+    """What `parity()` compares, and how (`tlexport parity`'s options).
 
     Args:
-        export_dir: folder written by `tlexport export` (artifacts + manifest.json).
         data: image folder (class sub-folders named like the run's classes give labels).
         random: number of seeded random-normal inputs instead of images.
         reference: runtime name, or "name/precision/device" (default torch-eager fp32 on CPU).
@@ -184,6 +181,30 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
         run_dir: the run the export came from (default: found from the manifest / parent).
         trust_code: also run TorchScript / .pt2 files found in the folder (loading them executes
             code stored in them); without it they are listed as skipped.
+    """
+
+    data: Path | str | None = None
+    random: int | None = None
+    reference: str = "torch-eager"
+    runtimes: tuple | list | None = None
+    devices: tuple | list = ("cpu",)
+    precisions: tuple | list | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    max_images: int | None = None
+    batch_size: int = 16
+    run_dir: Path | str | None = None
+    trust_code: bool = False
+
+
+def parity(export_dir, options: ParityOptions | None = None, *, progress=None, inputs: Inputs | None = None,
+           **keywords) -> ParityReport:
+    """Compare every runtime x precision x device of an export folder with a reference.
+
+    Args:
+        export_dir: folder written by `tlexport export` (artifacts + manifest.json).
+        options: a `ParityOptions`, or instead its fields as keywords (`data=`, `runtimes=`,
+            `atol=`, ...: `parity(folder, max_images=8)`).
         progress: optional callable(label, done, total) after each batch.
         inputs: the images, already loaded (export's verification passes the ones its int8
             search was gated on, `inputs.gate_images`); data, random and max_images then unused.
@@ -192,24 +213,38 @@ def parity(export_dir, *, data=None, random=None, reference: str = "torch-eager"
     Raises:
         UsageError: contradictory or invalid options; DataError: no usable images;
         ParityError: the reference cannot run or produces non-finite logits.
+        TypeError: both `options` and keywords, or an unknown keyword.
     """
+    o = _options(options, keywords)
+    return _parity(Path(export_dir).expanduser(), o, progress, inputs)
+
+
+def _options(options: ParityOptions | None, keywords: dict) -> ParityOptions:
+    if options is None:
+        return ParityOptions(**keywords)
+    if keywords:
+        raise TypeError(f"parity() takes options= or the keywords ({', '.join(keywords)}), not both")
+    return options
+
+
+def _parity(export_dir: Path, o: ParityOptions, progress, inputs: Inputs | None) -> ParityReport:
     from .. import runtimes as rt  # after validation: bad usage is reported without heavy imports
     from ..models import load_run
     from ..tables import archs
     from ..tables.artifacts import check_devices, check_precisions, find_run_dir
 
-    export_dir = Path(export_dir).expanduser()
-    _validate(export_dir, data, random, atol, rtol, max_images, batch_size)
-    devices = check_devices(devices)
-    precisions = check_precisions(precisions) if precisions else None
-    runtimes = list(rt.check_names(runtimes)) if runtimes else None
-    run = load_run(find_run_dir(export_dir, run_dir))
+    _validate(export_dir, o.data, o.random, o.atol, o.rtol, o.max_images, o.batch_size)
+    devices = check_devices(o.devices)
+    precisions = check_precisions(o.precisions) if o.precisions else None
+    runtimes = list(rt.check_names(o.runtimes)) if o.runtimes else None
+    run = load_run(find_run_dir(export_dir, o.run_dir))
     spec = archs.get(run.arch)
-    atol = spec.atol if atol is None else atol
-    rtol = spec.rtol if rtol is None else rtol
-    inputs, notes = (inputs, []) if inputs is not None else gather_inputs(run, data, random, max_images)
+    atol = spec.atol if o.atol is None else o.atol
+    rtol = spec.rtol if o.rtol is None else o.rtol
+    batch_size, trust_code = o.batch_size, o.trust_code
+    inputs, notes = (inputs, []) if inputs is not None else gather_inputs(run, o.data, o.random, o.max_images)
     with no_tf32():
-        ref_rt = _reference(rt, export_dir, run, reference, trust_code)
+        ref_rt = _reference(rt, export_dir, run, o.reference, trust_code)
         ref_logits = _reference_logits(ref_rt, inputs, batch_size, progress)
         found, skipped = rt.discover(export_dir, run_dir=run.dir, names=runtimes, devices=devices,
                                      precisions=precisions, trust_code=trust_code)

@@ -102,28 +102,26 @@ def describe(model, job, precision: str) -> None:
 
 
 def build(job, say) -> list[Artifact]:
-    """The asked precisions of model.mlpackage, from one trace."""
+    """The model.mlpackage of the precision it is handed (int8: the fp32 program's weights
+    quantized)."""
     from ...runtimes.quiet import silenced
 
+    precision = job.precision
     say("Core ML: tracing")
     traced = trace(job)
-    programs = {}
-    out = []
-    for precision in job.precisions:
-        say(f"Core ML {precision}")
-        try:
-            with silenced():  # coremltools' progress bars and its "cannot load on Linux" warnings
-                if precision == "int8":
-                    model = quantize_int8(programs.get("fp32") or convert(traced, job, half=False))
-                else:
-                    model = programs[precision] = convert(traced, job, half=precision == "fp16")
-                describe(model, job, precision)
-                model.save(str(job.staging / SPEC.file(precision).name))
-        except Exception as e:  # coremltools raises anything from its converter passes
-            raise ExportError(f"Core ML {precision} conversion failed ({first_line(e, 300)})") from None
-        out.append(Artifact(SPEC.file(precision).name, SPEC.name, precision, notes=_notes(precision, job),
-                            int8=_int8_record(job) if precision == "int8" else None))
-    return out
+    say(f"Core ML {precision}")
+    try:
+        with silenced():  # coremltools' progress bars and its "cannot load on Linux" warnings
+            if precision == "int8":
+                model = quantize_int8(convert(traced, job, half=False))
+            else:
+                model = convert(traced, job, half=precision == "fp16")
+            describe(model, job, precision)
+            model.save(str(job.staging / SPEC.file(precision).name))
+    except Exception as e:  # coremltools raises anything from its converter passes
+        raise ExportError(f"Core ML {precision} conversion failed ({first_line(e, 300)})") from None
+    return [Artifact(SPEC.file(precision).name, SPEC.name, precision, notes=_notes(precision, job),
+                     int8=_int8_record(job) if precision == "int8" else None)]
 
 
 def _notes(precision: str, job) -> list[str]:

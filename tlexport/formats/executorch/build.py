@@ -141,30 +141,28 @@ def int8_file(job, batches, files: list, source: str, dst: Path):
 
 
 def build(job, say) -> list[Artifact]:
-    """model.pte and/or model.int8.pte on the CPU (XNNPACK runs on Arm and x86 CPUs)."""
+    """model.pte or model.int8.pte (the precision it is handed) on the CPU (XNNPACK runs on Arm and x86 CPUs)."""
     from ...runtimes.quiet import silenced
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
-    out = []
-    for precision in job.precisions:
-        record = None
-        say(f"ExecuTorch {precision}")
-        dst = job.staging / file_name("executorch", precision)
-        notes = ["XNNPACK delegate; metadata in the constant method tlexport_metadata"]
-        try:
-            if precision == "fp32":
-                with P.step("waiting for executorch (torch.export, XNNPACK lowering)"), silenced():
-                    lower(_program(job.model_on("cpu"), job.example, job.dynamic), dst, job.meta)
-            else:
-                # A fixed-batch program (--batch N) is traced for N images: its last calibration
-                # batch is padded like every fixed-batch calibration (a module that guards its
-                # input shape, as LiteRT's does, would fail on a short one).
-                files, batches, source = shared.calibration(job, int(job.example.shape[0]), pad=not job.dynamic)
-                record, more = int8_file(job, batches, files, source, dst)
-                notes += more
-        except (ExportError, UsageError):
-            raise
-        except Exception as e:
-            raise ExportError(f"ExecuTorch {precision} export failed ({first_line(e, 300)})") from None
-        out.append(Artifact(dst.name, "executorch", precision, notes=notes, int8=record))
-    return out
+    precision = job.precision
+    record = None
+    say(f"ExecuTorch {precision}")
+    dst = job.staging / file_name("executorch", precision)
+    notes = ["XNNPACK delegate; metadata in the constant method tlexport_metadata"]
+    try:
+        if precision == "fp32":
+            with P.step("waiting for executorch (torch.export, XNNPACK lowering)"), silenced():
+                lower(_program(job.model_on("cpu"), job.example, job.dynamic), dst, job.meta)
+        else:
+            # A fixed-batch program (--batch N) is traced for N images: its last calibration
+            # batch is padded like every fixed-batch calibration (a module that guards its
+            # input shape, as LiteRT's does, would fail on a short one).
+            files, batches, source = shared.calibration(job, int(job.example.shape[0]), pad=not job.dynamic)
+            record, more = int8_file(job, batches, files, source, dst)
+            notes += more
+    except (ExportError, UsageError):
+        raise
+    except Exception as e:
+        raise ExportError(f"ExecuTorch {precision} export failed ({first_line(e, 300)})") from None
+    return [Artifact(dst.name, "executorch", precision, notes=notes, int8=record)]

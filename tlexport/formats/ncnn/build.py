@@ -167,10 +167,10 @@ def _census(graph: Graph) -> list[tuple[str, int]]:
 
 
 def build(job, say) -> list[Artifact]:
-    """model.ncnn/ (fp32) and/or model.fp16.ncnn/, from one trace."""
+    """model.ncnn/ (fp32) or model.fp16.ncnn/: the precision it is handed."""
     with tempfile.TemporaryDirectory(prefix=".ncnn-work-", dir=job.staging) as work:
         traced = Path(work) / "model.pt"
-        say(f"ncnn {', '.join(job.precisions)}")
+        say(f"ncnn {job.precision}")
         with P.step("tracing to TorchScript for pnnx"):
             trace(job, traced)
-        return [make_folder(job, traced, precision, say) for precision in job.precisions]
+        return [make_folder(job, traced, job.precision, say)]

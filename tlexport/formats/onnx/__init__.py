@@ -19,4 +19,5 @@ SPEC = FormatSpec(
     provides=("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "opencv"),
     int8=INT8,
     dynamic_size=True,
+    options="OnnxOptions",  # options.py: --opset, --target, --fp16-io, --bake-preprocess
 )

@@ -48,7 +48,7 @@ def build_baked(job, fp32_path, dst) -> list[str]:
         raise UsageError(f"--bake-preprocess: {reason}")
     if job.options.batch.fixed not in (None, 1):  # the graph feeds one image: a batch-1 float model
         fp32_path = dst.with_name(dst.name + ".batch1.onnx")
-        export_onnx(job.model, job.example[:1], fp32_path, opset=job.opset, dynamic=False, meta=job.meta)
+        export_onnx(job.model, job.example[:1], fp32_path, opset=job.settings["opset"], dynamic=False, meta=job.meta)
     model = wrap(onnx.load(str(fp32_path)), pre, pillow_shrinks_tall_images_vertically_first())
     embed_onnx(model, {**job.meta, "batch": 1, "in_graph_preprocess": True})
     save_checked(model, dst)

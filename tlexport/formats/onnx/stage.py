@@ -12,7 +12,7 @@ from ...exporters.job import Staged
 def stage(job, precision: str, say) -> Staged:
     """The staged ONNX file of `precision` (made now unless this export already made it)."""
     from ...errors import ExportError
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
     key = ("onnx", precision)
     if key not in job.staged:
@@ -36,7 +36,7 @@ def _make(job, precision: str, path, say) -> Staged:
         say("ONNX fp32")
         # Traced on the CPU: an ONNX graph does not depend on the tracing device.
         with P.step("waiting for torch.onnx.export (dynamo)"):
-            export_onnx(job.model, job.example, path, opset=job.opset, dynamic=job.dynamic, meta=job.meta,
+            export_onnx(job.model, job.example, path, opset=job.settings["opset"], dynamic=job.dynamic, meta=job.meta,
                         size=job.dynamic_size)
         staged = Staged(path)
     elif precision == "int8":
@@ -47,7 +47,7 @@ def _make(job, precision: str, path, say) -> Staged:
     else:
         base = stage(job, "fp32", say).path
         say("ONNX fp16")
-        fp16_io = job.options.onnx.fp16_io
+        fp16_io = job.options.of("onnx").fp16_io
         quantize.to_fp16(base, path, fp16_io=fp16_io, meta=job.meta)
         staged = Staged(path, notes=["fp16 input/output" if fp16_io else "float32 input/output"])
     return staged

@@ -62,7 +62,9 @@ def parse(text: str) -> Target:
 
 
 def parse_all(values) -> tuple[Target, ...]:
-    return tuple(parse(v) for v in values or ())
+    """Each of `values` ("onnxruntime==1.17", one text or several) as a Target; Targets pass as they are."""
+    values = (values,) if isinstance(values, str) else values or ()
+    return tuple(v if isinstance(v, Target) else parse(v) for v in values)
 
 
 def opset_for(targets, opset: int | None, exporter_min: int) -> int | None:

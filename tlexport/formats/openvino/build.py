@@ -41,28 +41,25 @@ def save_ir(src: Path, dst: Path, *, meta: dict, half: bool = False) -> None:
 
 
 def build(job, say) -> list[Artifact]:
-    """model.xml/.bin (fp32), model.fp16.xml/.bin, model.int8.xml/.bin for the asked precisions."""
-    from ...tables.artifacts import kind
+    """model.xml/.bin (fp32), model.fp16.xml/.bin or model.int8.xml/.bin: the precision it is handed."""
+    from ..files import kind
 
     from .quantize import nncf_method, quantized_share
 
-    out = []
-    for precision in job.precisions:
-        row = kind("openvino", precision)
-        if precision == "int8" and nncf_method(job.options.int8.calibration.method_for("openvino")):
-            out.append(_nncf_int8(job, job.staging / row.file, say))
-            continue
-        source = stage(job, "int8" if precision == "int8" else "fp32", say)
-        say(f"OpenVINO IR {precision}")
-        save_ir(source.path, job.staging / row.file, meta=job.meta, half=precision == "fp16")
-        notes, record = [], source.int8
-        if precision == "int8":
-            notes = [f"converted from the QDQ int8 ONNX; kept in float: {', '.join(source.int8['float_nodes']) or 'none'}"]
-            record = {**source.int8, **quantized_share(job.staging / row.file)}
-        elif precision == "fp16":
-            notes = ["fp16 weights; OpenVINO picks the CPU compute precision"]
-        out.append(Artifact(row.file, "openvino", precision, notes=notes, int8=record))
-    return out
+    precision = job.precision
+    row = kind("openvino", precision)
+    if precision == "int8" and nncf_method(job.options.int8.calibration.method_for("openvino")):
+        return [_nncf_int8(job, job.staging / row.file, say)]
+    source = stage(job, "int8" if precision == "int8" else "fp32", say)
+    say(f"OpenVINO IR {precision}")
+    save_ir(source.path, job.staging / row.file, meta=job.meta, half=precision == "fp16")
+    notes, record = [], source.int8
+    if precision == "int8":
+        notes = [f"converted from the QDQ int8 ONNX; kept in float: {', '.join(source.int8['float_nodes']) or 'none'}"]
+        record = {**source.int8, **quantized_share(job.staging / row.file)}
+    elif precision == "fp16":
+        notes = ["fp16 weights; OpenVINO picks the CPU compute precision"]
+    return [Artifact(row.file, "openvino", precision, notes=notes, int8=record)]
 
 
 def _nncf_int8(job, dst: Path, say) -> Artifact:

@@ -11,4 +11,5 @@ SPEC = FormatSpec(
            File("int8", "model.int8.ort", companions=("model.int8.required_operators.config",))),
     runtimes=(("onnxruntime", "cpu"),),
     int8=INT8,  # the int8 .ort is the int8 ONNX file converted
+    options="OrtOptions",  # options.py: --ort-target
 )

@@ -42,23 +42,21 @@ def to_ort(src: Path, dst: Path, config: Path, target: str = "portable") -> None
 
 
 def build(job, say) -> list[Artifact]:
-    """model.ort (+ model.required_operators.config) and/or their int8 twins."""
-    from ...tables.artifacts import kind
+    """model.ort (+ model.required_operators.config) or its int8 twin: the precision it is handed."""
+    from ..files import kind
     from ..onnx.graph import io_spec, opset_of
 
-    out = []
-    for precision in job.precisions:
-        source = stage(job, precision, say)
-        row = kind("ort", precision)
-        say(f"ORT mobile {precision}")
-        target = job.options.ort.target
-        to_ort(source.path, job.staging / row.file, job.staging / row.companions[0], target)
-        inputs, outputs = io_spec(source.path)
-        out.append(Artifact(row.file, "ort", precision, opset=opset_of(source.path), inputs=inputs, outputs=outputs,
-                            int8=source.int8, notes=[
-            f"from {source.path.name}; {row.companions[0]} lists the operators a reduced onnxruntime build needs "
-            "(tools/ci_build/build.py --minimal_build --include_ops_by_config)", target_note(target)]))
-    return out
+    precision = job.precision
+    source = stage(job, precision, say)
+    row = kind("ort", precision)
+    say(f"ORT mobile {precision}")
+    target = job.options.of("ort").target
+    to_ort(source.path, job.staging / row.file, job.staging / row.companions[0], target)
+    inputs, outputs = io_spec(source.path)
+    return [Artifact(row.file, "ort", precision, opset=opset_of(source.path), inputs=inputs, outputs=outputs,
+                     int8=source.int8, notes=[
+        f"from {source.path.name}; {row.companions[0]} lists the operators a reduced onnxruntime build needs "
+        "(tools/ci_build/build.py --minimal_build --include_ops_by_config)", target_note(target)])]
 
 
 def target_note(target: str) -> str:

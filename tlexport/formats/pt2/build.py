@@ -53,7 +53,7 @@ def export_pt2(module, example, path: Path, *, dynamic: bool, meta: dict, size: 
 
 def build(job, say) -> list[Artifact]:
     """model.pt2 (fp32), exported on the CPU so its tensors load on any machine."""
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
     say(".pt2 fp32")
     dst = job.staging / file_name("pt2", "fp32")

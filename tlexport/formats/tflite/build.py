@@ -42,30 +42,28 @@ def convert(job, precision: str, batches=None, method: str | None = None):
 
 
 def build(job, say) -> list[Artifact]:
-    """model.tflite and/or model.int8.tflite, converted on the CPU."""
+    """model.tflite or model.int8.tflite (the precision it is handed), converted on the CPU."""
     from ...runtimes.quiet import silenced
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
-    out = []
     batch = int(job.example.shape[0])
-    for precision in job.precisions:
-        say(f"LiteRT {precision}")
-        dst = job.staging / file_name("tflite", precision)
-        notes = [f"converted at batch {batch}" + ("; the runtime resizes the input to any batch" if job.dynamic else ""),
-                 "NCHW float32 input like the other formats (litert_torch.to_channel_last_io makes NHWC)"]
-        record = None
-        if precision == "int8":
-            record, more = int8_file(job, dst)
-            notes += more
-        else:
-            try:
-                with silenced(), P.step("waiting for litert_torch (conversion)"):
-                    convert(job, precision).export(str(dst))
-                embed_tflite(dst, job.meta)
-            except Exception as e:
-                raise ExportError(f"LiteRT {precision} export failed ({first_line(e, 300)})") from None
-        out.append(Artifact(dst.name, "tflite", precision, notes=notes, int8=record))
-    return out
+    precision = job.precision
+    say(f"LiteRT {precision}")
+    dst = job.staging / file_name("tflite", precision)
+    notes = [f"converted at batch {batch}" + ("; the runtime resizes the input to any batch" if job.dynamic else ""),
+             "NCHW float32 input like the other formats (litert_torch.to_channel_last_io makes NHWC)"]
+    record = None
+    if precision == "int8":
+        record, more = int8_file(job, dst)
+        notes += more
+    else:
+        try:
+            with silenced(), P.step("waiting for litert_torch (conversion)"):
+                convert(job, precision).export(str(dst))
+            embed_tflite(dst, job.meta)
+        except Exception as e:
+            raise ExportError(f"LiteRT {precision} export failed ({first_line(e, 300)})") from None
+    return [Artifact(dst.name, "tflite", precision, notes=notes, int8=record)]
 
 
 def int8_file(job, dst):

@@ -137,18 +137,16 @@ def _check_reload(path: Path, example, dynamic: bool) -> None:
 
 
 def build(job, say) -> list[Artifact]:
-    """model.ts (fp32, traced on the CPU so it loads anywhere) and, with --device cuda,
+    """model.ts (fp32, traced on the CPU so it loads anywhere) or, with --device cuda,
     model.fp16.ts (traced on the GPU: fp16 convolutions have no CPU kernels; the pipeline asks
     for fp16 only then, as its spec row is cuda_only)."""
-    from ...tables.artifacts import file_name
+    from ..files import file_name
 
-    out = []
-    for precision in job.precisions:
-        say(f"TorchScript {precision}")
-        half = precision == "fp16"
-        device = "cuda" if half else "cpu"
-        dst = job.staging / file_name("torchscript", precision)
-        notes = export_torchscript(job.model_on(device, half), job.example_on(device, half), dst,
-                                   dynamic=job.dynamic, meta=job.meta, size_checks=job.spec.trace_size_checks)
-        out.append(Artifact(dst.name, "torchscript", precision, device=device, notes=notes))
-    return out
+    precision = job.precision
+    say(f"TorchScript {precision}")
+    half = precision == "fp16"
+    device = "cuda" if half else "cpu"
+    dst = job.staging / file_name("torchscript", precision)
+    notes = export_torchscript(job.model_on(device, half), job.example_on(device, half), dst,
+                               dynamic=job.dynamic, meta=job.meta, size_checks=job.spec.trace_size_checks)
+    return [Artifact(dst.name, "torchscript", precision, device=device, notes=notes)]

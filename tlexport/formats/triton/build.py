@@ -93,29 +93,27 @@ def check_config(path: Path, onnx_path: Path):
 
 
 def build(job, say) -> list[Artifact]:
-    """One repository entry per precision (fp32 -> classifier, int8 -> classifier_int8)."""
+    """The repository entry of the precision it is handed (fp32 -> classifier, int8 -> classifier_int8)."""
     from google.protobuf import text_format
 
-    from ...tables.artifacts import kind
+    from ..files import kind
 
-    out = []
-    for precision in job.precisions:
-        source = stage(job, precision, say)
-        row = kind("triton", precision)
-        say(f"Triton repository {precision}")
-        model = job.staging / row.file
-        folder = model.parent.parent
-        model.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source.path, model)
-        inputs, outputs = io_spec(model)
-        cpu, gpu, labels = (job.staging / e for e in row.companions)
-        gpu.parent.mkdir(parents=True, exist_ok=True)
-        write_text(cpu, text_format.MessageToString(model_config(folder.name, inputs, outputs, gpu=False)))
-        write_text(gpu, text_format.MessageToString(model_config(folder.name, inputs, outputs, gpu=True)))
-        write_text(labels, "".join(f"{c}\n" for c in job.run.classes))  # one per line: no control chars (scan)
-        for cfg in (cpu, gpu):
-            check_config(cfg, model)
-        out.append(Artifact(row.file, "triton", precision, int8=source.int8, notes=[
-            f"Triton model {folder.name!r} (onnxruntime_onnx, {source.path.name}); config.pbtxt: CPU instance, "
-            "configs/gpu.pbtxt: GPU instance (--model-config-name=gpu); parsed with Triton's ModelConfig"]))
-    return out
+    precision = job.precision
+    source = stage(job, precision, say)
+    row = kind("triton", precision)
+    say(f"Triton repository {precision}")
+    model = job.staging / row.file
+    folder = model.parent.parent
+    model.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source.path, model)
+    inputs, outputs = io_spec(model)
+    cpu, gpu, labels = (job.staging / e for e in row.companions)
+    gpu.parent.mkdir(parents=True, exist_ok=True)
+    write_text(cpu, text_format.MessageToString(model_config(folder.name, inputs, outputs, gpu=False)))
+    write_text(gpu, text_format.MessageToString(model_config(folder.name, inputs, outputs, gpu=True)))
+    write_text(labels, "".join(f"{c}\n" for c in job.run.classes))  # one per line: no control chars (scan)
+    for cfg in (cpu, gpu):
+        check_config(cfg, model)
+    return [Artifact(row.file, "triton", precision, int8=source.int8, notes=[
+        f"Triton model {folder.name!r} (onnxruntime_onnx, {source.path.name}); config.pbtxt: CPU instance, "
+        "configs/gpu.pbtxt: GPU instance (--model-config-name=gpu); parsed with Triton's ModelConfig"])]

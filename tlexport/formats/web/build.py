@@ -71,18 +71,16 @@ def unavailable() -> str | None:
 
 
 def build(job, say) -> list[Artifact]:
-    """One web folder per precision (fp32: model.web, int8: model.int8.web)."""
+    """The web folder of the precision it is handed (fp32: model.web, int8: model.int8.web)."""
     from ...browser.ortweb import ORT_WEB_VERSION, find_dist
 
     dist = find_dist()  # before any work: a missing npm install is named in one line
-    out = []
-    for precision in job.precisions:
-        model, name, spec = page_model(job, precision, say)
-        say(f"web page {precision}")
-        folder = job.staging / SPEC.file(precision).name
-        write_folder(folder, model, name, job.meta, dist)
-        out.append(Artifact(folder.name, SPEC.name, precision, opset=job.opset, inputs=spec["inputs"],
-                            outputs=spec["outputs"], int8=spec["int8"], notes=[
-            f"{name} for onnxruntime-web {ORT_WEB_VERSION}; serve the folder with any static file server "
-            f"(README.md), e.g. python -m http.server -d {folder.name}"]))
-    return out
+    precision = job.precision
+    model, name, spec = page_model(job, precision, say)
+    say(f"web page {precision}")
+    folder = job.staging / SPEC.file(precision).name
+    write_folder(folder, model, name, job.meta, dist)
+    return [Artifact(folder.name, SPEC.name, precision, opset=job.settings["opset"], inputs=spec["inputs"],
+                     outputs=spec["outputs"], int8=spec["int8"], notes=[
+        f"{name} for onnxruntime-web {ORT_WEB_VERSION}; serve the folder with any static file server "
+        f"(README.md), e.g. python -m http.server -d {folder.name}"])]
