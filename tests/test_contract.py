@@ -9,6 +9,7 @@ import importlib
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,24 @@ def test_naming_the_contract_imports_no_format_code():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]", "False"], out.stdout
+
+
+def test_no_function_takes_more_than_eight_parameters_except_click_commands():
+    """A long parameter list is an options object waiting to be written (#28): only the thin
+    Click command functions, which take one parameter per flag, may have more than eight."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "tlexport"
+    long = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if any(".command(" in f".{ast.unparse(d)}" for d in node.decorator_list):
+                continue
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            names = names[1:] if names[:1] in (["self"], ["cls"]) else names
+            if len(names) + (a.vararg is not None) + (a.kwarg is not None) > 8:
+                long.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name}")
+    assert not long, long

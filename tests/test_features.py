@@ -4,6 +4,7 @@ preprocessing or backbone is recomputed, nothing else), and head epochs through 
 import csv
 import json
 import shutil
+import types
 
 import torch
 from click.testing import CliRunner
@@ -42,7 +43,8 @@ def test_headless_model_outputs_the_heads_input():
 def _prepare(model, data, cfg, run_dir, crop=32):
     scanned = scan(data)
     pre = models.default_preprocess("resnet18").with_crop(crop)
-    return F.prepare(model, "resnet18", scanned, pre, cfg, torch.device("cpu"), None, run_dir, {})
+    inputs = types.SimpleNamespace(scanned=scanned, pre=pre)
+    return F.prepare(model, "resnet18", inputs, cfg, torch.device("cpu"), None, run_dir, {})
 
 
 def test_disk_cache_is_reused_only_when_the_keys_match(tmp_path, tiny_data):

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tlexport.cli import cli
-from tlexport.verify.compare import Gates, check_metadata, compare, gates_for
+from tlexport.verify.compare import Gates, Images, check_metadata, compare, gates_for
 from tlexport.verify.inputs import random_inputs
 
 CLASSES = ["circle", "square", "triangle"]
@@ -31,7 +31,7 @@ def _names(n):
 def test_identical_logits_pass_with_zero_error():
     ref = _logits()
     labels = ref.argmax(1)
-    r = compare(ref, ref.copy(), labels, _names(12), "fp32", gates_for("fp32"), classes=CLASSES)
+    r = compare(ref, ref.copy(), Images(_names(12), labels), "fp32", gates_for("fp32"), classes=CLASSES)
     assert r.passed and r.failures == []
     assert r.max_abs == 0.0 and r.mean_abs == 0.0 and r.max_rel == 0.0
     assert r.cosine_min == pytest.approx(1.0)
@@ -47,20 +47,20 @@ def test_top5_overlap_is_reported_only_with_more_than_5_classes():
     rows = np.arange(len(ref))
     # Every image's 5th and 6th classes trade places: top-1 unchanged, 4 of 5 top classes shared.
     swapped[rows, order[:, 4]], swapped[rows, order[:, 5]] = ref[rows, order[:, 5]], ref[rows, order[:, 4]]
-    r = compare(ref, swapped, ref.argmax(1), _names(12), "fp32", gates_for("fp32"))
+    r = compare(ref, swapped, Images(_names(12), ref.argmax(1)), "fp32", gates_for("fp32"))
     assert r.top5_overlap == pytest.approx(0.8)
-    five = compare(_logits(k=5), _logits(k=5), None, _names(12), "fp32", gates_for("fp32"))
+    five = compare(_logits(k=5), _logits(k=5), Images(_names(12)), "fp32", gates_for("fp32"))
     assert five.top5_overlap is None and five.to_dict()["top5_overlap"] is None
 
 
 def test_fp32_reassociation_noise_passes_but_real_error_fails():
     ref = _logits()
     noise = ref * (1 + 1e-6) + 5e-6  # the size of float32 reassociation between runtimes
-    ok = compare(ref, noise.astype(np.float32), None, _names(12), "fp32", gates_for("fp32"))
+    ok = compare(ref, noise.astype(np.float32), Images(_names(12)), "fp32", gates_for("fp32"))
     assert ok.passed, ok.failures
     bad = ref.copy()
     bad[3, 1] += 0.05  # one logit off by 5e-2: far outside 1e-4 + 1e-3*|ref| unless |ref| > 50
-    r = compare(ref, bad, None, _names(12), "fp32", gates_for("fp32", atol=1e-4, rtol=1e-4))
+    r = compare(ref, bad, Images(_names(12)), "fp32", gates_for("fp32", atol=1e-4, rtol=1e-4))
     assert not r.passed and r.within_tolerance is False
     assert any("outside atol" in f for f in r.failures)
     assert r.max_abs == pytest.approx(0.05, rel=1e-3)
@@ -71,7 +71,7 @@ def test_flips_are_listed_per_image_with_class_names():
     out = ref.copy()
     out[1] = [0.0, 1.0, 2.0]  # square -> triangle
     labels = np.array([0, 1, 2, 0])
-    r = compare(ref, out, labels, ["a.png", "b.png", "c.png", "d.png"], "int8", gates_for("int8"),
+    r = compare(ref, out, Images(["a.png", "b.png", "c.png", "d.png"], labels), "int8", gates_for("int8"),
                 classes=CLASSES)
     assert r.top1_agreement == pytest.approx(75.0)
     assert [(f["image"], f["reference"], f["runtime"]) for f in r.flips] == [("b.png", "square", "triangle")]
@@ -86,21 +86,21 @@ def test_flips_are_listed_per_image_with_class_names():
 def test_int8_gate_allows_error_without_flips_and_fp32_does_not():
     ref = _logits(n=50, seed=1)
     out = ref + np.float32(0.05)  # shifts every logit equally: same ranking, errors of 5e-2
-    assert compare(ref, out, None, _names(50), "int8", gates_for("int8")).passed
-    assert not compare(ref, out, None, _names(50), "fp32", gates_for("fp32")).passed
+    assert compare(ref, out, Images(_names(50)), "int8", gates_for("int8")).passed
+    assert not compare(ref, out, Images(_names(50)), "fp32", gates_for("fp32")).passed
 
 
 def test_top1_threshold_is_inclusive_and_few_images_allow_no_flip():
     ref = np.tile(np.array([[2.0, 0.0, 0.0]], np.float32), (100, 1))
     out = ref.copy()
     out[0] = [0.0, 2.0, 0.0]  # 1 flip in 100 = 99 %: fp16 passes (>= 99), int8 passes (>= 98)
-    assert compare(ref, out, None, _names(100), "fp16", gates_for("fp16")).passed
+    assert compare(ref, out, Images(_names(100)), "fp16", gates_for("fp16")).passed
     # int8's gate is a binomial test of a 2 % flip rate: 12 images may show one flip (91.7 %), not two.
-    assert compare(ref[:12], out[:12], None, _names(12), "int8", gates_for("int8")).passed
+    assert compare(ref[:12], out[:12], Images(_names(12)), "int8", gates_for("int8")).passed
     out[1] = [0.0, 2.0, 0.0]  # 98 %: fp16 fails, int8 still passes
-    assert not compare(ref, out, None, _names(100), "fp16", gates_for("fp16")).passed
-    assert compare(ref, out, None, _names(100), "int8", gates_for("int8")).passed
-    r = compare(ref[:12], out[:12], None, _names(12), "int8", gates_for("int8"))
+    assert not compare(ref, out, Images(_names(100)), "fp16", gates_for("fp16")).passed
+    assert compare(ref, out, Images(_names(100)), "int8", gates_for("int8")).passed
+    r = compare(ref[:12], out[:12], Images(_names(12)), "int8", gates_for("int8"))
     assert not r.passed and r.allowed_flips == 1 and "2 of 12 images flip, 1 allowed" in r.failures[0]
 
 
@@ -126,18 +126,18 @@ def test_non_finite_shape_and_dtype_fail():
     ref = _logits()
     nan = ref.copy()
     nan[2, 0] = np.nan
-    r = compare(ref, nan, None, _names(12), "fp16", gates_for("fp16"))
+    r = compare(ref, nan, Images(_names(12)), "fp16", gates_for("fp16"))
     assert r.finite is False and not r.passed and "non-finite" in r.failures[0]
     assert r.to_dict()["max_abs"] is None  # NaN/Inf never reach the JSON
-    r = compare(ref, ref[:, :2], None, _names(12), "fp32", gates_for("fp32"))
+    r = compare(ref, ref[:, :2], Images(_names(12)), "fp32", gates_for("fp32"))
     assert not r.passed and "shape (12, 2), expected (12, 3)" in r.failures[0]
-    r = compare(ref, ref.astype(np.float16), None, _names(12), "fp16", gates_for("fp16"))
+    r = compare(ref, ref.astype(np.float16), Images(_names(12)), "fp16", gates_for("fp16"))
     assert not r.passed and any("dtype float16" in f for f in r.failures)
 
 
 def test_accuracy_needs_all_labels_known():
     ref = _logits()
-    r = compare(ref, ref, np.full(12, -1), _names(12), "fp32", gates_for("fp32"))
+    r = compare(ref, ref, Images(_names(12), np.full(12, -1)), "fp32", gates_for("fp32"))
     assert r.accuracy is None and r.accuracy_delta is None
 
 
@@ -146,12 +146,12 @@ def test_int8_accuracy_drop_gate():
     labels = np.zeros(200, int)
     out = ref.copy()
     out[:5] = [0.0, 2.0, 0.0]  # 5 images lost of 200: what a 1-point loss shows at 95 %
-    assert compare(ref, out, labels, _names(200), "int8", gates_for("int8")).passed
+    assert compare(ref, out, Images(_names(200), labels), "int8", gates_for("int8")).passed
     out[:6] = [0.0, 2.0, 0.0]  # 97 % agreement, accuracy drop 3 points
-    r = compare(ref, out, labels, _names(200), "int8", gates_for("int8"))
+    r = compare(ref, out, Images(_names(200), labels), "int8", gates_for("int8"))
     assert r.top1_agreement == pytest.approx(97.0) and r.images_lost == 6 and r.allowed_lost == 5
     assert not r.passed and "3.00 points below" in r.failures[0]
-    assert compare(ref, out, None, _names(200), "int8", gates_for("int8")).passed  # no labels: no gate
+    assert compare(ref, out, Images(_names(200)), "int8", gates_for("int8")).passed  # no labels: no gate
 
 
 def test_gates_fp32_uses_user_tolerance_and_looser_precisions_never_tighter():

@@ -130,7 +130,7 @@ class Gate:
         """The int8 comparison of logits already computed on `inputs` (in GATE_BATCH batches)."""
         from ..verify.compare import compare, gates_for
 
-        return compare(self.ref, logits, self.inputs.labels, self.inputs.names, "int8", gates_for("int8"),
+        return compare(self.ref, logits, self.inputs, "int8", gates_for("int8"),
                        classes=self.classes, runtime=runtime)
 
 

@@ -55,7 +55,7 @@ def verify_sizes(artifacts, folder, run) -> list[list[int]]:
         ExportError: an artifact failed at some size (naming it and the size).
     """
     from ..runtimes import for_artifact, reference_runtime
-    from ..verify.compare import compare, gates_for
+    from ..verify.compare import Images, compare, gates_for
 
     checked = sizes_for(run.preprocess.crop)
     free = [a for a in artifacts if _free(a)]
@@ -65,7 +65,7 @@ def verify_sizes(artifacts, folder, run) -> list[list[int]]:
             ref = ref_rt.run(x)
             for a in free:
                 with for_artifact(folder / a.file) as rt:
-                    res = compare(ref, rt.run(x), None, names, a.precision, gates_for(a.precision), classes=run.classes)
+                    res = compare(ref, rt.run(x), Images(names), a.precision, gates_for(a.precision), classes=run.classes)
                 row = {"size": [h, w], "passed": bool(res.passed), "max_abs": res.max_abs,
                        "top1_agreement": (res.top1_agreement or 0.0) / 100}
                 (a.verification or {}).setdefault("sizes", []).append(row)

@@ -109,14 +109,18 @@ def _agent(target: Target, mode: str, items: list[Item], inputs: np.ndarray, pro
     return run
 
 
-def parity_on(on: str, export_dir, *, data=None, random=None, runtimes=None, precisions=None, atol=None,
-              rtol=None, max_images=None, batch_size: int = 16, run_dir=None, progress=None, record=True):
+def parity_on(on: str, export_dir, options=None, *, progress=None, record=True, **keywords):
     """`tlexport parity EXPORT_DIR --on TARGET`: the same inputs, reference and gates as local
     parity; the files run on the target. Returns a ParityReport whose `environment` holds the
     host's and the target's description; the result is recorded in the export's manifest.
 
+    Args:
+        options: a `ParityOptions` (data, random, runtimes, precisions, atol, rtol, max_images,
+            batch_size, run_dir are used; a target has no reference, device or trust_code choice),
+            or instead its fields as keywords.
     Raises:
         UsageError: bad target or options; RemoteError: the target could not run the agent.
+        TypeError: both `options` and keywords, or an unknown keyword.
     """
     from ..envinfo import environment
     from ..models import load_run
@@ -124,6 +128,9 @@ def parity_on(on: str, export_dir, *, data=None, random=None, runtimes=None, pre
     from ..tables.artifacts import find_run_dir
     from ..verify import parity as P
 
+    o = P._options(options, keywords)
+    data, random, atol, rtol, max_images, batch_size = o.data, o.random, o.atol, o.rtol, o.max_images, o.batch_size
+    runtimes, precisions, run_dir = o.runtimes, o.precisions, o.run_dir
     target, export_dir = parse(on), Path(export_dir).expanduser()
     P._validate(export_dir, data, random, atol, rtol, max_images, batch_size)
     run = load_run(find_run_dir(export_dir, run_dir))
@@ -219,7 +226,7 @@ def _compared(res: dict, item: Item, inputs, ref_logits, run, atol, rtol):
         base.fail(f"the agent sent malformed logits ({e})")
         return base
     gates = gates_for(item.precision, atol, rtol)
-    out = compare(ref_logits, logits, inputs.labels, inputs.names, item.precision, gates,
+    out = compare(ref_logits, logits, inputs, item.precision, gates,
                   classes=run.classes, runtime=item.runtime, device="cpu")
     if out.shape == list(ref_logits.shape) and alone:
         problem = check_batch_independence(_Alone(alone), inputs, logits, gates)
@@ -277,15 +284,25 @@ def stats(ms: list) -> dict:
             "min_ms": float(a.min()), "iters": int(a.size)}
 
 
-def bench_on(on: str, export_dir, *, runtimes=None, precisions=None, batch_sizes=(1,), warmup=None,
-             iters=None, duration=None, threads=None, progress=None, record=True) -> RemoteBench:
+def bench_on(on: str, export_dir, options=None, *, progress=None, record=True, **keywords) -> RemoteBench:
     """Time every shippable file of `export_dir` on the target (seeded random inputs of the
     export's crop size), and record p50/p90 per device in its manifest.
 
+    Args:
+        options: a `BenchOptions` (runtimes, precisions, batch_sizes, warmup, iters, duration,
+            threads are used), or instead its fields as keywords.
     Raises:
         UsageError: bad target or options; RemoteError: the target could not run the agent.
+        TypeError: both `options` and keywords, or an unknown keyword.
     """
+    from ..benchmark import BenchOptions
     from ..formats.metadata import read_metadata
+
+    if options is not None and keywords:
+        raise TypeError(f"bench_on() takes options= or the keywords ({', '.join(keywords)}), not both")
+    o = options or BenchOptions(**keywords)
+    runtimes, precisions, batch_sizes, warmup = o.runtimes, o.precisions, o.batch_sizes, o.warmup
+    iters, duration, threads = o.iters, o.duration, o.threads
 
     target, export_dir = parse(on), Path(export_dir).expanduser()
     if not export_dir.is_dir():

@@ -307,13 +307,15 @@ def features_usable(cfg) -> bool:
     return not (cfg.mixup or cfg.cutmix)
 
 
-def prepare(model, arch: str, scanned, pre, cfg, device, dtype, run_dir: Path, stores: dict) -> HeadData | None:
+def prepare(model, arch: str, inputs, cfg, device, dtype, run_dir: Path, stores: dict) -> HeadData | None:
     """Features for the train and val splits, from the cache where the keys match. Returns None
     when the head cannot train on features (see head_block) or the cache is off.
 
     Args:
+        inputs: the training inputs: `.scanned` (the split's samples) and `.pre` (preprocessing).
         stores: the run's FeatureStores by mode, kept by the caller across epochs and calls.
     """
+    scanned, pre = inputs.scanned, inputs.pre
     block, _ = head_block(model, arch)
     if block is None or cfg.feature_cache == "off" or not features_usable(cfg):
         return None
@@ -383,8 +385,7 @@ class HeadStage:
         if self.prepared is not None:
             return self.prepared or None
         cfg = self.cfg
-        data = prepare(model, cfg.arch, self.inputs.scanned, self.inputs.pre, cfg, self.device, self.dtype,
-                       self.run_dir, self.stores)
+        data = prepare(model, cfg.arch, self.inputs, cfg, self.device, self.dtype, self.run_dir, self.stores)
         if data is not None and data.computed:
             progress.message(f"cached backbone features of {data.computed} image view(s) "
                              f"({data.cache}, {data.seconds:.1f} s)")

@@ -165,21 +165,31 @@ class RuntimeResult:
 
 
 # ---- the pure comparison -----------------------------------------------------------------------
-def compare(reference_logits, logits, labels, names, precision, gates: Gates, *, classes=None,
+@dataclass(frozen=True)
+class Images:
+    """What `compare` needs to know of the images (`verify.inputs.Inputs` has the same two)."""
+
+    names: list
+    labels: object = None
+
+
+def compare(reference_logits, logits, images, precision, gates: Gates, *, classes=None,
             runtime: str = "", device: str = "cpu") -> RuntimeResult:
     """Compare one runtime's logits with the reference's on the same images (pure numpy).
 
     Args:
         reference_logits: [N, K] float array from the reference runtime.
         logits: [N, K] array from the runtime under test (shape/dtype are checked here).
-        labels: [N] true class indices (-1 = unknown), or None when no label is known.
-        names: N image names, used to list the images whose top-1 flips.
+        images: `.names` (N image names, to list the images whose top-1 flips) and `.labels`
+            ([N] true class indices, -1 = unknown, or None when no label is known): an `Inputs`
+            or an `Images`.
         precision: "fp32" | "fp16" | "int8" (recorded; the gates come in `gates`).
         gates: the Gates of that precision (`gates_for`).
         classes: class names for the flip list (indices are used when None).
     Returns:
         RuntimeResult with metrics filled in, `passed` and human-readable `failures`.
     """
+    labels, names = images.labels, images.names
     res = RuntimeResult(runtime, precision, device, atol=gates.atol, rtol=gates.rtol, passed=True)
     ref, out = np.asarray(reference_logits), np.asarray(logits)
     res.shape, res.dtype = list(out.shape), str(out.dtype)

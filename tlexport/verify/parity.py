@@ -146,7 +146,7 @@ def evaluate_runtime(runtime, inputs: Inputs, ref_logits: np.ndarray, run, atol:
     t0 = time.perf_counter()
     try:
         logits = run_all(runtime, inputs, batch_size, progress)
-        res = compare(ref_logits, logits, inputs.labels, inputs.names, runtime.precision, gates,
+        res = compare(ref_logits, logits, inputs, runtime.precision, gates,
                       classes=run.classes, runtime=runtime.name, device=runtime.device)
         if res.shape == list(ref_logits.shape):
             problem = check_batch_independence(runtime, inputs, np.asarray(logits), gates)
