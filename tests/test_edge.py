@@ -30,15 +30,29 @@ MODEL_FILES = {  # file -> (format, precision, runtime that parity runs it with)
 }
 
 
+EDGE_FORMATS = ("executorch", "tflite", "ort", "triton")
+
+
 @pytest.fixture(scope="session")
 def edge_export(fake_run, tmp_path_factory) -> Path:
-    """Every edge format, fp32 and int8, through the CLI (with its self-verification): once."""
-    out = tmp_path_factory.getbasetemp() / "edge_export"
-    r = CliRunner().invoke(cli, ["export", str(fake_run), "--out", str(out), "--json", "--calib-size", "8",
-                                 "--format", "executorch,tflite,ort,triton", "--precision", "fp32,int8"])
+    """Every edge format, fp32 and int8, through the CLI (with its self-verification): once, typed
+    as README writes commands, from another working folder with relative paths (the run copied to
+    runs/r there; tests/test_relative_paths.py exports every other format the same way)."""
+    import os
+    import shutil
+
+    work = tmp_path_factory.mktemp("edge_work")
+    shutil.copytree(fake_run, work / "runs" / "r")
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        r = CliRunner().invoke(cli, ["export", "runs/r", "--out", "runs/r/export", "--json", "--calib-size", "8",
+                                     "--format", ",".join(EDGE_FORMATS), "--precision", "fp32,int8"])
+    finally:
+        os.chdir(here)
     assert r.exit_code == 0, r.output
     json.loads(r.output)  # --json keeps stdout clean of the converters' chatter
-    return out
+    return work / "runs" / "r" / "export"
 
 
 @needs_edge
