@@ -37,6 +37,29 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(f"{left} sweep tests were left out (per-architecture sweeps): {SWEEP_COMMAND} runs them")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _children_start_with_default_signals():
+    """The signal tests send SIGINT and SIGHUP to tlexport processes as a terminal does. A suite
+    started with them ignored (nohup, `cmd &` in a script, some CI runners) would hand that on to
+    every child, which then rightly keeps ignoring them (Python installs no KeyboardInterrupt
+    handler, tlexport leaves an ignored SIGHUP alone): such tests then wait for an exit that never
+    comes. An ignored signal becomes a Python handler that does nothing: pytest itself still
+    ignores it, and a child starts with the default (handlers do not survive exec)."""
+    import signal
+
+    saved = {}
+    for s in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if s is not None and signal.getsignal(s) == signal.SIG_IGN:
+            saved[s] = signal.signal(s, _ignore)
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def _ignore(signum, frame) -> None:
+    """A no-op handler: the signal is ignored here and not inherited as ignored."""
+
+
 @pytest.fixture(autouse=True)
 def _isolated_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))

@@ -85,7 +85,7 @@ def seed_imagenet_checkpoint(arch: str = "resnet50") -> Path:
     path = hub_checkpoint_path(arch)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    torch.save(get(arch).builder(weights=None).state_dict(), path)
+    torch.save(get(arch).build(1000).state_dict(), path)  # the ImageNet head: 1000 classes
     return path
 
 
