@@ -112,14 +112,16 @@ class Calibration:
 
 def _check_per_format(fmt: str, value) -> None:
     """A FORMAT=METHOD item must name a format whose own int8 is calibrated (ORT, Triton and web
-    ship the ONNX int8 file: its method is onnx's)."""
+    ship the ONNX int8 file: its method is onnx's, `registry.int8_source`)."""
     if fmt not in registry.names():
         raise UsageError(f"--calib-method {value}: no format named {fmt!r}")
     spec = registry.get(fmt)
     if spec.int8 is None:
         raise UsageError(f"--calib-method {value}: {fmt} has no int8")
-    if spec.built_from == "onnx" and fmt != "openvino":
-        raise UsageError(f"--calib-method {value}: {fmt} int8 is the ONNX int8 file converted; give onnx=METHOD")
+    source = registry.int8_source(fmt)  # the format whose int8 file this one's is (ORT's is ONNX's)
+    if source != fmt:
+        raise UsageError(f"--calib-method {value}: {fmt} int8 is the {source.upper()} int8 file converted; "
+                         f"give {source}=METHOD")
 
 
 def _check_openvino(per: tuple, value) -> None:
