@@ -18,7 +18,7 @@ ROOT = Path(tlexport.__file__).parent
 # Lowest floor first. A module may import its own floor and any floor below.
 FLOORS = [
     ("tlexport", "tlexport.errors", "tlexport.fileio", "tlexport.envinfo", "tlexport.render", "tlexport.measure",
-     "tlexport.progress", "tlexport.quiet", "tlexport.procs",
+     "tlexport.progress", "tlexport.quiet", "tlexport.procs", "tlexport.keywords",
      "tlexport.browser"),
     ("tlexport.run",),  # the run folder: every floor above reads or writes runs through it
     ("tlexport.data", "tlexport.tables", "tlexport.formats"),

@@ -372,11 +372,9 @@ def bench(export_dir, options: BenchOptions | None = None, *,
         UsageError, RuntimeUnavailable, TlexportError: bad options, nothing to measure, or (strict)
         a busy machine. TypeError: both `options` and keywords, or an unknown keyword.
     """
-    if options is None:
-        options = BenchOptions(**keywords)
-    elif keywords:
-        raise TypeError(f"bench() takes options= or the keywords ({', '.join(keywords)}), not both")
-    return _bench(export_dir, options, progress)
+    from .keywords import options_or_keywords
+
+    return _bench(export_dir, options_or_keywords(BenchOptions, options, keywords, "bench"), progress)
 
 
 def _bench(export_dir, o: BenchOptions, progress) -> BenchReport:

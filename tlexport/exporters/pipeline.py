@@ -230,11 +230,10 @@ def export(run_dir, formats=("onnx",), precisions=("fp32",), options: ExportOpti
         UsageError, WeightsError: one-line messages; nothing partial is left behind.
         TypeError: both `options` and keywords, or an unknown keyword.
     """
-    if options is None:
-        options = make_options(**keywords)
-    elif keywords:
-        raise TypeError(f"export() takes options= or the keywords ({', '.join(keywords)}), not both")
-    elif not isinstance(options, ExportOptions):
+    from ..keywords import options_or_keywords
+
+    options = options_or_keywords(make_options, options, keywords, "export")
+    if not isinstance(options, ExportOptions):
         raise TypeError(f"export()'s options must be an ExportOptions, not {type(options).__name__}")
     return _export(run_dir, formats, precisions, options, out)
 

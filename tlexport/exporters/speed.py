@@ -82,11 +82,9 @@ def time_files(runtime: str, files: list[tuple[Path, str]], crop: int, rounds: R
         {"ms": [median ms per file], "times_ms": [every call's ms per file], "cpu_ms": [median
         process CPU ms per call per file], "rounds": n, "competing_load": cores or None}
     """
-    if rounds is None:
-        rounds = Rounds(**keywords)
-    elif keywords:
-        raise TypeError(f"time_files() takes rounds= or the keywords ({', '.join(keywords)}), not both")
-    return _time_files(runtime, files, crop, rounds)
+    from ..keywords import options_or_keywords
+
+    return _time_files(runtime, files, crop, options_or_keywords(Rounds, rounds, keywords, "time_files", "rounds"))
 
 
 def _time_files(runtime: str, files: list[tuple[Path, str]], crop: int, how: Rounds) -> dict:

@@ -128,7 +128,7 @@ def parity_on(on: str, export_dir, options=None, *, progress=None, record=True, 
     from ..tables.artifacts import find_run_dir
     from ..verify import parity as P
 
-    o = P._options(options, keywords)
+    o = P._options(options, keywords, "parity_on")
     data, random, atol, rtol, max_images, batch_size = o.data, o.random, o.atol, o.rtol, o.max_images, o.batch_size
     runtimes, precisions, run_dir = o.runtimes, o.precisions, o.run_dir
     target, export_dir = parse(on), Path(export_dir).expanduser()
@@ -297,10 +297,9 @@ def bench_on(on: str, export_dir, options=None, *, progress=None, record=True, *
     """
     from ..benchmark import BenchOptions
     from ..formats.metadata import read_metadata
+    from ..keywords import options_or_keywords
 
-    if options is not None and keywords:
-        raise TypeError(f"bench_on() takes options= or the keywords ({', '.join(keywords)}), not both")
-    o = options or BenchOptions(**keywords)
+    o = options_or_keywords(BenchOptions, options, keywords, "bench_on")
     runtimes, precisions, batch_sizes, warmup = o.runtimes, o.precisions, o.batch_sizes, o.warmup
     iters, duration, threads = o.iters, o.duration, o.threads
 

@@ -219,12 +219,10 @@ def parity(export_dir, options: ParityOptions | None = None, *, progress=None, i
     return _parity(Path(export_dir).expanduser(), o, progress, inputs)
 
 
-def _options(options: ParityOptions | None, keywords: dict) -> ParityOptions:
-    if options is None:
-        return ParityOptions(**keywords)
-    if keywords:
-        raise TypeError(f"parity() takes options= or the keywords ({', '.join(keywords)}), not both")
-    return options
+def _options(options: ParityOptions | None, keywords: dict, caller: str = "parity") -> ParityOptions:
+    from ..keywords import options_or_keywords
+
+    return options_or_keywords(ParityOptions, options, keywords, caller)
 
 
 def _parity(export_dir: Path, o: ParityOptions, progress, inputs: Inputs | None) -> ParityReport:
