@@ -8,13 +8,14 @@ from .common import console, emit_json, error_boundary
 
 
 @click.command("cache")
-@click.option("--clear", is_flag=True, help="Remove the cached training images and the remembered scans (only "
+@click.option("--clear", is_flag=True, help="Remove the cached training images, the remembered scans and the traced ONNX graphs (only "
               "folders carrying tlexport's CACHEDIR.TAG marker).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"directory", "image_entries", "image_bytes", ...}.')
 @error_boundary
 def command(clear, as_json):
     """Show tlexport's cache folder: training images kept decoded and shrunk (`train --data-cache
-    disk`) and the remembered validity scans. Everything in it can be recomputed; it lives in
+    disk`), the remembered validity scans and the traced ONNX graphs (a second export of the same
+    weights skips the trace). Everything in it can be recomputed; it lives in
     $TLEXPORT_CACHE_DIR, else $XDG_CACHE_HOME/tlexport, else ~/.cache/tlexport."""
     from ..data.cache import MARKER, cache_info, clear_cache
 
@@ -26,7 +27,8 @@ def command(clear, as_json):
     verb = "removed" if clear else "holds"
     con.print(f"{info.directory} {verb}: {info.image_entries} cached training images "
               f"({info.image_bytes / 2**20:.1f} MiB), {info.scan_files} remembered scans "
-              f"({info.scan_bytes / 2**20:.1f} MiB)", markup=False, highlight=False)
+              f"({info.scan_bytes / 2**20:.1f} MiB), {info.graph_files} traced ONNX graphs "
+              f"({info.graph_bytes / 2**20:.1f} MiB)", markup=False, highlight=False)
     for folder in info.kept:
         con.print(f"left {folder} alone: it has no {MARKER}, so tlexport did not make it", markup=False,
                   highlight=False)

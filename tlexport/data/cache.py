@@ -12,6 +12,8 @@ never inside the user's data folder. It holds
   new run on the same data and DDP rank finds the same one. Entries are written to a temporary
   name and renamed, so concurrent writers (loader workers, ranks) never expose half a file.
 - `scan/`: the remembered verdicts of the validity scan (`check.py`).
+- `graphs/`: traced ONNX graphs by weights and settings (`formats/onnx/graphcache.py`), so a
+  second export of the same run skips the trace.
 
 `--data-cache memory` keeps the entries in the loader process instead (nothing written; each
 loader worker holds its own share, within a quarter of the machine's memory in all).
@@ -55,7 +57,7 @@ def cache_dir() -> Path:
 MARKER = "CACHEDIR.TAG"
 MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                "# This folder was created by tlexport (its cache); `tlexport cache --clear` removes it.\n")
-PARTS = ("images", "scan")
+PARTS = ("images", "scan", "graphs")
 
 
 def check_place(data_root: Path | str) -> None:
@@ -294,12 +296,14 @@ class CacheInfo:
     image_bytes: int
     scan_files: int
     scan_bytes: int
+    graph_files: int = 0
+    graph_bytes: int = 0
     kept: list = field(default_factory=list)  # folders --clear left: not marked as tlexport's
 
     def to_dict(self) -> dict:
         return {"directory": str(self.directory), "image_entries": self.image_entries,
                 "image_bytes": self.image_bytes, "scan_files": self.scan_files, "scan_bytes": self.scan_bytes,
-                "kept": list(self.kept)}
+                "graph_files": self.graph_files, "graph_bytes": self.graph_bytes, "kept": list(self.kept)}
 
 
 def cache_info(directory: Path | None = None) -> CacheInfo:
@@ -319,11 +323,11 @@ def cache_info(directory: Path | None = None) -> CacheInfo:
                     size += os.stat(os.path.join(dirpath, name)).st_size
                     n += 1
         counts[part] = (n, size)
-    return CacheInfo(root, *counts["images"], *counts["scan"])
+    return CacheInfo(root, *counts["images"], *counts["scan"], *counts["graphs"])
 
 
 def clear_cache(directory: Path | None = None) -> CacheInfo:
-    """Remove the image cache and the remembered scans; returns what was there. Only folders that
+    """Remove the image cache, the remembered scans and the traced graphs; returns what was there. Only folders that
     carry tlexport's marker are removed (`CACHEDIR.TAG`): a folder that merely has the name
     (a user's `images/` beside a misplaced TLEXPORT_CACHE_DIR) is left alone and listed in
     the result's `kept`."""

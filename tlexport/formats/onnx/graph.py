@@ -11,7 +11,9 @@ import logging
 import warnings
 from pathlib import Path
 
+from ... import progress as P
 from ...errors import ExportError, UsageError, first_line, os_error
+from . import graphcache
 from .metadata import embed_onnx
 
 # The dynamo exporter's torchlib implements opset 18 and newer; older requests would go through
@@ -132,13 +134,27 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
     Raises:
         ExportError: the exporter failed or the graph fails its checks.
     """
-    import torch
-
     from ...exporters.job import dynamic_shapes as dims
 
     if module.training:
         raise ExportError("internal: the model must be in eval mode for export")
     dynamic_shapes = dims(dynamic, size)
+    name = graphcache.key(module, example, opset=opset, dynamic_shapes=dynamic_shapes) if graphcache.enabled() else None
+    with P.step("reading the traced graph from the cache"):
+        proto = graphcache.get(name) if name else None
+    if proto is None:
+        with P.step("waiting for torch.onnx.export (dynamo)"):
+            proto = _trace(module, example, opset, dynamic_shapes)
+        if name:
+            graphcache.put(name, proto)
+    embed_onnx(proto, meta)
+    save_checked(proto, path)
+
+
+def _trace(module, example, opset: int, dynamic_shapes):
+    """torch's dynamo exporter -> the checked onnx.ModelProto (no tlexport metadata yet)."""
+    import torch
+
     try:
         with quiet_exporter():
             program = torch.onnx.export(
@@ -148,8 +164,7 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
         raise ExportError(f"ONNX export failed ({first_line(e, 300)})") from None
     proto = program.model_proto
     check_graph(proto)
-    embed_onnx(proto, meta)
-    save_checked(proto, path)
+    return proto
 
 
 def save_checked(proto, path: Path) -> None:

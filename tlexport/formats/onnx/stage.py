@@ -5,7 +5,6 @@ made here exactly as `--format onnx` makes them, with the same int8 record."""
 
 from __future__ import annotations
 
-from ... import progress as P
 from ...exporters.job import Staged
 
 
@@ -35,9 +34,8 @@ def _make(job, precision: str, path, say) -> Staged:
         check_finite(job.model, job.example)
         say("ONNX fp32")
         # Traced on the CPU: an ONNX graph does not depend on the tracing device.
-        with P.step("waiting for torch.onnx.export (dynamo)"):
-            export_onnx(job.model, job.example, path, opset=job.settings["opset"], dynamic=job.dynamic, meta=job.meta,
-                        size=job.dynamic_size)
+        export_onnx(job.model, job.example, path, opset=job.settings["opset"], dynamic=job.dynamic, meta=job.meta,
+                    size=job.dynamic_size)
         staged = Staged(path)
     elif precision == "int8":
         base = stage(job, "fp32", say).path
