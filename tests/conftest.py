@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 # Keep the suite fast and predictable on 2 cores, and never touch the user's torch hub cache.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+HERE = Path(__file__).resolve().parent
 
 
 SWEEP_COMMAND = "python -m pytest -m sweep"
@@ -67,18 +70,45 @@ def _isolated_torch_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache_dir(tmp_path_factory):
-    """tlexport's cache folder (remembered scans, training images) for the session fixtures,
-    never the user's ~/.cache."""
+    """tlexport's cache folder (remembered scans, training images, traced graphs) for the session
+    fixtures, never the user's ~/.cache."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TLEXPORT_CACHE_DIR", str(tmp_path_factory.mktemp("tlexport-cache")))
-        yield
+        cache = tmp_path_factory.mktemp("tlexport-cache")
+        mp.setenv("TLEXPORT_CACHE_DIR", str(cache))
+        yield cache
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache_dir(tmp_path_factory, monkeypatch):
-    """Each test starts with an empty cache folder of its own (beside tmp_path, which tests use
-    as a data folder)."""
-    monkeypatch.setenv("TLEXPORT_CACHE_DIR", str(tmp_path_factory.mktemp("tlexport-cache")))
+def _isolated_cache_dir(tmp_path_factory, monkeypatch, _session_cache_dir):
+    """Each test starts with a cache folder of its own (beside tmp_path, which tests use as a data
+    folder), empty but for the traced ONNX graphs: those are shared by the whole session (linked
+    in, and what a test traced linked back), so each distinct graph is traced once, as a user's
+    second export of the same run skips the trace (`formats/onnx/graphcache.py`)."""
+    cache = tmp_path_factory.mktemp("tlexport-cache")
+    monkeypatch.setenv("TLEXPORT_CACHE_DIR", str(cache))
+    pool = _session_cache_dir / "graphs"
+    _link_graphs(pool, cache / "graphs")
+    yield cache
+    _link_graphs(cache / "graphs", pool)
+
+
+def _link_graphs(src: Path, dst: Path) -> None:
+    """Hard-link the graph entries of `src` that `dst` lacks (a marked folder made when needed)."""
+    from tlexport.data.cache import marked_dir
+
+    entries = [p for p in src.glob("*.onnx")] if src.is_dir() else []
+    if not entries:
+        return
+    try:
+        marked_dir(dst)
+    except (OSError, ValueError):  # a test made the name something else: nothing to share
+        return
+    for p in entries:
+        if not (dst / p.name).exists():
+            try:
+                os.link(p, dst / p.name)
+            except OSError:
+                pass
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +164,42 @@ def fake_onnx_export(fake_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx_fp32") / "export"
     export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
     return out
+
+
+# What the shared edge export makes (test_edge.py checks it; test_relative_paths.py exports every
+# other format the same way; test_terminal.py reads its output and status lines).
+EDGE_FORMATS = ("onnx", "executorch", "tflite", "ort", "triton")
+
+
+@dataclass
+class EdgeExport:
+    folder: Path  # the export folder
+    stdout: str  # the command's --json report, alone
+    stderr: str
+    statuses: list  # every status line its progress display was given (tests/status_spy.py)
+
+
+@pytest.fixture(scope="session")
+def edge_export_run(fake_run, tmp_path_factory) -> EdgeExport:
+    """Every edge format (and ONNX, which ORT and Triton start from), fp32 and int8, once: typed as
+    README writes commands, from another working folder with relative paths (the run copied to
+    runs/r there), in a real process (the converters' C++ writes to the file descriptors) with
+    its own empty cache, so every graph is traced as on a first export."""
+    import shutil
+    import subprocess
+    import sys
+
+    work = tmp_path_factory.mktemp("edge_work")
+    shutil.copytree(fake_run, work / "runs" / "r")
+    spy = work / "statuses.txt"
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "COLUMNS": "100", "TLEXPORT_STATUS_SPY": str(spy),
+           "TLEXPORT_CACHE_DIR": str(tmp_path_factory.mktemp("edge_cache"))}
+    p = subprocess.run([sys.executable, str(HERE / "status_spy.py"), "export", "runs/r", "--out", "runs/r/export",
+                        "--json", "--calib-size", "8", "--format", ",".join(EDGE_FORMATS), "--precision", "fp32,int8"],
+                       cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stdout + p.stderr
+    statuses = spy.read_text(encoding="utf-8").splitlines() if spy.exists() else []
+    return EdgeExport(work / "runs" / "r" / "export", p.stdout, p.stderr, statuses)
 
 
 def predict_in_fresh_process(model, images, top_k: int = 5) -> dict:
