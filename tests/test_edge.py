@@ -22,6 +22,7 @@ needs_edge = pytest.mark.skipif(
     reason="the edge extra is not installed (pip install -e '.[edge]' && pip install --no-deps executorch==1.5.1)")
 CLASSES = ["circle", "square", "triangle"]
 MODEL_FILES = {  # file -> (format, precision, runtime that parity runs it with)
+    "model.onnx": ("onnx", "fp32", "onnxruntime"), "model.int8.onnx": ("onnx", "int8", "onnxruntime"),
     "model.pte": ("executorch", "fp32", "executorch"), "model.int8.pte": ("executorch", "int8", "executorch"),
     "model.tflite": ("tflite", "fp32", "litert"), "model.int8.tflite": ("tflite", "int8", "litert"),
     "model.ort": ("ort", "fp32", "onnxruntime"), "model.int8.ort": ("ort", "int8", "onnxruntime"),
@@ -30,29 +31,10 @@ MODEL_FILES = {  # file -> (format, precision, runtime that parity runs it with)
 }
 
 
-EDGE_FORMATS = ("executorch", "tflite", "ort", "triton")
-
-
 @pytest.fixture(scope="session")
-def edge_export(fake_run, tmp_path_factory) -> Path:
-    """Every edge format, fp32 and int8, through the CLI (with its self-verification): once, typed
-    as README writes commands, from another working folder with relative paths (the run copied to
-    runs/r there; tests/test_relative_paths.py exports every other format the same way)."""
-    import os
-    import shutil
-
-    work = tmp_path_factory.mktemp("edge_work")
-    shutil.copytree(fake_run, work / "runs" / "r")
-    here = os.getcwd()
-    os.chdir(work)
-    try:
-        r = CliRunner().invoke(cli, ["export", "runs/r", "--out", "runs/r/export", "--json", "--calib-size", "8",
-                                     "--format", ",".join(EDGE_FORMATS), "--precision", "fp32,int8"])
-    finally:
-        os.chdir(here)
-    assert r.exit_code == 0, r.output
-    json.loads(r.output)  # --json keeps stdout clean of the converters' chatter
-    return work / "runs" / "r" / "export"
+def edge_export(edge_export_run) -> Path:
+    """The shared export of every edge format (conftest.py): its folder."""
+    return edge_export_run.folder
 
 
 @needs_edge

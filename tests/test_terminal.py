@@ -6,6 +6,7 @@ about to do, and the bench's noise flag and plot tell files and busy cells apart
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 
 import tlexport
 from tlexport.cli import cli
+from test_edge import needs_edge
 
 ROOT = Path(tlexport.__file__).parents[1]
 WIDTHS = (80, 100, 120)
@@ -67,27 +69,50 @@ def _assert_fits(output: str, width: int, files) -> None:
 
 
 # ---- 5. long work is labelled and counted ---------------------------------------------------------
-def test_export_names_each_stage_and_counts_images_and_trials(fake_run, tmp_path, statuses):
-    pytest.importorskip("executorch")
-    r = invoke("export", fake_run, "--format", "onnx,executorch", "--precision", "fp32,int8", "--calib-size", 8,
-               "--int8-fallback", "none", "--out", tmp_path / "export")
-    assert r.exit_code == 0, r.output
+TRIAL_1 = r"trial 1(?:/≤?\d+)? \(all int8\)"  # "trial 1/1" with a bound (see the test below)
+
+
+@needs_edge
+def test_export_names_each_stage_and_counts_images_and_trials(edge_export_run):
+    """The shared edge export (conftest.py) in a real process, its status lines as its display got
+    them: every stage named, calibration images and int8 trials counted (the number of trials an
+    int8 may need depends on the fallback policy: `1/\\d+`)."""
+    statuses = edge_export_run.statuses
     seen = "\n".join(statuses)
     for line in (
-        "ONNX fp32 · waiting for torch.onnx.export (dynamo)",
-        "ONNX int8 · reading calibration images 8/8 images",
-        "ONNX int8 · trial 1/1 (all int8) · calibrating 8/8 images",
-        "ONNX int8 · trial 1/1 (all int8) · held-out check · onnxruntime/int8/cpu 12/12 images",
-        "ExecuTorch fp32 · waiting for executorch (torch.export, XNNPACK lowering)",
-        "ExecuTorch int8 · trial 1/1 (all int8) · waiting for executorch (calibration, XNNPACK lowering)"
-        " · calibrating 8/8 images",
-        "ExecuTorch int8 · trial 1/1 (all int8) · held-out check · executorch/int8/cpu 12/12 images",
-        "verifying against torch-eager · model.int8.pte (executorch/int8/cpu) 12/12 images",
-        "verifying against torch-eager · model.onnx (onnxruntime/fp32/cpu) 12/12 images",
+        r"ONNX fp32 · waiting for torch\.onnx\.export \(dynamo\)",
+        r"ONNX int8 · reading calibration images 8/8 images",
+        rf"ONNX int8 · {TRIAL_1} · calibrating 8/8 images",
+        rf"ONNX int8 · {TRIAL_1} · held-out check · onnxruntime/int8/cpu 12/12 images",
+        r"ExecuTorch fp32 · waiting for executorch \(torch\.export, XNNPACK lowering\)",
+        rf"ExecuTorch int8 · {TRIAL_1} · waiting for executorch \(calibration, XNNPACK lowering\)"
+        r" · calibrating 8/8 images",
+        rf"ExecuTorch int8 · {TRIAL_1} · held-out check · executorch/int8/cpu 12/12 images",
+        r"verifying against torch-eager · model\.int8\.pte \(executorch/int8/cpu\) 12/12 images",
+        r"verifying against torch-eager · model\.onnx \(onnxruntime/fp32/cpu\) 12/12 images",
     ):
-        assert line in statuses, (line, seen)
-    assert any(s.startswith("timing the verified files on this machine · onnxruntime: 2 files, round 1/")
+        assert any(re.fullmatch(line, s) for s in statuses), (line, seen)
+    # model.onnx, model.ort and their int8 twins; Triton's copies are the same bytes as ONNX's
+    assert any(s.startswith("timing the verified files on this machine · onnxruntime: 4 files, round 1/")
                for s in statuses), seen
+
+
+def test_an_int8_trial_counts_against_its_bound_when_there_is_one():
+    """"trial 1/1" under --int8-fallback none, "trial 2/≤5" once a search is sized, "trial 1" while
+    the first trial may be the only one (the shared edge export's `auto`)."""
+    from tlexport import progress as P
+    from tlexport.exporters.int8 import _Counted
+
+    seen = []
+    with P.listening(seen.append):
+        P.stage("X int8")
+        for bound, keep in ((1, ()), (None, ()), (5, ("stem",))):
+            trial = _Counted(lambda k: None, bound)
+            trial(())
+            if keep:
+                trial(keep)
+    assert {"X int8 · trial 1/1 (all int8)", "X int8 · trial 1 (all int8)",
+            "X int8 · trial 2/≤5 (1 layer(s) float)"} <= set(seen), seen
 
 
 def test_eval_shows_the_check_and_the_classification_counting(fake_run, tmp_path, statuses):
@@ -130,18 +155,16 @@ NOISE = ("Removing initializer", "W:onnxruntime", "XNNPACK delegate", "cpuinfo",
          "INFO", "absl")
 
 
-def test_no_third_party_lines_reach_the_terminal(fake_run, tmp_path):
+@needs_edge
+def test_no_third_party_lines_reach_the_terminal(edge_export_run):
     """In a real process (the converters' C++ writes to fds 1 and 2, which CliRunner cannot see):
-    export's --json stdout is the JSON alone and nothing else is printed; parity running the
+    export's --json stdout is the JSON alone and nothing else is printed (the shared edge export,
+    conftest.py: ONNX, ExecuTorch, LiteRT, ORT and Triton, fp32 and int8); parity running the
     LiteRT and onnxruntime interpreters prints its table and nothing of theirs."""
-    pytest.importorskip("litert_torch")
-    out = tmp_path / "export"
-    p = _tlexport("export", fake_run, "--format", "onnx,ort,tflite", "--precision", "fp32,int8", "--calib-size", 8,
-                  "--int8-fallback", "none", "--out", out, "--json")
-    assert p.returncode == 0, p.stderr
+    p = edge_export_run
     assert [a["file"] for a in json.loads(p.stdout)["artifacts"]][:2] == ["model.onnx", "model.int8.onnx"]
     assert p.stderr == "", p.stderr
-    p = _tlexport("parity", out, "--runtimes", "onnxruntime,litert", "--max-images", 4)
+    p = _tlexport("parity", edge_export_run.folder, "--runtimes", "onnxruntime,litert", "--max-images", 4)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "model.int8.tflite" in p.stderr and "PASS" in p.stderr
     for noise in NOISE:
