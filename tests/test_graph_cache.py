@@ -65,9 +65,16 @@ def _meta() -> dict:
 
 
 def test_a_second_export_reads_the_graph_and_writes_the_same_file(own_cache, traces, tmp_path):
-    first = export(small(), tmp_path / "a.onnx")
-    again = export(small(), tmp_path / "b.onnx")
+    from tlexport import progress as P
+
+    said: list[list[str]] = [[], []]
+    with P.listening(said[0].append):
+        first = export(small(), tmp_path / "a.onnx")
+    with P.listening(said[1].append):
+        again = export(small(), tmp_path / "b.onnx")
     assert len(traces) == 1 and first == again
+    assert "waiting for torch.onnx.export (dynamo)" in said[0] and "reading the traced graph from the cache" in said[1]
+    assert not any("cache" in s for s in said[0]) and not any("dynamo" in s for s in said[1])
     assert [p.suffix for p in (own_cache / "graphs").glob("*.onnx")] == [".onnx"]
 
 

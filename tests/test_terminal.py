@@ -81,12 +81,12 @@ def test_export_names_each_stage_and_counts_images_and_trials(edge_export_run):
     seen = "\n".join(statuses)
     for line in (
         r"ONNX fp32 · waiting for torch\.onnx\.export \(dynamo\)",
-        r"ONNX int8 · reading calibration images 8/8 images",
-        rf"ONNX int8 · {TRIAL_1} · calibrating 8/8 images",
+        r"ONNX int8 · reading calibration images 35/35 images",
+        rf"ONNX int8 · {TRIAL_1} · calibrating 35/35 images",
         rf"ONNX int8 · {TRIAL_1} · held-out check · onnxruntime/int8/cpu 12/12 images",
         r"ExecuTorch fp32 · waiting for executorch \(torch\.export, XNNPACK lowering\)",
         rf"ExecuTorch int8 · {TRIAL_1} · waiting for executorch \(calibration, XNNPACK lowering\)"
-        r" · calibrating 8/8 images",
+        r" · calibrating 35/35 images",
         rf"ExecuTorch int8 · {TRIAL_1} · held-out check · executorch/int8/cpu 12/12 images",
         r"verifying against torch-eager · model\.int8\.pte \(executorch/int8/cpu\) 12/12 images",
         r"verifying against torch-eager · model\.onnx \(onnxruntime/fp32/cpu\) 12/12 images",

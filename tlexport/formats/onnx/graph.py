@@ -140,8 +140,10 @@ def export_onnx(module, example, path: Path, *, opset: int, dynamic: bool, meta:
         raise ExportError("internal: the model must be in eval mode for export")
     dynamic_shapes = dims(dynamic, size)
     name = graphcache.key(module, example, opset=opset, dynamic_shapes=dynamic_shapes) if graphcache.enabled() else None
-    with P.step("reading the traced graph from the cache"):
-        proto = graphcache.get(name) if name else None
+    proto = None
+    if name and graphcache.has(name):
+        with P.step("reading the traced graph from the cache"):
+            proto = graphcache.get(name)
     if proto is None:
         with P.step("waiting for torch.onnx.export (dynamo)"):
             proto = _trace(module, example, opset, dynamic_shapes)

@@ -115,6 +115,11 @@ def folder() -> Path | None:
         return None
 
 
+def has(name: str) -> bool:
+    where = folder()
+    return where is not None and (where / f"{name}.onnx").is_file()
+
+
 def get(name: str):
     """The cached onnx.ModelProto, or None (absent, unreadable: then dropped)."""
     import onnx
