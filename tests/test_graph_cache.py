@@ -93,6 +93,26 @@ def test_whatever_the_trace_depends_on_is_a_new_entry(own_cache, traces, tmp_pat
     assert len(list((own_cache / "graphs").glob("*.onnx"))) == 6
 
 
+def test_a_setting_the_forward_reads_is_part_of_the_key(own_cache, traces, tmp_path):
+    """A wrapper's plain attribute (not a parameter, not in extra_repr) changes the graph."""
+    import torch
+
+    def scaled(factor):
+        class Scaled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner, self.factor = small(), factor
+
+            def forward(self, x):
+                return self.inner(x) * self.factor
+
+        return Scaled().eval()
+
+    assert export(scaled(2.0), tmp_path / "a.onnx") != export(scaled(3.0), tmp_path / "b.onnx")
+    assert export(scaled(2.0), tmp_path / "c.onnx") == (tmp_path / "a.onnx").read_bytes()
+    assert len(traces) == 2
+
+
 def test_the_key_is_the_same_in_another_process(own_cache):
     import torch
 

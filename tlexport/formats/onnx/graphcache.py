@@ -5,9 +5,10 @@ CPU-seconds for the tested architectures.
 An entry is the exporter's graph before tlexport's metadata goes in (labels and preprocessing are
 embedded afresh every time), named by a hash of everything the trace depends on:
 
-- the module: every tensor of its state dict (names, dtypes, shapes, bytes), every submodule's
-  name, class, `extra_repr()` and mode, and the code of each class's own methods (so an edited
-  wrapper never meets a graph traced from the old one);
+- the module: every parameter and buffer (names, dtypes, shapes, bytes), every submodule's
+  name, class and own attributes (`stride`, `eps`, a wrapper's settings, its mode and hooks), and
+  the code of each class's own methods (so an edited wrapper never meets a graph traced from the
+  old one);
 - the example input's shape, dtype and device; the opset; which dimensions are free;
 - the versions of torch, onnx, onnxscript and tlexport, and ENTRY_VERSION.
 
@@ -23,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import shutil
+import threading
 import types
 from pathlib import Path
 
@@ -53,13 +56,58 @@ def key(module, example, *, opset: int, dynamic_shapes) -> str:
                    _plain(dynamic_shapes))).encode())
     for name, sub in module.named_modules():
         cls = type(sub)
-        h.update(f"\0{name}|{cls.__module__}.{cls.__qualname__}|{sub.extra_repr()}|{sub.training}".encode())
+        h.update(f"\0{name}|{cls.__module__}.{cls.__qualname__}|{_value(_attributes(sub))}".encode())
         h.update(_class_code(cls))
-    for name, tensor in module.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"\0{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
+        h.update(f"\0{name}|".encode() + _tensor_bytes(tensor))
     return h.hexdigest()
+
+
+def _tensor_bytes(tensor) -> bytes:
+    import torch
+
+    t = tensor.detach().to("cpu").contiguous()
+    return f"{t.dtype}|{tuple(t.shape)}|".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _attributes(sub) -> dict:
+    """A module's own state besides its parameters, buffers and children: plain attributes
+    (`stride`, `eps`, a wrapper's `scale`), its mode and its hooks."""
+    out = {}
+    for k, v in vars(sub).items():
+        if k in ("_parameters", "_buffers", "_modules"):
+            continue
+        # hook dicts are keyed by a process-wide counter: their functions, in order, are what counts
+        out[k] = list(v.values()) if "hooks" in k and isinstance(v, dict) else v
+    return out
+
+
+def _value(value, depth: int = 0) -> str:
+    """`value` as text that is the same in every process (no addresses, no hash order)."""
+    import torch
+
+    if depth > 6:
+        return "..."
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.dtype, torch.device)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}[" + ",".join(_value(v, depth + 1) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(sorted(f"{_value(k, depth + 1)}:{_value(v, depth + 1)}" for k, v in value.items())) + "}"
+    if isinstance(value, (set, frozenset)):
+        return "set(" + ",".join(sorted(_value(v, depth + 1) for v in value)) + ")"
+    if isinstance(value, torch.Tensor):
+        return hashlib.blake2b(_tensor_bytes(value), digest_size=16).hexdigest()
+    if isinstance(value, type):
+        return f"class {value.__module__}.{value.__qualname__}"
+    fn = getattr(value, "__func__", value)
+    if isinstance(fn, types.FunctionType):
+        return f"fn {fn.__module__}.{fn.__qualname__} " + hashlib.blake2b(_code_bytes(fn.__code__), digest_size=16).hexdigest()
+    if isinstance(value, functools.partial):
+        return f"partial({_value(value.func, depth + 1)},{_value(value.args, depth + 1)},{_value(value.keywords, depth + 1)})"
+    cls = type(value)
+    inner = _value(vars(value), depth + 1) if hasattr(value, "__dict__") else ("" if " at 0x" in repr(value) else repr(value))
+    return f"{cls.__module__}.{cls.__qualname__}({inner})"
 
 
 def _plain(value):
@@ -151,7 +199,7 @@ def put(name: str, proto) -> None:
     if where is None:
         return
     size = proto.ByteSize()
-    tmp = where / f".{name}.{os.getpid()}.tmp"
+    tmp = where / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         if shutil.disk_usage(where).free < MIN_FREE_BYTES + size or size > MAX_BYTES:
             return
