@@ -456,3 +456,37 @@ def test_companions_travel_with_their_file(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"\0")
     item = Item("model.xml", "openvino", "fp32", "openvino", tmp_path / "model.xml")
     assert item.files() == {"model.xml": tmp_path / "model.xml", "model.bin": tmp_path / "model.bin"}
+
+
+# A target whose agent made its folder and said `hello` but did not remove the folder when its
+# input ended (it lost a race with its own last writes); anything else (the cleanup command) runs.
+FAKE_AGENT = r'''
+import json, os, sys, tempfile
+code, token = sys.argv[2], sys.argv[3]
+if "mkdtemp(prefix=" in code:
+    d = tempfile.mkdtemp(prefix="tlexport-agent-%s-" % token)
+    print("@tlexport " + json.dumps({"event": "hello", "dir": d, "pid": os.getpid()}), flush=True)
+    sys.stdin.buffer.read()
+    sys.exit(4)
+sys.argv = ["-c", *sys.argv[3:]]
+exec(compile(code, "<cleanup>", "exec"))
+'''
+
+
+def test_a_folder_the_host_heard_of_only_after_the_ctrl_c_is_swept(tmp_path, monkeypatch):
+    """The Ctrl-C comes before the host's main thread has read `hello`: the folder's name is
+    still known when the host lets go (the event reader records it), so the sweep by token runs
+    and removes what the target left."""
+    fake = tmp_path / "fake_agent.py"
+    fake.write_text(FAKE_AGENT)
+    there = tmp_path / "target-tmp"
+    there.mkdir()
+    monkeypatch.setenv("TMPDIR", str(there))
+    s = remote_session.Session(parse(f"cmd:{sys.executable} {fake}"))
+    s.start(b"")
+    deadline = time.monotonic() + 60
+    while not any(there.iterdir()):  # made, and `hello` written: no event was read on this thread
+        assert s.proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    s.finish(clean=False)
+    assert s.folder and list(there.iterdir()) == []

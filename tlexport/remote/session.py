@@ -81,6 +81,7 @@ try:
         shutil.rmtree(d, True)
         os._exit(4)
     threading.Thread(target=watch, daemon=True).start()
+    sys.dont_write_bytecode = True  # no __pycache__ appearing in the folder while watch() removes it
     sys.path.insert(0, d)
     import tlexport_agent
     code = tlexport_agent.main(d, EV)
@@ -185,8 +186,17 @@ class Session:
                 except ValueError:
                     continue
                 if isinstance(event, dict):
+                    if event.get("event") == "hello":  # here, not on the main thread: a Ctrl-C that
+                        self._hello(event)  # comes before the main thread sees it must find the folder
                     self.events.put(event)
         self.events.put(None)  # end of stream
+
+    def _hello(self, event: dict) -> None:
+        try:
+            pid = int(event.get("pid", 0) or 0)
+        except (TypeError, ValueError):  # a target's word is data: a bad pid is no pid
+            pid = 0
+        self.folder, self.pid = str(event.get("dir", "")), pid
 
     def _read_stderr(self) -> None:
         for line in iter(self.proc.stderr.readline, b""):
@@ -201,8 +211,6 @@ class Session:
         except queue.Empty:
             raise RemoteError(f"the agent on {self.target.where} did not finish within "
                               f"{self.target.timeout:g} s (raise it with #timeout=S)") from None
-        if event and event.get("event") == "hello":
-            self.folder, self.pid = str(event.get("dir", "")), int(event.get("pid", 0) or 0)
         for hook in EVENT_HOOKS:
             hook(event, self)
         return event
@@ -226,6 +234,10 @@ class Session:
         for stream in (self.proc.stdout, self.proc.stderr):
             with contextlib.suppress(OSError, ValueError):
                 stream.close()
+        # The readers have read all the target wrote: a folder it made has said `hello` by now
+        # (the boot code writes it before anything else can happen there). The target removes its
+        # folder itself when its input ends, but it may lose a race with its own last writes; the
+        # sweep by token makes sure.
         if not clean and (killed or self.folder):
             self._cleanup_target()
         return self.proc.returncode
