@@ -197,9 +197,10 @@ def edge_export_run(fake_run, tmp_path_factory) -> EdgeExport:
     spy = work / "statuses.txt"
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "COLUMNS": "100", "TLEXPORT_STATUS_SPY": str(spy),
            "TLEXPORT_CACHE_DIR": str(tmp_path_factory.mktemp("edge_cache"))}
-    p = subprocess.run([sys.executable, str(HERE / "status_spy.py"), "export", "runs/r", "--out", "runs/r/export",
-                        "--json", "--calib-size", str(EDGE_CALIB), "--format", ",".join(EDGE_FORMATS), "--precision", "fp32,int8"],
-                       cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+    args = ["export", "runs/r", "--out", "runs/r/export", "--json", "--calib-size", str(EDGE_CALIB),
+            "--format", ",".join(EDGE_FORMATS), "--precision", "fp32,int8"]
+    p = subprocess.run([sys.executable, str(HERE / "status_spy.py"), *args], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=1200)
     assert p.returncode == 0, p.stdout + p.stderr
     statuses = spy.read_text(encoding="utf-8").splitlines() if spy.exists() else []
     return EdgeExport(work / "runs" / "r" / "export", p.stdout, p.stderr, statuses)

@@ -8,8 +8,8 @@ from .common import console, emit_json, error_boundary
 
 
 @click.command("cache")
-@click.option("--clear", is_flag=True, help="Remove the cached training images, the remembered scans and the traced ONNX graphs (only "
-              "folders carrying tlexport's CACHEDIR.TAG marker).")
+@click.option("--clear", is_flag=True, help="Remove the cached training images, the remembered scans and the "
+              "traced ONNX graphs (only folders carrying tlexport's CACHEDIR.TAG marker).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"directory", "image_entries", "image_bytes", ...}.')
 @error_boundary
 def command(clear, as_json):
@@ -25,10 +25,11 @@ def command(clear, as_json):
         return
     con = console(stderr=False)
     verb = "removed" if clear else "holds"
-    con.print(f"{info.directory} {verb}: {info.image_entries} cached training images "
-              f"({info.image_bytes / 2**20:.1f} MiB), {info.scan_files} remembered scans "
-              f"({info.scan_bytes / 2**20:.1f} MiB), {info.graph_files} traced ONNX graphs "
-              f"({info.graph_bytes / 2**20:.1f} MiB)", markup=False, highlight=False)
+    con.print(f"{info.directory} {verb}:", markup=False, highlight=False)
+    for n, what, size in ((info.image_entries, "cached training images", info.image_bytes),
+                          (info.scan_files, "remembered scans", info.scan_bytes),
+                          (info.graph_files, "traced ONNX graphs", info.graph_bytes)):
+        con.print(f"  {n} {what} ({size / 2**20:.1f} MiB)", markup=False, highlight=False)
     for folder in info.kept:
         con.print(f"left {folder} alone: it has no {MARKER}, so tlexport did not make it", markup=False,
                   highlight=False)

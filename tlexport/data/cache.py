@@ -327,10 +327,10 @@ def cache_info(directory: Path | None = None) -> CacheInfo:
 
 
 def clear_cache(directory: Path | None = None) -> CacheInfo:
-    """Remove the image cache, the remembered scans and the traced graphs; returns what was there. Only folders that
-    carry tlexport's marker are removed (`CACHEDIR.TAG`): a folder that merely has the name
-    (a user's `images/` beside a misplaced TLEXPORT_CACHE_DIR) is left alone and listed in
-    the result's `kept`."""
+    """Remove the image cache, the remembered scans and the traced graphs; returns what was
+    there. Only folders that carry tlexport's marker are removed (`CACHEDIR.TAG`): a folder that
+    merely has the name (a user's `images/` beside a misplaced TLEXPORT_CACHE_DIR) is left alone
+    and listed in the result's `kept`."""
     info = cache_info(directory)
     for part in PARTS:
         folder = info.directory / part

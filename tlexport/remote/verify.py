@@ -125,10 +125,11 @@ def parity_on(on: str, export_dir, options=None, *, progress=None, record=True, 
     from ..envinfo import environment
     from ..models import load_run
     from ..tables import archs
+    from ..keywords import options_or_keywords
     from ..tables.artifacts import find_run_dir
     from ..verify import parity as P
 
-    o = P._options(options, keywords, "parity_on")
+    o = options_or_keywords(P.ParityOptions, options, keywords, "parity_on")
     data, random, atol, rtol, max_images, batch_size = o.data, o.random, o.atol, o.rtol, o.max_images, o.batch_size
     runtimes, precisions, run_dir = o.runtimes, o.precisions, o.run_dir
     target, export_dir = parse(on), Path(export_dir).expanduser()

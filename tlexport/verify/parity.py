@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ParityError, RuntimeUnavailable, UsageError, first_line
+from ..keywords import options_or_keywords
 from ..render import json_safe
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Gates, RuntimeResult, compare, gates_for, record_metadata
 from .inputs import FALLBACK_RANDOM, Inputs, load_images, random_inputs
@@ -215,14 +216,8 @@ def parity(export_dir, options: ParityOptions | None = None, *, progress=None, i
         ParityError: the reference cannot run or produces non-finite logits.
         TypeError: both `options` and keywords, or an unknown keyword.
     """
-    o = _options(options, keywords)
+    o = options_or_keywords(ParityOptions, options, keywords, "parity")
     return _parity(Path(export_dir).expanduser(), o, progress, inputs)
-
-
-def _options(options: ParityOptions | None, keywords: dict, caller: str = "parity") -> ParityOptions:
-    from ..keywords import options_or_keywords
-
-    return options_or_keywords(ParityOptions, options, keywords, caller)
 
 
 def _parity(export_dir: Path, o: ParityOptions, progress, inputs: Inputs | None) -> ParityReport:

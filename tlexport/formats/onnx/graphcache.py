@@ -31,6 +31,8 @@ import threading
 import types
 from pathlib import Path
 
+from ...data.cache import MIN_FREE_BYTES, cache_dir, digest_bytes, marked_dir
+
 ENTRY_VERSION = 1
 MAX_ENTRIES = 8
 MAX_BYTES = 2 << 30
@@ -53,7 +55,7 @@ def key(module, example, *, opset: int, dynamic_shapes) -> str:
     h = hashlib.blake2b(digest_size=20)
     h.update(repr((ENTRY_VERSION, torch.__version__, onnx.__version__, onnxscript.__version__, tlexport.__version__,
                    tuple(example.shape), str(example.dtype), str(example.device), opset,
-                   _plain(dynamic_shapes))).encode())
+                   _value(dynamic_shapes))).encode())
     for name, sub in module.named_modules():
         cls = type(sub)
         h.update(f"\0{name}|{cls.__module__}.{cls.__qualname__}|{_value(_attributes(sub))}".encode())
@@ -97,29 +99,20 @@ def _value(value, depth: int = 0) -> str:
     if isinstance(value, (set, frozenset)):
         return "set(" + ",".join(sorted(_value(v, depth + 1) for v in value)) + ")"
     if isinstance(value, torch.Tensor):
-        return hashlib.blake2b(_tensor_bytes(value), digest_size=16).hexdigest()
+        return digest_bytes(_tensor_bytes(value))
     if isinstance(value, type):
         return f"class {value.__module__}.{value.__qualname__}"
     fn = getattr(value, "__func__", value)
     if isinstance(fn, types.FunctionType):
-        return f"fn {fn.__module__}.{fn.__qualname__} " + hashlib.blake2b(_code_bytes(fn.__code__), digest_size=16).hexdigest()
+        return f"fn {fn.__module__}.{fn.__qualname__} {digest_bytes(_code_bytes(fn.__code__))}"
     if isinstance(value, functools.partial):
-        return f"partial({_value(value.func, depth + 1)},{_value(value.args, depth + 1)},{_value(value.keywords, depth + 1)})"
+        return "partial(" + ",".join(_value(v, depth + 1) for v in (value.func, value.args, value.keywords)) + ")"
     cls = type(value)
-    inner = _value(vars(value), depth + 1) if hasattr(value, "__dict__") else ("" if " at 0x" in repr(value) else repr(value))
+    if hasattr(value, "__dict__"):
+        inner = _value(vars(value), depth + 1)
+    else:  # a repr naming an address differs in every process
+        inner = "" if " at 0x" in repr(value) else repr(value)
     return f"{cls.__module__}.{cls.__qualname__}({inner})"
-
-
-def _plain(value):
-    """dynamic_shapes as text that is the same in every process (torch.export.Dim has no stable repr)."""
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _plain(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_plain(v) for v in value)
-    if value is None or isinstance(value, (int, str, float, bool)):
-        return value
-    return (type(value).__name__, getattr(value, "__name__", None), getattr(value, "min", None),
-            getattr(value, "max", None))
 
 
 @functools.lru_cache(maxsize=None)
@@ -153,8 +146,6 @@ def _code_bytes(code) -> bytes:
 
 def folder() -> Path | None:
     """The cache's graphs/ folder (made and marked), or None when it cannot be used."""
-    from ...data.cache import cache_dir, marked_dir
-
     if not enabled():
         return None
     try:
@@ -192,8 +183,6 @@ def get(name: str):
 def put(name: str, proto) -> None:
     """Keep `proto` under `name` (best effort: a full disk or a read-only cache only skips it)."""
     import onnx
-
-    from ...data.cache import MIN_FREE_BYTES
 
     where = folder()
     if where is None:
