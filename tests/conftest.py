@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-# Keep the suite fast and predictable on 2 cores, and never touch the user's torch hub cache.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One OpenMP thread per test process: the suite runs one pytest-xdist worker per core (README:
+# `-n auto`), and a process whose OpenMP threads outnumber its share of the cores waits at every
+# barrier for a thread the OS has set aside (the quickstart test beside one busy process: 225 s
+# with 2 threads, 81 s with 1). Set by the controller, inherited by the workers and their children.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Output as wide as a line needs unless a test names a width (test_terminal.py does): where a
+# message wraps must depend neither on the terminal pytest runs in (a pytest-xdist worker has
+# none: 80 columns) nor on how long the test's temporary folder is (a worker's is longer).
+os.environ["COLUMNS"] = "500"
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,6 +27,14 @@ _SWEEP_LEFT = pytest.StashKey[int]()
 
 
 def pytest_collection_modifyitems(config, items):
+    _leave_out_sweeps(config, items)
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        _longest_first(items)
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: the controller prints the summary line
+        config.workeroutput["sweep_left"] = config.stash.get(_SWEEP_LEFT, 0)
+
+
+def _leave_out_sweeps(config, items):
     """`sweep` tests (every tested architecture, minutes each on 2 cores) run only when `-m` names
     the marker (`python -m pytest -m sweep`, or `-m "sweep or not sweep"` for everything); any other
     run leaves them out as deselected, and says so at the end. A test named by its node id
@@ -34,10 +49,86 @@ def pytest_collection_modifyitems(config, items):
     config.stash[_SWEEP_LEFT] = len(left)
 
 
+def pytest_testnodedown(node, error):
+    """pytest-xdist's controller collects nothing itself: each worker tells it what it left out."""
+    left = getattr(node, "workeroutput", {}).get("sweep_left", 0)
+    node.config.stash[_SWEEP_LEFT] = max(left, node.config.stash.get(_SWEEP_LEFT, 0))
+
+
 def pytest_terminal_summary(terminalreporter, config):
     left = config.stash.get(_SWEEP_LEFT, 0)
     if left:
         terminalreporter.write_line(f"{left} sweep tests were left out (per-architecture sweeps): {SWEEP_COMMAND} runs them")
+
+
+# ---- pytest-xdist: which worker runs what ---------------------------------------------------------
+# Tests run by module (module fixtures are made once). Some modules run in one worker, one after
+# the other (the controller sees only test ids, so they are named here):
+RUN_TOGETHER = {
+    # they read one shared session export, made once per run instead of once per worker
+    # (collection fails when another module reads it without being named here)
+    "edge_export_run": ("tests/test_edge.py", "tests/test_terminal.py"),
+}
+SHARED_SESSION_EXPORTS = ("edge_export_run",)
+# The groups that take longest on 2 cores (about a minute or more each), started first so the
+# workers end together: a long group picked up last would run alone at the end.
+LONGEST_FIRST = ("tests/test_quickstart.py", "edge_export_run", "tests/test_web.py", "tests/test_archs.py",
+                 "tests/test_remote.py",
+                 "tests/test_reliability.py", "tests/test_engine.py", "tests/test_compat.py",
+                 "tests/test_fixed_batch_calibration.py", "tests/test_faults.py", "tests/test_int8.py",
+                 "tests/test_partial_export.py", "tests/test_distributed.py", "tests/test_signals.py")
+
+
+def _group(nodeid: str) -> str:
+    """The scheduling group of a test: its module, or the RUN_TOGETHER group that names it."""
+    module = nodeid.split("::", 1)[0]
+    return next((name for name, modules in RUN_TOGETHER.items() if module in modules), module)
+
+
+def _longest_first(items) -> None:
+    """Order the collection by group (LONGEST_FIRST's order, then as collected), each group's tests
+    in their own order: the controller hands out groups in this order. Every worker collects the
+    same way, so they agree (pytest-xdist checks)."""
+    for item in items:
+        for name in SHARED_SESSION_EXPORTS:
+            if name in getattr(item, "fixturenames", ()) and _group(item.nodeid) != name:
+                raise pytest.UsageError(f"{item.nodeid} reads {name}: name its module in conftest's "
+                                        "RUN_TOGETHER, or the export is made again in another worker")
+    first: dict[str, int] = {}
+    for item in items:
+        first.setdefault(_group(item.nodeid), len(first))
+
+    def rank(group: str) -> tuple[int, int]:
+        return (LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST), first[group])
+
+    items.sort(key=lambda item: rank(_group(item.nodeid)))
+
+
+def pytest_configure(config):
+    """A pytest-xdist worker starts a session of its own: where Linux groups the scheduler by
+    session (autogroup, on by default), the two workers then share the cores evenly, however many
+    threads their tests start (measured: a one-thread process kept 26% of its speed beside six busy
+    ones in its session, 99% beside six in another)."""
+    if hasattr(config, "workerinput") and hasattr(os, "setsid"):
+        try:
+            os.setsid()
+        except OSError:  # already a session or group leader: leave it as it is
+            pass
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (pyproject's addopts), by module but with the shared-export modules as one
+    group, in the collection's order (`_longest_first`)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    config.option.loadscopereorder = False
+    return ByGroup(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
