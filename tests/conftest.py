@@ -14,10 +14,6 @@ import pytest
 # barrier for a thread the OS has set aside (the quickstart test beside one busy process: 225 s
 # with 2 threads, 81 s with 1). Set by the controller, inherited by the workers and their children.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Output as wide as a line needs unless a test names a width (test_terminal.py does): where a
-# message wraps must depend neither on the terminal pytest runs in (a pytest-xdist worker has
-# none: 80 columns) nor on how long the test's temporary folder is (a worker's is longer).
-os.environ["COLUMNS"] = "500"
 
 HERE = Path(__file__).resolve().parent
 
@@ -104,7 +100,22 @@ def _longest_first(items) -> None:
     items.sort(key=lambda item: rank(_group(item.nodeid)))
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config):
+    """Tests see output as wide as a line needs unless they name a width (test_terminal.py does):
+    where a message wraps must depend neither on the terminal pytest runs in (a pytest-xdist worker
+    has none: 80 columns) nor on how long the test's temporary folder is (a worker's is longer).
+    pytest's own lines keep the terminal's width, fixed before COLUMNS changes."""
+    try:
+        writer = config.get_terminal_writer()
+        writer.fullwidth = writer.fullwidth
+    except (AttributeError, AssertionError):  # no terminal plugin (-p no:terminal)
+        pass
+    os.environ["COLUMNS"] = "500"
+    _own_session(config)
+
+
+def _own_session(config):
     """A pytest-xdist worker starts a session of its own: where Linux groups the scheduler by
     session (autogroup, on by default), the two workers then share the cores evenly, however many
     threads their tests start (measured: a one-thread process kept 26% of its speed beside six busy
