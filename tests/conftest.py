@@ -65,12 +65,10 @@ RUN_TOGETHER = {
     # (collection fails when another module reads it without being named here)
     "edge_export_run": ("tests/test_edge.py", "tests/test_terminal.py"),
 }
-SHARED_SESSION_EXPORTS = ("edge_export_run",)
 # The groups that take longest on 2 cores (about a minute or more each), started first so the
 # workers end together: a long group picked up last would run alone at the end.
 LONGEST_FIRST = ("tests/test_quickstart.py", "edge_export_run", "tests/test_web.py", "tests/test_archs.py",
-                 "tests/test_remote.py",
-                 "tests/test_reliability.py", "tests/test_engine.py", "tests/test_compat.py",
+                 "tests/test_remote.py", "tests/test_reliability.py", "tests/test_engine.py", "tests/test_compat.py",
                  "tests/test_fixed_batch_calibration.py", "tests/test_faults.py", "tests/test_int8.py",
                  "tests/test_partial_export.py", "tests/test_distributed.py", "tests/test_signals.py")
 
@@ -86,7 +84,7 @@ def _longest_first(items) -> None:
     in their own order: the controller hands out groups in this order. Every worker collects the
     same way, so they agree (pytest-xdist checks)."""
     for item in items:
-        for name in SHARED_SESSION_EXPORTS:
+        for name in RUN_TOGETHER:  # each group is named after the session export its modules share
             if name in getattr(item, "fixturenames", ()) and _group(item.nodeid) != name:
                 raise pytest.UsageError(f"{item.nodeid} reads {name}: name its module in conftest's "
                                         "RUN_TOGETHER, or the export is made again in another worker")
