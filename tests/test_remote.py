@@ -490,3 +490,82 @@ def test_a_folder_the_host_heard_of_only_after_the_ctrl_c_is_swept(tmp_path, mon
         time.sleep(0.02)
     s.finish(clean=False)
     assert s.folder and list(there.iterdir()) == []
+
+
+# ---- the device records follow the files' bytes --------------------------------------------------
+def _device(name="board", emulated=False) -> dict:
+    return {"hostname": name, "machine": "aarch64", "emulated": emulated}
+
+
+def _rows(**p50):
+    """Bench rows as bench_on makes them: one per file at batch 1."""
+    return [{"file": f, "runtime": "onnxruntime", "precision": "fp32", "p50_ms": ms, "p90_ms": ms, "batch_size": 1}
+            for f, ms in p50.items()]
+
+
+def test_a_result_for_other_bytes_starts_the_row_afresh(export_copy, tmp_path):
+    from types import SimpleNamespace
+
+    from tlexport.remote.record import fastest_on, record_bench, record_parity
+
+    target = parse("cmd:python3")
+    passed = SimpleNamespace(skipped_reason=None, artifact=str(export_copy / "model.onnx"), runtime="onnxruntime",
+                             precision="fp32", passed=True, failures=[])
+    record_parity(export_copy, target, _device(), [passed])
+    record_bench(export_copy, target, _device(), _rows(**{"model.onnx": 3.0}))
+    path, why = fastest_on(export_copy, "cmd:python3")
+    assert path == export_copy / "model.onnx", why
+    manifest = json.loads((export_copy / "manifest.json").read_text())
+    sha = next(a["sha256"] for a in manifest["artifacts"] if a["file"] == "model.onnx")
+    assert manifest["devices"]["board-aarch64"]["files"]["model.onnx"]["sha256"] == sha
+    # the file's bytes change (an export by other means, an older tlexport): the manifest says so
+    for a in manifest["artifacts"]:
+        if a["file"] == "model.onnx":
+            a["sha256"] = "0" * 64
+    (export_copy / "manifest.json").write_text(json.dumps(manifest))
+    path, why = fastest_on(export_copy, "cmd:python3")
+    assert path is None and "names no fastest file" in why  # the old verdict is not for these bytes
+    record_bench(export_copy, target, _device(), _rows(**{"model.onnx": 2.0}))
+    row = json.loads((export_copy / "manifest.json").read_text())["devices"]["board-aarch64"]["files"]["model.onnx"]
+    assert row["sha256"] == "0" * 64 and row["p50_ms"] == 2.0 and "verified" not in row  # timed, not verified
+
+
+def test_a_reexport_keeps_what_devices_said_of_files_it_did_not_touch(fake_run, export_copy):
+    """Adding a format keeps the device records of the files already there; --replace drops them."""
+    from types import SimpleNamespace
+
+    from tlexport.exporters.pipeline import export
+    from tlexport.remote.record import fastest_on, record_bench, record_parity
+
+    target = parse("cmd:python3")
+    passed = SimpleNamespace(skipped_reason=None, artifact=str(export_copy / "model.onnx"), runtime="onnxruntime",
+                             precision="fp32", passed=True, failures=[])
+    record_parity(export_copy, target, _device(), [passed])
+    record_bench(export_copy, target, _device(), _rows(**{"model.onnx": 3.0}))
+    before = json.loads((export_copy / "manifest.json").read_text())["devices"]
+    export(fake_run, formats=("onnx",), precisions=("fp16",), out=export_copy, verify=False)
+    manifest = json.loads((export_copy / "manifest.json").read_text())
+    assert {a["file"] for a in manifest["artifacts"]} >= {"model.onnx", "model.fp16.onnx"}
+    assert manifest["devices"] == before
+    assert fastest_on(export_copy, "cmd:python3")[0] == export_copy / "model.onnx"
+    export(fake_run, formats=("onnx",), precisions=("fp16",), out=export_copy, verify=False, replace=True)
+    assert "devices" not in json.loads((export_copy / "manifest.json").read_text())
+
+
+def test_device_records_carried_by_bytes():
+    from tlexport.tables.devices import carried
+
+    devices = {"pi-aarch64": {"emulated": False, "fastest": "b.onnx", "files": {
+        "a.onnx": {"sha256": "A", "verified": True, "p50_ms": 5.0, "batch_size": 1},
+        "b.onnx": {"sha256": "B", "verified": True, "p50_ms": 2.0, "batch_size": 1},
+        "c.onnx": {"sha256": "C", "verified": True, "p50_ms": 1.0, "batch_size": 1},
+        "d.onnx": {"verified": True, "p50_ms": 0.5, "batch_size": 1}}},   # no sha: an unknown file
+        "qemu-aarch64-emulated": {"emulated": True, "fastest": None, "files": {"b.onnx": {"sha256": "B"}}},
+        "gone-x86_64": {"emulated": False, "files": {"c.onnx": {"sha256": "C", "verified": True}}},
+        "junk": ["not", "a", "record"]}
+    # a.onnx kept; b.onnx written again with other bytes; c.onnx removed; d.onnx carries no sha
+    artifacts = [{"file": "a.onnx", "sha256": "A"}, {"file": "b.onnx", "sha256": "B2"}, {"file": "d.onnx", "sha256": "D"}]
+    out = carried(devices, artifacts)
+    assert set(out) == {"pi-aarch64"}
+    assert set(out["pi-aarch64"]["files"]) == {"a.onnx"} and out["pi-aarch64"]["fastest"] == "a.onnx"
+    assert carried(None, artifacts) == {} and carried(devices, []) == {}

@@ -36,6 +36,7 @@ class Previous:
     entries: list[dict] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)
+    devices: dict = field(default_factory=dict)  # parity/bench --on records (tables.devices)
 
 
 def files_of(a: Artifact | dict) -> list[str]:
@@ -69,7 +70,8 @@ def previous(out_dir: Path, weights_sha256: str, replace: bool) -> Previous:
     history = [h for h in manifest.get("exports", []) if isinstance(h, dict)] or [_legacy_history(manifest)]
     listed = {f for e in entries for f in files_of(e)}
     unlisted = [n for n in table.all_files() if n not in listed and _present(out_dir, n)]
-    return Previous(entries, history, unlisted)
+    devices = manifest.get("devices") if isinstance(manifest.get("devices"), dict) else {}
+    return Previous(entries, history, unlisted, devices)
 
 
 def _present(out_dir: Path, name: str) -> bool:
@@ -188,11 +190,13 @@ def manifest(result, run, job, verification: dict, timing: dict, kept: list[dict
     (`job.settings`: ONNX's targets and opset)."""
     from .. import __version__
     from ..envinfo import versions
+    from ..tables.devices import carried
 
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     settings = {"created": created, "batch": "dynamic" if job.dynamic else int(job.example.shape[0]),
                 "dynamic_size": job.dynamic_size, "device": job.device, **job.settings}
     new = [{**a.to_dict(), "export": settings} for a in result.artifacts]
+    devices = carried(prev.devices, new + kept)  # what devices said of files still there, same bytes
     this = {**settings, "files": [a.file for a in result.artifacts], "replaced": result.replaced,
             "removed": result.removed, "failed": [f["file"] for f in result.failed]}
     return {
@@ -209,6 +213,7 @@ def manifest(result, run, job, verification: dict, timing: dict, kept: list[dict
         "timing": timing,
         "exports": [*prev.history, this],
         "versions": versions(libraries(result.artifacts)),
+        **({"devices": devices} if devices else {}),
     }
 
 

@@ -158,7 +158,6 @@ def parity_on(on: str, export_dir, options=None, *, progress=None, record=True, 
     results += [_skipped_result(name, precision, why) for name, precision, why in skipped]
     compared = [r for r in results if r.skipped_reason is None]
     notes = [f"on {target.where}: {device_line(agent.device)}", *notes]
-    notes += [f"skipped {r.label}: {r.skipped_reason}" for r in results if r.skipped_reason]
     labels = inputs.labels
     ref_acc = 100.0 * float(np.mean(ref_logits.argmax(axis=1) == labels)) \
         if labels is not None and (labels >= 0).all() else None
