@@ -18,6 +18,12 @@ It also runs `model.uint8.onnx` (`tlexport export --bake-preprocess`, docs/deplo
 takes the decoded image itself (uint8 [H, W, 3], RGB, any size) and resizes, crops and normalises
 inside the graph, so the app only decodes. Any other input this app cannot feed is refused in one
 line.
+
+Which file to ship to a device: the one `tlexport parity --on TARGET` verified there and
+`tlexport bench --on TARGET` timed fastest there; bench prints it ("the fastest verified file
+there") and manifest.json keeps it as `devices[KEY].fastest` (docs/devices.md). The exporting
+machine's fastest file may not be the board's: int8 that is 3x faster on a VNNI server may not be
+on an ARM core without dot-product instructions.
 """
 
 import json

@@ -7,6 +7,12 @@ are decoded and preprocessed by tlexport's own one-file module, through edge_app
 dequantized with the tensors' own scale and zero point; a channels-last (NHWC) input is fed NHWC.
 
     python examples/edge_litert.py runs/my-run/export/model.tflite photos/
+
+Which file to ship to a device: the one `tlexport parity --on TARGET` verified there and
+`tlexport bench --on TARGET` timed fastest there; bench prints it ("the fastest verified file
+there") and manifest.json keeps it as `devices[KEY].fastest` (docs/devices.md). The exporting
+machine's fastest file may not be the board's: int8 that is 3x faster on a VNNI server may not be
+on an ARM core without dot-product instructions.
 """
 
 import json

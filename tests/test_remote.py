@@ -168,7 +168,7 @@ def remote_export(fake_run, tmp_path_factory) -> Path:
     from tlexport.exporters.pipeline import export
 
     out = tmp_path_factory.mktemp("remote") / "export"
-    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False)
+    export(fake_run, formats=("onnx",), precisions=("fp32",), out=out, verify=False, bake_preprocess=True)
     return out
 
 
@@ -208,6 +208,10 @@ def test_parity_and_bench_on_ssh_record_the_device(ssh_ok, python_there, torch_f
     data = json.loads(report.read_text())
     row = next(x for x in data["results"] if x["runtime"] == "onnxruntime")
     assert row["passed"] is True and row["batch_independent"] is True and row["max_abs"] < 1e-4
+    # the in-graph model ran on the very pixels decoded here, compared with this machine's run
+    baked = next(x for x in data["results"] if Path(x["artifact"]).name == "model.uint8.onnx")
+    assert baked["passed"] is True and baked["max_abs"] < 1e-4 and baked["top1_agreement"] == 100.0
+    assert any("model.uint8.onnx: 12 val images decoded here" in n for n in data["notes"]), data["notes"]
     target = data["environment"]["target"]
     assert target["on"] == on and target["python_path"] == str(torch_free_python)
     assert "torch" not in target["versions"] and target["versions"]["onnxruntime"]
@@ -220,6 +224,7 @@ def test_parity_and_bench_on_ssh_record_the_device(ssh_ok, python_there, torch_f
     assert entry["target"] == on and entry["device"]["machine"] == os.uname().machine.lower()
     assert entry["files"]["model.onnx"]["verified"] is True and entry["files"]["model.onnx"]["p50_ms"] > 0
     assert entry["fastest"] == "model.onnx" and entry["emulated"] is False
+    assert entry["files"]["model.uint8.onnx"]["verified"] is True
     assert list(remote_tmp.iterdir()) == []
 
 

@@ -340,6 +340,17 @@ def parity_item(runner, inputs, batch_size):
     return {"logits": encode(np.concatenate(logits)), "alone": [encode(a) for a in alone]}
 
 
+def pixels_item(runner, folder, names):
+    """A model that takes one decoded uint8 [H, W, 3] image (model.uint8.onnx): the very pixels the
+    host decoded (images/NAME.npy, read without pickle), one call per image."""
+    import numpy as np
+
+    pixels = [np.load(os.path.join(folder, "images", name), allow_pickle=False) for name in names]
+    if any(p.dtype != np.uint8 or p.ndim != 3 or p.shape[2] != 3 for p in pixels):
+        raise ValueError("the shipped pixels are not uint8 [H, W, 3] images")
+    return {"logits": encode(np.concatenate([runner.run([p]) for p in pixels]))}
+
+
 def bench_item(runner, inputs, batch_sizes, warmup, iters, duration):
     """Per batch size: untimed warm-up calls, then timed calls (a count, or a time budget)."""
     rows = []
@@ -374,7 +385,9 @@ def run_item(item, folder, inputs, job):
         result["error"] = "cannot load: " + _one_line(e)
         return result
     try:
-        if job["mode"] == "parity":
+        if job["mode"] == "parity" and item.get("pixels"):
+            result.update(pixels_item(runner, folder, item["pixels"]))
+        elif job["mode"] == "parity":
             result.update(parity_item(runner, inputs, job["batch_size"]))
         elif job["mode"] == "predict":
             result.update(predict_item(runner, folder, job))

@@ -77,7 +77,22 @@ def _update(export_dir: Path, target: Target, device: dict, rows: dict[str, dict
             write_manifest(export_dir, manifest)
     except TlexportError as e:  # locked by an export, disk full: the result stands, the record not
         return f"not recorded in manifest.json: {e}"
-    return f"recorded in {export_dir / 'manifest.json'} under devices[{key!r}]"
+    return f"recorded in {export_dir / 'manifest.json'} under devices[{key!r}]; " + _verdict(devices[key])
+
+
+def _verdict(entry: dict) -> str:
+    """What the record now says the app should ship to that device."""
+    files, name = entry["files"], entry["fastest"]
+    if entry["emulated"]:
+        return "no fastest file on an emulated device (its timings are not speeds)"
+    if name:
+        return f"the fastest verified file there: {name} (p50 {files[name]['p50_ms']:.3g} ms at batch 1)"
+    verified = [n for n, row in files.items() if row.get("verified") is True]
+    timed = [n for n, row in files.items() if row.get("batch_size") == 1]
+    if not verified:
+        return "no file is verified there yet (parity --on verifies)"
+    return "no verified file is timed there yet (bench --on times)" if not timed else \
+        "no file is both verified and timed at batch 1 there"
 
 
 def record_parity(export_dir, target: Target, device: dict, results) -> str | None:
@@ -124,6 +139,10 @@ def fastest_on(export_dir, target_text: str) -> tuple[Path | None, str]:
     fresh = isinstance(name, str) and current(files.get(name), artifact_shas(manifest).get(name))
     path = inside(Path(export_dir), name) if fresh else None
     if path is None or not path.exists():
-        why = entry.get("fastest_note") or "no file both verified and timed there"
+        stale = [n for n, row in files.items() if not current(row, artifact_shas(manifest).get(n))]
+        why = (entry.get("fastest_note") or
+               (f"its records are not of the files now there ({', '.join(sorted(stale)[:3])}"
+                f"{', ...' if len(stale) > 3 else ''}): run parity and bench --on again" if stale else
+                "no file both verified and timed there"))
         return None, f"devices[{key!r}] names no fastest file ({why})"
     return path, f"the fastest verified file on {key}: {name}"

@@ -24,7 +24,7 @@ class AgentRun:
 
 
 def run_agent(target: Target, job: dict, inputs: np.ndarray, files: dict[str, Path], progress=None,
-              images: dict[str, Path] | None = None) -> AgentRun:
+              images: dict[str, Path | bytes] | None = None) -> AgentRun:
     """Ship `files` and `inputs` with the agent to `target`, run `job` there, clean up.
 
     Args:
@@ -33,7 +33,8 @@ def run_agent(target: Target, job: dict, inputs: np.ndarray, files: dict[str, Pa
         inputs: float32 NCHW inputs, shipped as they are (parity isolates the runtime).
         files: name in the job -> artifact path (file or folder) on this host.
         progress: optional callable(label, done, total) after each file.
-        images: name in the job -> image file here (predict: the target decodes them itself).
+        images: name in the job -> image file here (predict: the target decodes them itself), or
+            bytes to ship under that name (parity of the in-graph model: decoded pixels as .npy).
     Raises:
         RemoteError: unreachable, refused, unknown host key, no Python 3.8+ / numpy, disk full,
             agent killed, timeout: one line.

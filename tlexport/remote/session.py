@@ -127,15 +127,15 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C on the host while an agent ran (cleaned up before this is raised)."""
 
 
-def pack(job: dict, inputs_npy: bytes, files: dict[str, Path], images: dict[str, Path] | None = None) -> bytes:
+def pack(job: dict, inputs_npy: bytes, files: dict[str, Path], images: dict[str, Path | bytes] | None = None) -> bytes:
     """The zip shipped to the target: the agent and tlexport's self-contained image decoder,
     job.json, inputs.npy, files/NAME (a folder artifact's files under its name), images/NAME."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.write(Path(__file__).with_name("agent.py"), "tlexport_agent.py")
         z.write(Path(__file__).parent.parent / "data" / "images.py", "shipped_images.py")
-        for name, path in (images or {}).items():
-            z.write(path, f"images/{name}")
+        for name, path in (images or {}).items():  # an image file here, or bytes made here (pixels)
+            z.writestr(f"images/{name}", path) if isinstance(path, bytes) else z.write(path, f"images/{name}")
         z.writestr("job.json", json.dumps(job))
         z.writestr("inputs.npy", inputs_npy)
         for name, path in files.items():

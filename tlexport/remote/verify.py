@@ -101,9 +101,11 @@ def device_line(device: dict) -> str:
     return text
 
 
-def _agent(target: Target, mode: str, items: list[Item], inputs: np.ndarray, progress, **job) -> AgentRun:
+def _agent(target: Target, mode: str, items: list[Item], inputs: np.ndarray, progress, images=None,
+           **job) -> AgentRun:
     files = {name: path for i in items for name, path in i.files().items()}
-    run = run_agent(target, {"mode": mode, "items": [i.job() for i in items], **job}, inputs, files, progress=progress)
+    run = run_agent(target, {"mode": mode, "items": [i.job() for i in items], **job}, inputs, files, progress=progress,
+                    images=images)
     if target.emulated and not run.device.get("emulated"):
         run.device.update(emulated=True, emulated_why="declared with #emulated")
     return run
@@ -151,10 +153,14 @@ def parity_on(on: str, export_dir, options=None, *, progress=None, record=True, 
         finally:
             ref.close()
     tensors = inputs.batch(0, len(inputs))  # the very bits the reference was fed
-    agent = _agent(target, "parity", items, tensors, progress, batch_size=batch_size)
+    baked = Baked(export_dir, run, runtimes, precisions)
+    agent = _agent(target, "parity", items + baked.items, tensors, progress, images=baked.pixels,
+                   batch_size=batch_size)
     by_file = {i.file: i for i in items}
     results = [_compared(r, by_file[r["file"]], inputs, ref_logits, run, atol, rtol) for r in agent.results
                if r.get("file") in by_file]
+    results += [baked.compared(r, run, atol, rtol) for r in agent.results if r.get("file") in baked.by_file]
+    notes += baked.notes
     results += [_skipped_result(name, precision, why) for name, precision, why in skipped]
     compared = [r for r in results if r.skipped_reason is None]
     notes = [f"on {target.where}: {device_line(agent.device)}", *notes]
@@ -175,6 +181,77 @@ def parity_on(on: str, export_dir, options=None, *, progress=None, record=True, 
         if note:
             report.notes.append(note)
     return report
+
+
+class Baked:
+    """The in-graph preprocessing models (role baked-preprocess, `model.uint8.onnx`) in a parity on a
+    target. They take decoded pixels, not the reference's tensors: the host decodes up to
+    `baked.MAX_IMAGES` val images once (their own sizes, as an app decodes them), ships those very
+    pixels (.npy, read without pickle there), and compares the target's logits with this
+    machine's onnxruntime on the same file and pixels under the fp32 gates. What the target adds
+    is its kernels alone; the file's agreement with PyTorch through tlexport's preprocessing was
+    verified at export, per image."""
+
+    def __init__(self, export_dir: Path, run, runtimes, precisions):
+        from ..tables.artifacts import BAKED, list_artifacts
+
+        self.items, self.pixels, self.by_file, self.notes, self.names = [], {}, {}, [], []
+        if runtimes and "onnxruntime" not in runtimes:
+            return
+        entries = [e for e in list_artifacts(export_dir) if e.role == BAKED and e.format == "onnx" and not e.refused
+                   and (not precisions or e.precision in precisions)]
+        if not entries:
+            return
+        import io
+
+        from ..formats.onnx.baked import decoded_images
+
+        images, self.names, source = decoded_images(run)
+        self.arrays = [np.ascontiguousarray(np.asarray(im.convert("RGB")), dtype=np.uint8) for im in images]
+        for i, a in enumerate(self.arrays):
+            buf = io.BytesIO()
+            np.save(buf, a, allow_pickle=False)
+            self.pixels[f"pixels-{i:06d}.npy"] = buf.getvalue()
+        self.items = [Item(e.path.name, e.format, e.precision, "onnxruntime", e.path, {"pixels": list(self.pixels)})
+                      for e in entries]
+        self.by_file = {item.file: item for item in self.items}
+        self.notes.append(f"{', '.join(self.by_file)}: {source} decoded here, the same pixels run on the target "
+                          "and by this machine's onnxruntime, compared with the fp32 gates (its agreement "
+                          "with PyTorch was verified at export)")
+
+    def host_logits(self, item: Item) -> np.ndarray:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(item.path), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return np.concatenate([session.run(None, {name: a})[0] for a in self.arrays]).astype(np.float32)
+
+    def compared(self, res: dict, run, atol, rtol):
+        from types import SimpleNamespace
+
+        from ..formats.metadata import read_metadata
+        from ..verify.compare import RuntimeResult, compare, gates_for, record_metadata
+
+        item = self.by_file[res["file"]]
+        base = RuntimeResult(item.runtime, item.precision, "cpu", artifact=str(item.path))
+        if res.get("skipped") or res.get("error"):
+            if res.get("skipped"):
+                base.skipped_reason = str(res["skipped"])[:500]
+            else:
+                base.fail(str(res["error"])[:500])
+            return base
+        try:
+            logits = decode(res["logits"])
+        except (KeyError, TypeError, ValueError) as e:
+            base.fail(f"the agent sent malformed logits ({e})")
+            return base
+        out = compare(self.host_logits(item), logits, SimpleNamespace(names=self.names, labels=None), "fp32",
+                      gates_for("fp32", atol, rtol), classes=run.classes, runtime=item.runtime, device="cpu")
+        out.artifact, out.seconds = str(item.path), None
+        record_metadata(out, lambda: read_metadata(item.path), run)
+        return out
 
 
 def _skipped_result(runtime, precision, why):
@@ -371,6 +448,9 @@ def predict_on(on: str, model, images, *, top_k: int = 5, batch_size: int = 16, 
     path = None
     if model.is_dir() and not is_folder_artifact(model):
         path, why = fastest_on(model, target.text)
+        if path is None:
+            path = resolve_model(model)
+            why += f"; running {path.name}, the export's choice on the machine that exported it"
         notes.append(why)
     path = path or resolve_model(model)
     kind = kind_of_file(path)

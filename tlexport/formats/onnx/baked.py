@@ -59,6 +59,29 @@ def build_baked(job, fp32_path, dst) -> list[str]:
             "normalisation inside"]
 
 
+def decoded_images(run, limit: int = MAX_IMAGES) -> tuple[list, list[str], str]:
+    """Up to `limit` val images decoded to RGB (PIL), as an app decodes them, at their own sizes;
+    seeded random images when the run has no readable val image. Returns (images, names, source)."""
+    from PIL import Image
+
+    from ...data.images import BadImage
+
+    pre = run.preprocess
+    images, names = [], []
+    for path, _ in run.samples("val")[:limit]:
+        try:
+            images.append(pre.load(path))
+            names.append(path.name)
+        except BadImage:
+            continue
+    if images:
+        return images, names, f"{len(images)} val images"
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (pre.resize, pre.resize + 9, 3), dtype=np.uint8))
+              for _ in range(RANDOM_IMAGES)]
+    return images, [f"random-{i}" for i in range(RANDOM_IMAGES)], f"{RANDOM_IMAGES} random images"
+
+
 def verification_images(run) -> tuple[list, list[str], str]:
     """Decoded RGB images (PIL): up to MAX_IMAGES val images, then the first of them at SIZES
     (random images when the run has no val images).
@@ -68,23 +91,7 @@ def verification_images(run) -> tuple[list, list[str], str]:
     """
     from PIL import Image
 
-    from ...data.images import BadImage
-
-    pre = run.preprocess
-    images, names = [], []
-    for path, _ in run.samples("val")[:MAX_IMAGES]:
-        try:
-            images.append(pre.load(path))
-            names.append(path.name)
-        except BadImage:
-            continue
-    source = f"{len(images)} val images"
-    if not images:
-        rng = np.random.default_rng(0)
-        images = [Image.fromarray(rng.integers(0, 256, (pre.resize, pre.resize + 9, 3), dtype=np.uint8))
-                  for _ in range(RANDOM_IMAGES)]
-        names = [f"random-{i}" for i in range(RANDOM_IMAGES)]
-        source = f"{RANDOM_IMAGES} random images"
+    images, names, source = decoded_images(run)
     first, first_name = images[0], names[0]
     for w, h in SIZES:
         images.append(first.resize((w, h), Image.BICUBIC))
