@@ -574,3 +574,47 @@ def test_device_records_carried_by_bytes():
     assert set(out) == {"pi-aarch64"}
     assert set(out["pi-aarch64"]["files"]) == {"a.onnx"} and out["pi-aarch64"]["fastest"] == "a.onnx"
     assert carried(None, artifacts) == {} and carried(devices, []) == {}
+
+
+# ---- a runtime that crashes takes only its own file with it -------------------------------------
+def test_a_runtime_that_crashes_fails_only_its_file(torch_free_python, export_copy, remote_tmp, tmp_path):
+    """The target's LiteRT segfaults on load (a stand-in package that kills itself with SIGSEGV):
+    that file is an error naming the crash, model.onnx is still timed and checked."""
+    fake = tmp_path / "crashing-litert" / "ai_edge_litert"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "interpreter.py").write_text("import os, signal\n\nclass Interpreter:\n    def __init__(self, **kw):\n"
+                                         "        os.kill(os.getpid(), signal.SIGSEGV)\n")
+    py = _wrapper(tmp_path, "crashy-py", f'TMPDIR={remote_tmp} PYTHONPATH={fake.parent} exec {torch_free_python} "$@"')
+    shutil.copy(export_copy / "model.onnx", export_copy / "extra.tflite")
+    manifest = json.loads((export_copy / "manifest.json").read_text())
+    manifest["artifacts"].append({"file": "extra.tflite", "format": "tflite", "precision": "fp32"})
+    (export_copy / "manifest.json").write_text(json.dumps(manifest))
+    r = invoke(["bench", str(export_copy), "--on", f"cmd:{py}", "--iters", "2", "--warmup", "1",
+                "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.output
+    rows = {x["file"]: x for x in json.loads((tmp_path / "b.json").read_text())["results"]}
+    assert rows["model.onnx"]["p50_ms"] > 0
+    assert "the runtime crashed (SIGSEGV)" in rows["extra.tflite"]["error"], rows
+    r = invoke(["parity", str(export_copy), "--on", f"cmd:{py}", "--max-images", "3", "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    results = {Path(x["artifact"]).name: x for x in json.loads((tmp_path / "p.json").read_text())["results"]}
+    assert results["model.onnx"]["passed"] is True and results["extra.tflite"]["passed"] is False
+    assert "crashed (SIGSEGV)" in " ".join(results["extra.tflite"]["failures"])
+    assert list(remote_tmp.iterdir()) == []
+
+
+def test_competing_load_on_the_target_is_named():
+    from tlexport.remote import agent
+    from tlexport.remote.verify import busy_note
+
+    hz = os.sysconf("SC_CLK_TCK")
+    # 2 s of timing: the machine was busy 3 s of CPU, this process 1 s of it -> 1 core of other work
+    assert agent._competing((0, 0), (3 * hz, hz), 2.0) == 1.0
+    assert agent._competing((0, 0), (hz, hz), 2.0) == 0.0 and agent._competing(None, (1, 1), 2.0) is None
+    quiet = {"file": "a.onnx", "competing_load": 0.05}
+    busy = {"file": "b.onnx", "competing_load": 0.9}
+    assert busy_note([quiet], emulated=False) is None
+    line = busy_note([quiet, busy], emulated=False)
+    assert "1 of 2 timings" in line and "0.90 cores" in line and "b.onnx" in line
+    assert busy_note([busy], emulated=True) is None  # an emulated target's timings are not speeds anyway

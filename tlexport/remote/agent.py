@@ -360,13 +360,35 @@ def bench_item(runner, inputs, batch_sizes, warmup, iters, duration):
             x = __import__("numpy").concatenate([x, inputs[:bs - len(x)]])
         for _ in range(warmup):
             run_batch(runner, x)
-        times, start = [], time.perf_counter()
+        times, start, ticks = [], time.perf_counter(), _ticks()
         while len(times) < (iters or 10) or (not iters and time.perf_counter() - start < duration):
             t0 = time.perf_counter()
             run_batch(runner, x)
             times.append((time.perf_counter() - t0) * 1000.0)
-        rows.append({"batch_size": bs, "ms": times})
+        rows.append({"batch_size": bs, "ms": times, "competing_load": _competing(ticks, _ticks(),
+                                                                                time.perf_counter() - start)})
     return {"bench": rows}
+
+
+def _ticks():
+    """(busy CPU ticks of the whole machine, this process's own) from /proc, or None (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(n) for n in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return sum(v[:8]) - v[3] - v[4], int(rest[11]) + int(rest[12])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _competing(before, after, seconds):
+    """Cores that other processes used while this file was timed (as tlexport/measure.py)."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return round(max(0.0, other / hz / seconds), 3)
 
 
 def run_item(item, folder, inputs, job):
@@ -454,8 +476,75 @@ def main(folder, events):
         job = json.load(f)
     emit("device", device=describe(job.get("threads")))
     inputs = np.load(os.path.join(folder, "inputs.npy"), allow_pickle=False)
+    del inputs  # each file runs in its own process, which maps inputs.npy itself
     emit("ready")
-    for item in job["items"]:
-        emit("result", result=run_item(item, folder, inputs, job))
+    for index, item in enumerate(job["items"]):
+        emit("result", result=run_isolated(index, item, folder))
     emit("done")
     return 0
+
+
+# ---- one process per file: a runtime that crashes takes only its own file with it -----------------
+CHILD = ("import sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1]); "
+         "import tlexport_agent; sys.exit(tlexport_agent.child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))")
+
+
+def run_isolated(index, item, folder):
+    """Run one file in a child Python (same interpreter, cwd in the folder, dies with this process):
+    a runtime that segfaults or aborts while loading or running a file is that file's error, and
+    the other files still run."""
+    import signal
+    import subprocess
+
+    out = os.path.join(folder, "result-%d.json" % index)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, folder, str(index), str(os.getpid())],
+                            stdin=subprocess.DEVNULL, stdout=2, cwd=folder)
+    code = proc.wait()
+    try:
+        with open(out) as f:
+            result = json.load(f)
+        os.remove(out)
+        return result
+    except (OSError, ValueError):
+        pass
+    result = {"file": item["file"], "format": item["format"], "precision": item["precision"],
+              "runtime": item["runtime"]}
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "signal %d" % -code
+        result["error"] = ("the runtime crashed (%s) while loading or running it; the other files still ran"
+                           % name)
+    else:
+        result["error"] = "its process ended with code %d before a result (see the target's stderr)" % code
+    return result
+
+
+def child(folder, index, parent):
+    """The child side of run_isolated: die with the agent, run the file, write its result."""
+    _die_with(parent)
+    import numpy as np
+
+    with open(os.path.join(folder, "job.json")) as f:
+        job = json.load(f)
+    inputs = np.load(os.path.join(folder, "inputs.npy"), mmap_mode="r", allow_pickle=False)
+    result = run_item(job["items"][index], folder, inputs, job)
+    path = os.path.join(folder, "result-%d.json" % index)
+    with open(path + ".part", "w") as f:
+        json.dump(result, f)
+    os.replace(path + ".part", path)
+    return 0
+
+
+def _die_with(parent):
+    """Linux: SIGKILL this process when the agent goes (the host's cleanup kills the agent); then
+    make sure the agent had not already gone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(4)

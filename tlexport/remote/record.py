@@ -117,7 +117,8 @@ def record_bench(export_dir, target: Target, device: dict, rows: list[dict]) -> 
         if r["file"] not in best or r["batch_size"] < best[r["file"]]["batch_size"]:
             best[r["file"]] = r
     timed = {name: dict(runtime=r["runtime"], precision=r["precision"], p50_ms=r["p50_ms"], p90_ms=r["p90_ms"],
-                        batch_size=r["batch_size"], bench_at=_now()) for name, r in best.items()}
+                        batch_size=r["batch_size"], competing_load=r.get("competing_load"), bench_at=_now())
+             for name, r in best.items()}
     return _update(export_dir, target, device, timed)
 
 

@@ -10,6 +10,7 @@ ships the images so the target decodes them itself).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,6 +405,9 @@ def bench_on(on: str, export_dir, options=None, *, progress=None, record=True, *
     report = RemoteBench(target.text, {"on": target.text, **agent.device}, rows, skipped_rows,
                          bool(agent.device.get("emulated")))
     report.notes.append(f"on {target.where}: {device_line(agent.device)}")
+    busy = busy_note(rows, report.emulated)
+    if busy:
+        report.notes.append(busy)
     if record:
         from .record import record_bench
 
@@ -421,9 +425,26 @@ def _timed_rows(base: dict, res: dict) -> list[dict]:
         except (KeyError, TypeError, ValueError) as e:
             rows.append({**base, "error": f"malformed timings from the agent ({e})"})
             continue
+        load = b.get("competing_load")
         rows.append({**base, "batch_size": bs, **s, "load_ms": res.get("load_ms"),
-                     "throughput": 1000.0 * bs / s["mean_ms"]})
+                     "throughput": 1000.0 * bs / s["mean_ms"],
+                     "competing_load": float(load) if isinstance(load, (int, float)) and not isinstance(load, bool)
+                     and math.isfinite(load) else None})
     return rows
+
+
+def busy_note(rows: list[dict], emulated: bool) -> str | None:
+    """A line when other work used more than measure.NOISE_CORES of the target's cores while files
+    were timed: those numbers are slower than the device's quiet speed."""
+    from ..measure import NOISE_CORES
+
+    loads = [(r["competing_load"], r["file"]) for r in rows if (r.get("competing_load") or 0) > NOISE_CORES]
+    if not loads or emulated:
+        return None
+    worst, name = max(loads)
+    return (f"the target was busy while {len(loads)} of {len(rows)} timings ran (up to {worst:.2f} cores of "
+            f"other work, during {name}): those numbers are slower than the device's own speed; close "
+            "other programs there and run bench --on again")
 
 
 # ---- predict -----------------------------------------------------------------------------------
