@@ -203,9 +203,12 @@ def test_parity_and_bench_on_ssh_record_the_device(ssh_ok, python_there, torch_f
                                                    tmp_path):
     on = on_ssh(ssh_ok, python_there)
     report = tmp_path / "parity.json"
-    r = invoke(["parity", str(export_copy), "--on", on, "--max-images", "4", "--json", str(report)])
+    r = invoke(["parity", str(export_copy), "--on", on, "--max-images", "4", "--json", str(report),
+                "--markdown", str(tmp_path / "parity.md")])
     assert r.exit_code == 0, r.output
     data = json.loads(report.read_text())
+    md = (tmp_path / "parity.md").read_text()  # a saved report says on which device it ran
+    assert f"\n- on {ssh_ok['user']}@127.0.0.1:{ssh_ok['port']}: " in md and "| model.uint8.onnx |" in md, md
     row = next(x for x in data["results"] if x["runtime"] == "onnxruntime")
     assert row["passed"] is True and row["batch_independent"] is True and row["max_abs"] < 1e-4
     # the in-graph model ran on the very pixels decoded here, compared with this machine's run

@@ -263,6 +263,8 @@ def parity_markdown(report) -> str:
     failures = [f"- {r.runtime}/{r.precision}/{r.device}: {f}" for r in report.compared for f in r.failures]
     if failures:
         lines += ["", "Failures:", *failures]
+    if report.notes:  # where it ran (a device --on), what was compared how, what was recorded
+        lines += ["", "Notes:", *[f"- {n}" for n in report.notes]]
     return "\n".join(lines) + "\n"
 
 
