@@ -621,3 +621,15 @@ def test_competing_load_on_the_target_is_named():
     line = busy_note([quiet, busy], emulated=False)
     assert "1 of 2 timings" in line and "0.90 cores" in line and "b.onnx" in line
     assert busy_note([busy], emulated=True) is None  # an emulated target's timings are not speeds anyway
+
+
+def test_a_run_on_a_target_is_never_silent(python_there, export_copy):
+    """What is sent, and each file as it starts and ends, reach the progress callback."""
+    from tlexport.remote.verify import bench_on
+
+    seen = []
+    bench_on(f"cmd:{python_there}", export_copy, iters=2, warmup=1, record=False,
+             progress=lambda label, done, total: seen.append((label, done, total)))
+    labels = [label.split(": ", 1)[1] for label, _, _ in seen]
+    assert labels[0].startswith("sending ") and " MB (the agent, 1 file(s), the inputs)" in labels[0]
+    assert labels[1:] == ["model.onnx (1/1)", "model.onnx done"] and [d for _, d, _ in seen] == [0, 0, 1]

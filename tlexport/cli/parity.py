@@ -34,6 +34,17 @@ class ParityProgress:
             self.tasks[label] = self.bar.add_task(label, total=total)
         self.bar.update(self.tasks[label], completed=done)
 
+    def staged(self, prefix: str):
+        """A callback that keeps the labels starting with `prefix` (a target's stages: sending,
+        each file) on one line whose text changes; other labels get their own line as before."""
+        def progress(label, done, total):
+            if not label.startswith(prefix):
+                return self(label, done, total)
+            if prefix not in self.tasks:
+                self.tasks[prefix] = self.bar.add_task(label, total=total)
+            self.bar.update(self.tasks[prefix], description=label, completed=done, total=total)
+        return progress
+
 
 @click.command("parity")
 @click.argument("export_dir", type=click.Path())

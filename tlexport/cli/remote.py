@@ -27,12 +27,26 @@ def refuse_with_on(**given) -> None:
             raise UsageError(f"--{name.replace('_', '-')} cannot be combined with --on")
 
 
+def _where(on: str) -> str:
+    from ..remote.target import parse
+
+    return parse(on).where
+
+
+def _progress(quiet: bool):
+    """A transient status line on stderr's terminal (none when it is not one): what is being sent
+    and which file runs on the target, so a slow board or an emulated one is never silent."""
+    from .parity import ParityProgress
+
+    return ParityProgress(console(stderr=True), quiet)
+
+
 def parity(on, export_dir, *, json_file, md_file, quiet, progress, wide=False, **kw):
     """parity on a target: the same report, table and exit code as local parity."""
     from .. import render as rep
     from ..remote.verify import parity_on
 
-    result = parity_on(on, export_dir, progress=progress, **kw)
+    result = parity_on(on, export_dir, progress=progress.staged(_where(on)), **kw)
     if json_file:
         write_json(json_file, result)
     if md_file:
@@ -51,7 +65,8 @@ def bench(on, export_dir, *, json_file, md_file, quiet, wide=False, **kw):
     from ..errors import TlexportError
     from ..remote.verify import bench_on
 
-    report = bench_on(on, export_dir, **kw)
+    with _progress(quiet) as progress:
+        report = bench_on(on, export_dir, progress=progress.staged(_where(on)), **kw)
     if not quiet:
         out = console(stderr=STDOUT in (json_file, md_file))
         out.print(bench_table(report, out.width, wide), crop=False)
@@ -98,7 +113,9 @@ def predict(on, model, images, *, top_k, batch_size, as_json):
     """predict on a target: the images are decoded there; the same output as local predict."""
     from ..remote.verify import predict_on
 
-    result, notes = predict_on(on, model, list(images), top_k=top_k, batch_size=batch_size)
+    with _progress(False) as progress:
+        result, notes = predict_on(on, model, list(images), top_k=top_k, batch_size=batch_size,
+                                   progress=progress.staged(_where(on)))
     for n in notes:
         click.echo(n, err=True)
     show_predictions(result, as_json)

@@ -479,6 +479,7 @@ def main(folder, events):
     del inputs  # each file runs in its own process, which maps inputs.npy itself
     emit("ready")
     for index, item in enumerate(job["items"]):
+        emit("start", file=item["file"])
         emit("result", result=run_isolated(index, item, folder))
     emit("done")
     return 0

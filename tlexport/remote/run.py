@@ -32,7 +32,7 @@ def run_agent(target: Target, job: dict, inputs: np.ndarray, files: dict[str, Pa
         job: the agent's job.json (mode, items, batch sizes...).
         inputs: float32 NCHW inputs, shipped as they are (parity isolates the runtime).
         files: name in the job -> artifact path (file or folder) on this host.
-        progress: optional callable(label, done, total) after each file.
+        progress: optional callable(label, done, total): while sending, as each file starts and ends.
         images: name in the job -> image file here (predict: the target decodes them itself), or
             bytes to ship under that name (parity of the in-graph model: decoded pixels as .npy).
     Raises:
@@ -46,17 +46,22 @@ def run_agent(target: Target, job: dict, inputs: np.ndarray, files: dict[str, Pa
     session, done, t0 = Session(target), False, time.monotonic()
     deadline = t0 + target.timeout
     run = AgentRun(device={})
+    total = len(job["items"])
+    say = progress or (lambda label, done, total: None)
     try:
+        say(f"{target.where}: sending {len(payload) / 1e6:.1f} MB (the agent, {total} file(s), the inputs)", 0, total)
         session.start(payload)
         error = None
         while (event := session.next_event(deadline)) is not None:
             kind = event.get("event")
             if kind == "device" and isinstance(event.get("device"), dict):
                 run.device = event["device"]
+            elif kind == "start":  # the agent begins a file: loading it can take minutes on a board
+                say(f"{target.where}: {str(event.get('file'))[:80]} ({len(run.results) + 1}/{total})",
+                    len(run.results), total)
             elif kind == "result" and isinstance(event.get("result"), dict):
                 run.results.append(event["result"])
-                if progress:
-                    progress(f"{target.where}: {event['result'].get('file')}", len(run.results), len(job["items"]))
+                say(f"{target.where}: {str(event['result'].get('file'))[:80]} done", len(run.results), total)
             elif kind == "error":
                 error = str(event.get("message", "the agent failed"))[:500]
             elif kind == "done":
