@@ -225,6 +225,9 @@ def test_parity_and_bench_on_ssh_record_the_device(ssh_ok, python_there, torch_f
     devices = json.loads((export_copy / "manifest.json").read_text())["devices"]
     (key, entry), = devices.items()
     assert entry["target"] == on and entry["device"]["machine"] == os.uname().machine.lower()
+    if Path("/etc/machine-id").is_file() and Path("/etc/machine-id").read_text().strip():
+        digest = entry["device"]["machine_id"]  # the id's digest, not the id
+        assert len(digest) == 8 and key.endswith("-" + digest) and digest not in Path("/etc/machine-id").read_text()
     assert entry["files"]["model.onnx"]["verified"] is True and entry["files"]["model.onnx"]["p50_ms"] > 0
     assert entry["fastest"] == "model.onnx" and entry["emulated"] is False
     assert entry["files"]["model.uint8.onnx"]["verified"] is True
@@ -633,3 +636,13 @@ def test_a_run_on_a_target_is_never_silent(python_there, export_copy):
     labels = [label.split(": ", 1)[1] for label, _, _ in seen]
     assert labels[0].startswith("sending ") and " MB (the agent, 1 file(s), the inputs)" in labels[0]
     assert labels[1:] == ["model.onnx (1/1)", "model.onnx done"] and [d for _, d, _ in seen] == [0, 0, 1]
+
+
+def test_boards_that_share_a_hostname_are_two_devices():
+    from tlexport.remote.record import device_key
+
+    a = {"hostname": "raspberrypi", "machine": "aarch64", "machine_id": "1a2b3c4d"}
+    b = {**a, "machine_id": "99ff00ee"}
+    assert device_key(a) != device_key(b) and device_key(a) == "raspberrypi-aarch64-1a2b3c4d"
+    assert device_key({"hostname": "box", "machine": "x86_64", "machine_id": None}) == "box-x86_64"
+    assert device_key({**a, "emulated": True}).endswith("-emulated")

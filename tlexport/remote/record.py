@@ -1,7 +1,7 @@
 """Per-device results in the export's manifest.json, and the fastest verified file per device.
 
     "devices": {
-      "<hostname>-<machine>[-emulated]": {
+      "<hostname>-<machine>[-<machine-id digest>][-emulated]": {
         "target": "ssh://pi@board", "device": {machine, cpu, isa, cores, os, python, versions...},
         "emulated": false, "updated": "2026-...Z",
         "files": {"model.int8.onnx": {"sha256": "...", "runtime": "onnxruntime", "precision": "int8",
@@ -30,8 +30,11 @@ MAX_DEVICES = 64
 
 
 def device_key(device: dict) -> str:
-    """A stable name for the device: hostname and machine (and `-emulated`)."""
+    """A stable name for the device: hostname, machine, a digest of its machine-id when it has one
+    (boards that share a hostname stay apart), and `-emulated`."""
     raw = f"{device.get('hostname') or 'unknown'}-{device.get('machine') or 'unknown'}"
+    if isinstance(device.get("machine_id"), str) and device["machine_id"]:
+        raw += f"-{device['machine_id']}"
     key = re.sub(r"[^A-Za-z0-9._-]+", "_", raw)[:100]
     return key + ("-emulated" if device.get("emulated") else "")
 
