@@ -514,16 +514,24 @@ def _rows(**p50):
             for f, ms in p50.items()]
 
 
-def test_a_result_for_other_bytes_starts_the_row_afresh(export_copy, tmp_path):
+def _verified_and_timed(export_copy: Path):
+    """model.onnx recorded as verified and timed (3 ms) on the device "board" reached as cmd:python3."""
     from types import SimpleNamespace
 
-    from tlexport.remote.record import fastest_on, record_bench, record_parity
+    from tlexport.remote.record import record_bench, record_parity
 
     target = parse("cmd:python3")
     passed = SimpleNamespace(skipped_reason=None, artifact=str(export_copy / "model.onnx"), runtime="onnxruntime",
                              precision="fp32", passed=True, failures=[])
     record_parity(export_copy, target, _device(), [passed])
     record_bench(export_copy, target, _device(), _rows(**{"model.onnx": 3.0}))
+    return target
+
+
+def test_a_result_for_other_bytes_starts_the_row_afresh(export_copy, tmp_path):
+    from tlexport.remote.record import fastest_on, record_bench
+
+    target = _verified_and_timed(export_copy)
     path, why = fastest_on(export_copy, "cmd:python3")
     assert path == export_copy / "model.onnx", why
     manifest = json.loads((export_copy / "manifest.json").read_text())
@@ -543,16 +551,10 @@ def test_a_result_for_other_bytes_starts_the_row_afresh(export_copy, tmp_path):
 
 def test_a_reexport_keeps_what_devices_said_of_files_it_did_not_touch(fake_run, export_copy):
     """Adding a format keeps the device records of the files already there; --replace drops them."""
-    from types import SimpleNamespace
-
     from tlexport.exporters.pipeline import export
-    from tlexport.remote.record import fastest_on, record_bench, record_parity
+    from tlexport.remote.record import fastest_on
 
-    target = parse("cmd:python3")
-    passed = SimpleNamespace(skipped_reason=None, artifact=str(export_copy / "model.onnx"), runtime="onnxruntime",
-                             precision="fp32", passed=True, failures=[])
-    record_parity(export_copy, target, _device(), [passed])
-    record_bench(export_copy, target, _device(), _rows(**{"model.onnx": 3.0}))
+    _verified_and_timed(export_copy)
     before = json.loads((export_copy / "manifest.json").read_text())["devices"]
     export(fake_run, formats=("onnx",), precisions=("fp16",), out=export_copy, verify=False)
     manifest = json.loads((export_copy / "manifest.json").read_text())
