@@ -167,3 +167,38 @@ def show_predictions(result, as_json: bool) -> None:
         console().print(f"cannot read {e['image']}: {e['error']}", style="red", markup=False, highlight=False)
     if result.errors:
         sys.exit(1)
+
+
+class ParityProgress:
+    """Transient rich progress bars on a terminal, one per label, fed by progress(label, done, total)
+    (parity's runtimes; `staged` keeps a target's stages on one line)."""
+
+    def __init__(self, con, quiet):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            console=con, transient=True, disable=quiet or not con.is_terminal)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    def __call__(self, label, done, total):
+        if label not in self.tasks:
+            self.tasks[label] = self.bar.add_task(label, total=total)
+        self.bar.update(self.tasks[label], completed=done)
+
+    def staged(self, prefix: str):
+        """A callback that keeps the labels starting with `prefix` (a target's stages: sending,
+        each file) on one line whose text changes; other labels get their own line as before."""
+        def progress(label, done, total):
+            if not label.startswith(prefix):
+                return self(label, done, total)
+            if prefix not in self.tasks:
+                self.tasks[prefix] = self.bar.add_task(label, total=total)
+            self.bar.update(self.tasks[prefix], description=label, completed=done, total=total)
+        return progress

@@ -8,42 +8,8 @@ import click
 
 from ..formats.registry import runtime_names
 from . import policies as P
-from .common import console, error_boundary, list_option, wide_option, write_json, write_report
+from .common import ParityProgress, console, error_boundary, list_option, wide_option, write_json, write_report
 from .remote import on_option
-
-
-class ParityProgress:
-    """A rich progress bar with one task per runtime, fed by parity's progress(label, done, total)."""
-
-    def __init__(self, con, quiet):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            console=con, transient=True, disable=quiet or not con.is_terminal)
-        self.tasks = {}
-
-    def __enter__(self):
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.stop()
-
-    def __call__(self, label, done, total):
-        if label not in self.tasks:
-            self.tasks[label] = self.bar.add_task(label, total=total)
-        self.bar.update(self.tasks[label], completed=done)
-
-    def staged(self, prefix: str):
-        """A callback that keeps the labels starting with `prefix` (a target's stages: sending,
-        each file) on one line whose text changes; other labels get their own line as before."""
-        def progress(label, done, total):
-            if not label.startswith(prefix):
-                return self(label, done, total)
-            if prefix not in self.tasks:
-                self.tasks[prefix] = self.bar.add_task(label, total=total)
-            self.bar.update(self.tasks[prefix], description=label, completed=done, total=total)
-        return progress
 
 
 @click.command("parity")

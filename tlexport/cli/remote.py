@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .common import STDOUT, console, show_predictions, write_json, write_report
+from .common import STDOUT, ParityProgress, console, show_predictions, write_json, write_report
 
 ON_HELP = ("Run on a target instead of here: ssh://[user@]host[:port][#options] (OpenSSH, key auth, batch mode) "
            "or cmd:PREFIX (a command that starts the target's Python: a venv, chroot, docker exec -i); "
@@ -36,8 +36,6 @@ def _where(on: str) -> str:
 def _progress(quiet: bool):
     """A transient status line on stderr's terminal (none when it is not one): what is being sent
     and which file runs on the target, so a slow board or an emulated one is never silent."""
-    from .parity import ParityProgress
-
     return ParityProgress(console(stderr=True), quiet)
 
 
