@@ -413,6 +413,30 @@ def test_target_parsing():
     argv = t.python_argv("-c", "print(1)")
     assert "BatchMode=yes" in argv and "StrictHostKeyChecking=yes" in argv and argv[-1].startswith("/opt/rt/bin/python -c")
     assert parse("cmd:chroot /srv/arm64 /opt/rt/bin/python").prefix == ("chroot", "/srv/arm64", "/opt/rt/bin/python")
+    # ~/ means the remote user's home (a quoted '~/tlx/bin/python' would be looked up literally)
+    home = parse("ssh://pi@board#python=~/my venv/bin/python").python_argv("-c", "print(1)")[-1]
+    assert home.startswith('"$HOME"/\'my venv/bin/python\' -c ')
+    ran = subprocess.run(["sh", "-c", "printf '%s\\n' " + home.split(" -c ")[0]], capture_output=True, text=True,
+                         env={"HOME": "/home/pi"})  # what the remote shell makes of it
+    assert ran.stdout == "/home/pi/my venv/bin/python\n", ran
+
+
+def test_a_system_python_that_refuses_pip_gets_a_venv_line(tmp_path, monkeypatch):
+    """Debian 12 / Raspberry Pi OS mark their Python EXTERNALLY-MANAGED (PEP 668): `pip install`
+    fails there, so the line says how to make a venv and name it."""
+    import sysconfig
+
+    from tlexport.remote import agent
+
+    (tmp_path / "EXTERNALLY-MANAGED").write_text("[externally-managed]\n")
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(tmp_path))
+    monkeypatch.setattr(sys, "base_prefix", sys.prefix)
+    line = agent.install_line("ai-edge-litert")
+    assert line.startswith("python3 -m venv ~/tlx && ~/tlx/bin/pip install numpy pillow ai-edge-litert, then add "
+                           "#python=~/tlx/bin/python to --on"), line
+    assert "and your files' runtimes" in agent.install_line("numpy")
+    (tmp_path / "EXTERNALLY-MANAGED").unlink()
+    assert agent.install_line("numpy") == f"{sys.executable} -m pip install numpy"
 
 
 def test_amd64_ort_refused_on_arm(tmp_path, monkeypatch):

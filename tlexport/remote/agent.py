@@ -145,8 +145,23 @@ class Unavailable(Exception):
 
 def _missing(runtime):
     pip, what = RUNTIME_PACKAGES[runtime]
-    return Unavailable("%s (%s) is not installed on the target: %s -m pip install %s"
-                       % (pip, what, sys.executable, pip))
+    return Unavailable("%s (%s) is not installed on the target: %s" % (pip, what, install_line(pip)))
+
+
+def install_line(packages):
+    """The command that installs `packages` for this interpreter: pip, or, where the system's
+    Python refuses pip (PEP 668: Debian 12, Raspberry Pi OS, Ubuntu 23.04+), a venv to name with
+    #python=."""
+    import sysconfig
+
+    managed = sys.prefix == getattr(sys, "base_prefix", sys.prefix) and \
+        os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+    if not managed:
+        return "%s -m pip install %s" % (sys.executable, packages)
+    wanted = ["numpy", "pillow"] + [p for p in packages.split() if p not in ("numpy", "pillow")]
+    return ("python3 -m venv ~/tlx && ~/tlx/bin/pip install %s%s, then add #python=~/tlx/bin/python to --on "
+            "(this system's Python refuses pip)" % (" ".join(wanted), " and your files' runtimes"
+                                                     if packages == "numpy" else ""))
 
 
 class OnnxRunner:
@@ -485,8 +500,7 @@ def main(folder, events):
     try:
         import numpy as np
     except ImportError:
-        emit("error", kind="numpy", message="numpy is not installed on the target: %s -m pip install numpy"
-             % sys.executable)
+        emit("error", kind="numpy", message="numpy is not installed on the target: %s" % install_line("numpy"))
         return 3
     with open(os.path.join(folder, "job.json")) as f:
         job = json.load(f)

@@ -85,8 +85,10 @@ class Target:
 
     def python_argv(self, *args: str) -> list[str]:
         """The argv that runs the target's Python with `args` (ssh: one remote shell command)."""
-        if self.kind == "ssh":
-            return self.ssh_base() + [shlex.join([self.python, *args])]
+        if self.kind == "ssh":  # ~/ is the remote user's home, as a shell would read it unquoted
+            py = self.python
+            python = '"$HOME"/' + shlex.quote(py[2:]) if py.startswith("~/") else shlex.quote(py)
+            return self.ssh_base() + [" ".join([python, shlex.join(args)])]
         return [*self.prefix, *args]
 
 
