@@ -672,3 +672,19 @@ def test_boards_that_share_a_hostname_are_two_devices():
     assert device_key(a) != device_key(b) and device_key(a) == "raspberrypi-aarch64-1a2b3c4d"
     assert device_key({"hostname": "box", "machine": "x86_64", "machine_id": None}) == "box-x86_64"
     assert device_key({**a, "emulated": True}).endswith("-emulated")
+
+
+def test_predict_on_runs_the_in_graph_model_on_the_devices_decoding(python_there, export_copy, tiny_data, remote_tmp):
+    """model.uint8.onnx (the file the Node.js app runs) takes the image decoded on the device, as
+    local predict feeds it: the same top-k and probabilities."""
+    val = tiny_data / "val"
+    args = [str(export_copy / "model.uint8.onnx"), str(val), "--json", "--top-k", "3"]
+    there = invoke(["predict", *args, "--on", f"cmd:{python_there}"])
+    assert there.exit_code == 0, there.output
+    here = json.loads(invoke(["predict", *args]).output)
+    remote_rows = json.loads(there.output[there.output.index("["):])
+    assert [r["image"] for r in remote_rows] == [r["image"] for r in here] and len(here) == 12
+    for a, b in zip(remote_rows, here):
+        assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]
+        assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"])) < 1e-5
+    assert list(remote_tmp.iterdir()) == []

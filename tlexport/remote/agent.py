@@ -185,6 +185,7 @@ class OnnxRunner:
 
         self.dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(inp.type, np.float32)
         self.output = self.session.get_outputs()[0].name
+        self.uint8_input = len(self.shape) == 3  # model.uint8.onnx: it resizes, crops, normalises
         first = self.shape[0] if self.shape else None
         self.fixed_batch = first if isinstance(first, int) and first > 0 and len(self.shape) == 4 else None
 
@@ -469,10 +470,11 @@ def predict_item(runner, folder, job):
     import shipped_images as images  # tlexport/data/images.py, shipped beside the agent
 
     pre, rows, errors, batch, names = job["preprocess"], [], [], [], []
+    uint8 = getattr(runner, "uint8_input", False)  # decoded images of any size, one per call
 
     def flush():
         if batch:
-            logits = run_batch(runner, np.stack(batch))
+            logits = np.concatenate([runner.run([x]) for x in batch]) if uint8 else run_batch(runner, np.stack(batch))
             z = np.exp(logits - logits.max(axis=1, keepdims=True))
             probs = z / z.sum(axis=1, keepdims=True)
             for name, p in zip(names, probs):
@@ -482,7 +484,9 @@ def predict_item(runner, folder, job):
 
     for name in job["images"]:
         try:
-            batch.append(images.load_input(os.path.join(folder, "images", name), pre))
+            path = os.path.join(folder, "images", name)
+            batch.append(np.asarray(images.open_rgb(path, min_side=pre["resize"])) if uint8
+                         else images.load_input(path, pre))
             names.append(name)
         except Exception as e:  # noqa: BLE001 - an unreadable image is that image's error
             errors.append({"image": name, "error": "%s: %s" % (type(e).__name__, str(e)[:200])})

@@ -459,7 +459,7 @@ def predict_on(on: str, model, images, *, top_k: int = 5, batch_size: int = 16, 
     from ..errors import DataError
     from ..formats.metadata import read_metadata
     from ..inference import resolve_model
-    from ..tables.artifacts import is_folder_artifact, kind_of_file
+    from ..tables.artifacts import BAKED, MODEL, is_folder_artifact, kind_of_file
     from ..tables.metadata import require
     from .record import fastest_on
 
@@ -476,7 +476,7 @@ def predict_on(on: str, model, images, *, top_k: int = 5, batch_size: int = 16, 
     path = path or resolve_model(model)
     kind = kind_of_file(path)
     runtime = AGENT_RUNTIMES.get(kind.format)
-    if runtime is None or kind.role != "model":
+    if runtime is None or kind.role not in (MODEL, BAKED) or (kind.role == BAKED and runtime != "onnxruntime"):
         raise UsageError(f"{path.name}: the agent runs {', '.join(sorted(AGENT_RUNTIMES))} model files only")
     meta = require(read_metadata(path), path)
     files = iter_image_files(images)
