@@ -84,7 +84,10 @@ def remote_tmp(tmp_path) -> Path:
 
 @pytest.fixture
 def python_there(torch_free_python, remote_tmp, tmp_path) -> str:
-    return _wrapper(tmp_path, "py", f'TMPDIR={remote_tmp} exec {torch_free_python} "$@"')
+    """The target's Python, whose TMPDIR and home folder are both `remote_tmp`: a runtime that
+    writes to ~/.cache (onnxruntime does) leaves something there unless the agent redirects it."""
+    return _wrapper(tmp_path, "py", f"unset XDG_CACHE_HOME XDG_CONFIG_HOME XDG_DATA_HOME XDG_STATE_HOME; "
+                                    f'HOME={remote_tmp} TMPDIR={remote_tmp} exec {torch_free_python} "$@"')
 
 
 # ---- sshd on 127.0.0.1 ---------------------------------------------------------------------------

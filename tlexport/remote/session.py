@@ -67,8 +67,14 @@ except OSError as e:
 code = 3
 try:
     os.chdir(d)
-    # What the runtimes write to TMPDIR (onnxruntime leaves a .ses file there) goes in our folder too.
+    # What the runtimes write to TMPDIR (onnxruntime leaves a .ses file there) and to the home
+    # folder (onnxruntime 1.2x keeps ~/.cache/Microsoft/DeveloperTools/.onnxruntime/deviceid and a
+    # database) goes in our folder too.
     os.environ["TMPDIR"] = tempfile.tempdir = d
+    for var, sub in (("HOME", "home"), ("XDG_CACHE_HOME", "home/.cache"), ("XDG_CONFIG_HOME", "home/.config"),
+                     ("XDG_DATA_HOME", "home/.local/share"), ("XDG_STATE_HOME", "home/.local/state")):
+        os.environ[var] = os.path.join(d, sub)
+    os.mkdir(os.path.join(d, "home"))
     out("hello", dir=d, pid=os.getpid())
     data = sys.stdin.buffer.read(size)
     if len(data) != size:
