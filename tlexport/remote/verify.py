@@ -233,20 +233,11 @@ class Baked:
         from types import SimpleNamespace
 
         from ..formats.metadata import read_metadata
-        from ..verify.compare import RuntimeResult, compare, gates_for, record_metadata
+        from ..verify.compare import compare, gates_for, record_metadata
 
         item = self.by_file[res["file"]]
-        base = RuntimeResult(item.runtime, item.precision, "cpu", artifact=str(item.path))
-        if res.get("skipped") or res.get("error"):
-            if res.get("skipped"):
-                base.skipped_reason = str(res["skipped"])[:500]
-            else:
-                base.fail(str(res["error"])[:500])
-            return base
-        try:
-            logits = decode(res["logits"])
-        except (KeyError, TypeError, ValueError) as e:
-            base.fail(f"the agent sent malformed logits ({e})")
+        base, logits, _ = received(res, item)
+        if logits is None:
             return base
         out = compare(self.host_logits(item), logits, SimpleNamespace(names=self.names, labels=None), "fp32",
                       gates_for("fp32", atol, rtol), classes=run.classes, runtime=item.runtime, device="cpu")
@@ -284,24 +275,33 @@ def decode(blob) -> np.ndarray:
     return np.frombuffer(data, dtype=np.float32).reshape(shape).copy()
 
 
-def _compared(res: dict, item: Item, inputs, ref_logits, run, atol, rtol):
-    """One file's target logits through the same gates as local parity (verify.compare)."""
-    from ..formats.metadata import read_metadata
-    from ..verify.compare import RuntimeResult, compare, gates_for, record_metadata
-    from ..verify.parity import check_batch_independence
+def received(res: dict, item: Item):
+    """(the file's result row, its logits, the logits of the images run alone) from the agent's
+    result; the logits are None when the file was skipped or failed there (the row says why)."""
+    from ..verify.compare import RuntimeResult
 
     base = RuntimeResult(item.runtime, item.precision, "cpu", artifact=str(item.path))
     if res.get("skipped"):
         base.skipped_reason = str(res["skipped"])[:500]
-        return base
+        return base, None, []
     if res.get("error"):
         base.fail(str(res["error"])[:500])
-        return base
+        return base, None, []
     try:
-        logits = decode(res["logits"])
-        alone = [decode(a) for a in res.get("alone", [])]
+        return base, decode(res["logits"]), [decode(a) for a in res.get("alone", [])]
     except (KeyError, TypeError, ValueError) as e:
         base.fail(f"the agent sent malformed logits ({e})")
+        return base, None, []
+
+
+def _compared(res: dict, item: Item, inputs, ref_logits, run, atol, rtol):
+    """One file's target logits through the same gates as local parity (verify.compare)."""
+    from ..formats.metadata import read_metadata
+    from ..verify.compare import compare, gates_for, record_metadata
+    from ..verify.parity import check_batch_independence
+
+    base, logits, alone = received(res, item)
+    if logits is None:
         return base
     gates = gates_for(item.precision, atol, rtol)
     out = compare(ref_logits, logits, inputs, item.precision, gates,
