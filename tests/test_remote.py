@@ -217,7 +217,7 @@ def test_parity_and_bench_on_ssh_record_the_device(ssh_ok, python_there, torch_f
     # the in-graph model ran on the very pixels decoded here, compared with this machine's run
     baked = next(x for x in data["results"] if Path(x["artifact"]).name == "model.uint8.onnx")
     assert baked["passed"] is True and baked["max_abs"] < 1e-4 and baked["top1_agreement"] == 100.0
-    assert any("model.uint8.onnx: 12 val images decoded here" in n for n in data["notes"]), data["notes"]
+    assert any("model.uint8.onnx: 4 val images decoded here" in n for n in data["notes"]), data["notes"]  # --max-images
     target = data["environment"]["target"]
     assert target["on"] == on and target["python_path"] == str(torch_free_python)
     assert "torch" not in target["versions"] and target["versions"]["onnxruntime"]

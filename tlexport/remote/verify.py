@@ -154,7 +154,7 @@ def parity_on(on: str, export_dir, options=None, *, progress=None, record=True, 
         finally:
             ref.close()
     tensors = inputs.batch(0, len(inputs))  # the very bits the reference was fed
-    baked = Baked(export_dir, run, runtimes, precisions)
+    baked = Baked(export_dir, run, runtimes, precisions, max_images)
     agent = _agent(target, "parity", items + baked.items, tensors, progress, images=baked.pixels,
                    batch_size=batch_size)
     by_file = {i.file: i for i in items}
@@ -187,13 +187,13 @@ def parity_on(on: str, export_dir, options=None, *, progress=None, record=True, 
 class Baked:
     """The in-graph preprocessing models (role baked-preprocess, `model.uint8.onnx`) in a parity on a
     target. They take decoded pixels, not the reference's tensors: the host decodes up to
-    `baked.MAX_IMAGES` val images once (their own sizes, as an app decodes them), ships those very
+    `baked.MAX_IMAGES` val images (fewer with --max-images) once (their own sizes, as an app decodes them), ships those very
     pixels (.npy, read without pickle there), and compares the target's logits with this
     machine's onnxruntime on the same file and pixels under the fp32 gates. What the target adds
     is its kernels alone; the file's agreement with PyTorch through tlexport's preprocessing was
     verified at export, per image."""
 
-    def __init__(self, export_dir: Path, run, runtimes, precisions):
+    def __init__(self, export_dir: Path, run, runtimes, precisions, max_images=None):
         from ..tables.artifacts import BAKED, list_artifacts
 
         self.items, self.pixels, self.by_file, self.notes, self.names = [], {}, {}, [], []
@@ -205,9 +205,9 @@ class Baked:
             return
         import io
 
-        from ..formats.onnx.baked import decoded_images
+        from ..formats.onnx.baked import MAX_IMAGES, decoded_images
 
-        images, self.names, source = decoded_images(run)
+        images, self.names, source = decoded_images(run, min(MAX_IMAGES, max_images or MAX_IMAGES))
         self.arrays = [np.ascontiguousarray(np.asarray(im.convert("RGB")), dtype=np.uint8) for im in images]
         for i, a in enumerate(self.arrays):
             buf = io.BytesIO()
