@@ -230,7 +230,7 @@ def test_parity_and_bench_on_ssh_record_the_device(ssh_ok, python_there, torch_f
     assert entry["target"] == on and entry["device"]["machine"] == os.uname().machine.lower()
     if Path("/etc/machine-id").is_file() and Path("/etc/machine-id").read_text().strip():
         digest = entry["device"]["machine_id"]  # the id's digest, not the id
-        assert len(digest) == 8 and key.endswith("-" + digest) and digest not in Path("/etc/machine-id").read_text()
+        assert len(digest) == 8 and digest not in Path("/etc/machine-id").read_text()
     assert entry["files"]["model.onnx"]["verified"] is True and entry["files"]["model.onnx"]["p50_ms"] > 0
     assert entry["fastest"] == "model.onnx" and entry["emulated"] is False
     assert entry["files"]["model.uint8.onnx"]["verified"] is True
@@ -668,11 +668,16 @@ def test_a_run_on_a_target_is_never_silent(python_there, export_copy):
 
 
 def test_boards_that_share_a_hostname_are_two_devices():
+    """Two boards that kept the hostname raspberrypi, and two venvs on one board, are separate
+    records; the same board and Python is always the same one."""
+    import re
+
     from tlexport.remote.record import device_key
 
-    a = {"hostname": "raspberrypi", "machine": "aarch64", "machine_id": "1a2b3c4d"}
-    b = {**a, "machine_id": "99ff00ee"}
-    assert device_key(a) != device_key(b) and device_key(a) == "raspberrypi-aarch64-1a2b3c4d"
+    a = {"hostname": "raspberrypi", "machine": "aarch64", "machine_id": "1a2b3c4d", "python_path": "/usr/bin/python3"}
+    other_board, other_venv = {**a, "machine_id": "99ff00ee"}, {**a, "python_path": "/home/pi/tlx/bin/python"}
+    assert len({device_key(a), device_key(other_board), device_key(other_venv)}) == 3
+    assert re.fullmatch(r"raspberrypi-aarch64-[0-9a-f]{8}", device_key(a)) and device_key(dict(a)) == device_key(a)
     assert device_key({"hostname": "box", "machine": "x86_64", "machine_id": None}) == "box-x86_64"
     assert device_key({**a, "emulated": True}).endswith("-emulated")
 

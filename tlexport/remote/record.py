@@ -1,7 +1,7 @@
 """Per-device results in the export's manifest.json, and the fastest verified file per device.
 
     "devices": {
-      "<hostname>-<machine>[-<machine-id digest>][-emulated]": {
+      "<hostname>-<machine>[-<digest of machine-id and Python path>][-emulated]": {
         "target": "ssh://pi@board", "device": {machine, cpu, isa, cores, os, python, versions...},
         "emulated": false, "updated": "2026-...Z",
         "files": {"model.int8.onnx": {"sha256": "...", "runtime": "onnxruntime", "precision": "int8",
@@ -30,11 +30,16 @@ MAX_DEVICES = 64
 
 
 def device_key(device: dict) -> str:
-    """A stable name for the device: hostname, machine, a digest of its machine-id when it has one
-    (boards that share a hostname stay apart), and `-emulated`."""
+    """A stable name for the device: hostname, machine, then a digest of its machine-id (boards
+    that share a hostname stay apart) and of the Python that ran there (two venvs with other
+    runtime versions on one board are two records: a verdict holds for the runtime that gave it),
+    and `-emulated`."""
+    import hashlib
+
     raw = f"{device.get('hostname') or 'unknown'}-{device.get('machine') or 'unknown'}"
-    if isinstance(device.get("machine_id"), str) and device["machine_id"]:
-        raw += f"-{device['machine_id']}"
+    ident = [str(device.get(k)) for k in ("machine_id", "python_path") if isinstance(device.get(k), str) and device[k]]
+    if ident:
+        raw += "-" + hashlib.sha256("\0".join(ident).encode()).hexdigest()[:8]
     key = re.sub(r"[^A-Za-z0-9._-]+", "_", raw)[:100]
     return key + ("-emulated" if device.get("emulated") else "")
 
