@@ -37,7 +37,7 @@ def device_key(device: dict) -> str:
     import hashlib
 
     raw = f"{device.get('hostname') or 'unknown'}-{device.get('machine') or 'unknown'}"
-    ident = [str(device.get(k)) for k in ("machine_id", "python_path") if isinstance(device.get(k), str) and device[k]]
+    ident = [device[k] for k in ("machine_id", "python_path") if isinstance(device.get(k), str) and device[k]]
     if ident:
         raw += "-" + hashlib.sha256("\0".join(ident).encode()).hexdigest()[:8]
     key = re.sub(r"[^A-Za-z0-9._-]+", "_", raw)[:100]
@@ -145,10 +145,11 @@ def fastest_on(export_dir, target_text: str) -> tuple[Path | None, str]:
     _, key, entry = max(mine)
     name = entry.get("fastest")
     files = entry.get("files") if isinstance(entry.get("files"), dict) else {}
-    fresh = isinstance(name, str) and current(files.get(name), artifact_shas(manifest).get(name))
+    shas = artifact_shas(manifest)
+    fresh = isinstance(name, str) and current(files.get(name), shas.get(name))
     path = inside(Path(export_dir), name) if fresh else None
     if path is None or not path.exists():
-        stale = [n for n, row in files.items() if not current(row, artifact_shas(manifest).get(n))]
+        stale = [n for n, row in files.items() if not current(row, shas.get(n))]
         why = (entry.get("fastest_note") or
                (f"its records are not of the files now there ({', '.join(sorted(stale)[:3])}"
                 f"{', ...' if len(stale) > 3 else ''}): run parity and bench --on again" if stale else
